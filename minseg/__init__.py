@@ -1,0 +1,17 @@
+"""minseg: semantic segmentation from scratch, in NumPy (and CuPy on a GPU).
+
+Read it in this order: ``autograd`` (Tensor, Function, backward), ``ops`` (the basic
+differentiable operations), ``gradcheck``, ``functional`` (convolution, pooling,
+normalization, losses), ``nn`` (layers as Modules), ``models``, ``metrics``,
+``optim``, ``data``, ``train``, ``viz``; ``cuda`` is the only module that knows the
+CUDA kernels in ``kernels/``.
+"""
+from .autograd import Tensor, Function, no_grad, is_grad_enabled
+from .gradcheck import gradcheck, GradcheckError
+from .ops import cat, stack
+from . import functional, nn
+
+__version__ = "0.1.0"
+
+__all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
+           "cat", "stack", "functional", "nn"]

@@ -1,0 +1,2 @@
+"""Layers as Modules that own their parameters (``import minseg.nn as nn``)."""
+from .module import *  # noqa: F401,F403
