@@ -9,9 +9,10 @@ CUDA kernels in ``kernels/``.
 from .autograd import Tensor, Function, no_grad, is_grad_enabled
 from .gradcheck import gradcheck, GradcheckError
 from .ops import cat, stack
+from .random import manual_seed
 from . import functional, nn
 
 __version__ = "0.1.0"
 
 __all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
-           "cat", "stack", "functional", "nn"]
+           "cat", "stack", "manual_seed", "functional", "nn"]
