@@ -1,0 +1,145 @@
+"""How fast are minseg's convolutions on the CPU, next to PyTorch's?
+
+    flock /tmp/minseg-bench.lock python benchmarks/layers.py [--runs 15] [--warmup 3] [--no-torch]
+
+Float32, the shapes a UNet meets at batch 8 on 96×128 images. For each case: the
+median time of several runs after warm-up, the GFLOP/s that makes, and, when PyTorch
+is installed, PyTorch CPU's time for the same case measured in the same run (two
+threads, like NumPy's BLAS here) and the ratio minseg / PyTorch.
+
+"fwd+bwd" is one forward pass and one backward pass computing the gradients of the
+input, the weight and the bias. FLOPs count multiply-adds as two: a convolution's
+forward is 2·N·O·C·kh·kw·Ho·Wo, the backward twice that (input and weight gradients).
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import minseg  # noqa: E402
+import minseg.functional as F  # noqa: E402
+
+# (name, kind, x shape, weight shape, keyword arguments)
+CASES = [
+    ("conv3x3 (8,32,96,128)->32", "conv", (8, 32, 96, 128), (32, 32, 3, 3), dict(padding=1)),
+    ("conv3x3 (8,128,24,32)->128", "conv", (8, 128, 24, 32), (128, 128, 3, 3), dict(padding=1)),
+    ("conv3x3 (8,512,6,8)->512", "conv", (8, 512, 6, 8), (512, 512, 3, 3), dict(padding=1)),
+    ("convT k2s2 (8,64,24,32)->32", "conv_transpose", (8, 64, 24, 32), (64, 32, 2, 2), dict(stride=2)),
+]
+
+
+def median_ms(function, runs, warmup):
+    """Median milliseconds of ``runs`` back-to-back calls, after ``warmup`` untimed ones.
+
+    Back to back on purpose: the warm-up calls also let the other library's worker
+    threads, which spin for a while after each call, go idle. (Pausing between calls
+    is worse here: in this VM freed memory goes back to the host within ~50 ms, and
+    touching fresh memory again made PyTorch's 1 ms transposed convolution take 15.)
+    """
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def forward_flops(kind, x_shape, weight_shape, y_shape):
+    if kind == "conv":  # every output element: C·kh·kw multiply-adds
+        return 2 * np.prod(y_shape, dtype=np.int64) * np.prod(weight_shape[1:], dtype=np.int64)
+    return 2 * np.prod(x_shape, dtype=np.int64) * np.prod(weight_shape[1:], dtype=np.int64)  # every input element
+
+
+def minseg_runners(kind, x, weight, bias, grad_y, kwargs):
+    op = F.conv2d if kind == "conv" else F.conv_transpose2d
+    tensors = [minseg.Tensor(a, requires_grad=True) for a in (x, weight, bias)]
+
+    def forward():
+        with minseg.no_grad():
+            op(*tensors, **kwargs)
+
+    def forward_backward():
+        for t in tensors:
+            t.grad = None
+        op(*tensors, **kwargs).backward(grad_y)
+
+    return forward, forward_backward
+
+
+def torch_runners(torch, kind, x, weight, bias, grad_y, kwargs):
+    op = torch.nn.functional.conv2d if kind == "conv" else torch.nn.functional.conv_transpose2d
+    tensors = [torch.from_numpy(a).requires_grad_() for a in (x, weight, bias)]
+    grad_y = torch.from_numpy(grad_y)
+
+    def forward():
+        with torch.no_grad():
+            op(*tensors, **kwargs)
+
+    def forward_backward():
+        for t in tensors:
+            t.grad = None
+        op(*tensors, **kwargs).backward(grad_y)
+
+    return forward, forward_backward
+
+
+def blas_summary(rng):
+    """Which BLAS NumPy uses and its float32 matrix-product speed: the ceiling for im2col + GEMM."""
+    a, b = (rng.standard_normal((2048, 2048), dtype=np.float32) for _ in range(2))
+    ms = median_ms(lambda: a @ b, runs=5, warmup=1)
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    return (f"NumPy {np.__version__}, BLAS {blas.get('name')} {blas.get('version')}: "
+            f"float32 2048x2048 @ 2048x2048 runs at {2 * 2048 ** 3 / ms / 1e6:.0f} GFLOP/s")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--no-torch", action="store_true", help="time minseg only")
+    args = parser.parse_args()
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+            torch.set_num_threads(2)
+        except ImportError:
+            print("(PyTorch is not installed: minseg's times only)")
+
+    rng = np.random.default_rng(0)
+    print(blas_summary(rng))
+    header = f"{'case':30s} {'pass':8s} {'minseg ms':>10s} {'GFLOP/s':>8s}"
+    if torch is not None:
+        header += f" {'torch ms':>9s} {'GFLOP/s':>8s} {'ratio':>6s}"
+    print(header)
+    print("-" * len(header))
+    for name, kind, x_shape, weight_shape, kwargs in CASES:
+        x = rng.standard_normal(x_shape, dtype=np.float32)
+        weight = rng.standard_normal(weight_shape, dtype=np.float32) * np.float32(0.05)
+        out_channels = weight_shape[0] if kind == "conv" else weight_shape[1]
+        bias = rng.standard_normal(out_channels, dtype=np.float32)
+        with minseg.no_grad():
+            y_shape = (F.conv2d if kind == "conv" else F.conv_transpose2d)(x, weight, bias, **kwargs).shape
+        grad_y = rng.standard_normal(y_shape, dtype=np.float32)
+        flops = forward_flops(kind, x_shape, weight_shape, y_shape)
+
+        ours = minseg_runners(kind, x, weight, bias, grad_y, kwargs)
+        theirs = torch_runners(torch, kind, x, weight, bias, grad_y, kwargs) if torch is not None else (None, None)
+        for pass_name, mine, torch_fn, pass_flops in (("fwd", ours[0], theirs[0], flops),
+                                                       ("fwd+bwd", ours[1], theirs[1], 3 * flops)):
+            ms = median_ms(mine, args.runs, args.warmup)
+            line = f"{name:30s} {pass_name:8s} {ms:10.2f} {pass_flops / ms / 1e6:8.1f}"
+            if torch_fn is not None:
+                torch_ms = median_ms(torch_fn, args.runs, args.warmup)
+                line += f" {torch_ms:9.2f} {pass_flops / torch_ms / 1e6:8.1f} {ms / torch_ms:6.2f}"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""Tests for minseg/functional/conv.py: conv2d and conv_transpose2d, forward and backward.
+
+Forward values are compared with direct loop implementations written here from the
+definitions (no im2col); gradients with central differences in float64. Every test
+that computes runs under both im2col layouts (per image, and batch folded into one
+matrix), which the code picks by image size.
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+import minseg
+import minseg.functional as F
+from minseg import Tensor, gradcheck
+from minseg.functional import conv as conv_module
+
+
+@pytest.fixture(params=["per_image", "fold_batch"])
+def layout(request, monkeypatch):
+    """Run the test once with each col layout, whatever the image size."""
+    monkeypatch.setattr(conv_module, "FOLD_BATCH_BELOW", 0 if request.param == "per_image" else 10 ** 9)
+    return request.param
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+# ---------------------------------------------------------------------------
+# Reference implementations straight from the definitions
+# ---------------------------------------------------------------------------
+def naive_conv2d(x, weight, bias, stride, padding, dilation):
+    """y[n, o, oh, ow] = b[o] + Σ_c,i,j W[o, c, i, j] · x_padded[n, c, oh·sh + i·dh, ow·sw + j·dw]."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    n, _, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    x_padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    # Count the window positions that fit, rather than trusting a formula.
+    ho = sum(1 for top in range(0, x_padded.shape[2], sh) if top + dh * (kh - 1) < x_padded.shape[2])
+    wo = sum(1 for left in range(0, x_padded.shape[3], sw) if left + dw * (kw - 1) < x_padded.shape[3])
+    y = np.zeros((n, o, ho, wo))
+    for b, out_c, oh, ow in itertools.product(range(n), range(o), range(ho), range(wo)):
+        window = x_padded[b, :, oh * sh:oh * sh + dh * (kh - 1) + 1:dh, ow * sw:ow * sw + dw * (kw - 1) + 1:dw]
+        y[b, out_c, oh, ow] = np.sum(window * weight[out_c]) + (0 if bias is None else bias[out_c])
+    return y
+
+
+def naive_conv_transpose2d(x, weight, bias, stride, padding, output_padding, dilation):
+    """Every input pixel stamps its value times the kernel onto the output, s pixels apart; overlaps add."""
+    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = stride, padding, output_padding, dilation
+    n, c_in, h, w = x.shape
+    _, c_out, kh, kw = weight.shape
+    canvas = np.zeros((n, c_out, (h - 1) * sh + dh * (kh - 1) + 1 + oph, (w - 1) * sw + dw * (kw - 1) + 1 + opw))
+    for b, c, r, col, i, j in itertools.product(range(n), range(c_in), range(h), range(w), range(kh), range(kw)):
+        canvas[b, :, r * sh + i * dh, col * sw + j * dw] += x[b, c, r, col] * weight[c, :, i, j]
+    y = canvas[:, :, ph:canvas.shape[2] - ph, pw:canvas.shape[3] - pw]  # padding removes a border
+    return y + (0 if bias is None else bias.reshape(1, -1, 1, 1))
+
+
+# (kernel, stride, padding, dilation): square and non-square, 1×1, overlapping and tiling windows
+FORWARD_CASES = [((3, 3), (1, 1), (1, 1), (1, 1)), ((1, 1), (1, 1), (0, 0), (1, 1)), ((2, 3), (2, 1), (1, 0), (1, 2)),
+                 ((3, 2), (3, 2), (2, 1), (2, 1)), ((2, 2), (2, 2), (0, 0), (1, 1)), ((3, 3), (2, 2), (0, 1), (1, 1))]
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation", FORWARD_CASES)
+def test_conv2d_forward_matches_direct_loops(layout, kernel, stride, padding, dilation):
+    rng = np.random.default_rng(1)
+    x, weight, bias = rand(rng, 2, 3, 7, 9), rand(rng, 4, 3, *kernel), rand(rng, 4)
+    expected = naive_conv2d(x, weight, bias, stride, padding, dilation)
+    y = F.conv2d(Tensor(x), Tensor(weight), Tensor(bias), stride, padding, dilation)
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-10, atol=1e-12)
+    # Strided views (a transposed image, a sliced weight) give the same result.
+    x_view = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    weight_view = np.repeat(weight, 2, axis=1)[:, ::2]
+    y = F.conv2d(Tensor(x_view), Tensor(weight_view), Tensor(bias), stride, padding, dilation)
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation", FORWARD_CASES)
+@pytest.mark.parametrize("extra_rows", [0, 1])
+def test_conv_transpose2d_forward_matches_direct_loops(layout, kernel, stride, padding, dilation, extra_rows):
+    rng = np.random.default_rng(2)
+    output_padding = (extra_rows * (stride[0] - 1), 0)
+    x, weight, bias = rand(rng, 2, 3, 4, 5), rand(rng, 3, 2, *kernel), rand(rng, 2)
+    y = F.conv_transpose2d(Tensor(x), Tensor(weight), Tensor(bias), stride, padding, output_padding, dilation)
+    expected = naive_conv_transpose2d(x, weight, bias, stride, padding, output_padding, dilation)
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_conv2d_hand_computed_example():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    weight = np.array([[[[1.0, 0.0], [0.0, -1.0]]]])  # x[r, c] - x[r+1, c+1] = -5 everywhere
+    y = F.conv2d(x, weight, stride=2)
+    np.testing.assert_array_equal(y.numpy(), np.full((1, 1, 2, 2), -5.0))
+    y = F.conv_transpose2d(np.ones((1, 1, 1, 1)), weight, stride=2, output_padding=1)
+    np.testing.assert_array_equal(y.numpy()[0, 0], [[1, 0, 0], [0, -1, 0], [0, 0, 0]])
+
+
+# ---------------------------------------------------------------------------
+# Gradients
+# ---------------------------------------------------------------------------
+GRID = list(itertools.product([1, 2, (2, 1)], [0, 1, (2, 0)], [1, (1, 2)]))
+
+
+@pytest.mark.parametrize("stride, padding, dilation", GRID)
+def test_conv2d_gradcheck_over_stride_padding_dilation(layout, stride, padding, dilation):
+    rng = np.random.default_rng(3)
+    x = Tensor(rand(rng, 1, 2, 7, 8), requires_grad=True)        # batch 1, odd height
+    weight = Tensor(rand(rng, 3, 2, 2, 3), requires_grad=True)   # non-square kernel
+    bias = Tensor(rand(rng, 3), requires_grad=True)
+    assert gradcheck(lambda a, w, b: F.conv2d(a, w, b, stride, padding, dilation), [x, weight, bias])
+
+
+def _valid_output_padding(stride, dilation, output_padding):
+    """PyTorch's rule, per axis: output_padding < stride or output_padding < dilation."""
+    pairs = (np.broadcast_to(v, 2) for v in (output_padding, stride, dilation))
+    return all(op < s or op < d for op, s, d in zip(*pairs))
+
+
+@pytest.mark.parametrize("stride, padding, dilation, output_padding",
+                         [(s, p, d, op) for (s, p, d), op in itertools.product(GRID, [0, 1, (1, 0)])
+                          if _valid_output_padding(s, d, op)])
+def test_conv_transpose2d_gradcheck_over_stride_padding_dilation(layout, stride, padding, dilation, output_padding):
+    rng = np.random.default_rng(4)
+    x = Tensor(rand(rng, 2, 3, 3, 5), requires_grad=True)
+    weight = Tensor(rand(rng, 3, 2, 3, 2), requires_grad=True)
+    bias = Tensor(rand(rng, 2), requires_grad=True)
+    assert gradcheck(lambda a, w, b: F.conv_transpose2d(a, w, b, stride, padding, output_padding, dilation),
+                     [x, weight, bias])
+
+
+def test_conv_transpose2d_gradcheck_output_padding_beyond_stride(layout):
+    # output_padding 1 >= stride 1 is allowed because it is < dilation 2; the extra
+    # output row and column then receive the bias only.
+    rng = np.random.default_rng(5)
+    x, weight, bias = (Tensor(rand(rng, *s), requires_grad=True) for s in [(2, 2, 4, 3), (2, 3, 2, 2), (3,)])
+    y = F.conv_transpose2d(x, weight, bias, stride=1, output_padding=1, dilation=2)
+    assert y.shape == (2, 3, 4 - 1 + 2 + 1 + 1, 3 - 1 + 2 + 1 + 1)
+    np.testing.assert_allclose(y.numpy(), naive_conv_transpose2d(x.data, weight.data, bias.data, (1, 1), (0, 0),
+                                                                  (1, 1), (2, 2)), rtol=1e-10, atol=1e-12)
+    assert gradcheck(lambda a, w, b: F.conv_transpose2d(a, w, b, 1, 0, 1, 2), [x, weight, bias])
+
+
+def test_gradients_only_for_what_requires_grad():
+    rng = np.random.default_rng(6)
+    x, weight = Tensor(rand(rng, 2, 3, 5, 5)), Tensor(rand(rng, 4, 3, 3, 3), requires_grad=True)
+    F.conv2d(x, weight, padding=1).sum().backward()
+    assert x.grad is None and weight.grad.shape == (4, 3, 3, 3)
+    assert gradcheck(lambda w: F.conv2d(x, w, stride=2), [weight])
+    assert gradcheck(lambda a: F.conv_transpose2d(a, weight.detach(), stride=2),
+                     [Tensor(rand(rng, 1, 4, 3, 3), requires_grad=True)])
+
+
+def test_gradcheck_kernel_2_stride_2_windows_that_tile_the_image(layout):
+    # The UNet decoder's upsampling; col2im is then a single reordering copy.
+    rng = np.random.default_rng(12)
+    x, weight, bias = (Tensor(rand(rng, *s), requires_grad=True) for s in [(2, 3, 4, 6), (3, 2, 2, 2), (2,)])
+    assert gradcheck(lambda a, w, b: F.conv_transpose2d(a, w, b, stride=2), [x, weight, bias])
+    assert gradcheck(lambda a, w, b: F.conv2d(a, w.permute(1, 0, 2, 3), b, stride=2), [x, weight, bias])
+
+
+def test_gradients_at_a_size_that_uses_the_per_image_layout():
+    # 36×32 output pixels is above FOLD_BATCH_BELOW: the default choice, no monkeypatching.
+    rng = np.random.default_rng(7)
+    x, weight, bias = (Tensor(rand(rng, *s), requires_grad=True) for s in [(1, 1, 36, 32), (2, 1, 3, 3), (2,)])
+    assert gradcheck(lambda a, w, b: F.conv2d(a, w, b, padding=1), [x, weight, bias], n_samples=40)
+
+
+# ---------------------------------------------------------------------------
+# Properties
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 1, 1), ((3, 2), (0, 2), (2, 1)), (2, 0, 2)])
+def test_conv_transpose_is_adjoint_of_conv(layout, stride, padding, dilation):
+    """⟨conv2d(x, W), y⟩ = ⟨x, conv_transpose2d(y, W)⟩: the transposed convolution multiplies by Aᵀ."""
+    rng = np.random.default_rng(8)
+    x, weight = rand(rng, 2, 3, 11, 10), rand(rng, 4, 3, 3, 2)
+    conv_x = F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation).numpy()
+    y = rand(rng, *conv_x.shape)
+    # output_padding restores the rows a strided convolution drops, so the shapes match x.
+    (sh, sw), (ph, pw), (dh, dw) = (np.broadcast_to(v, 2) for v in (stride, padding, dilation))
+    output_padding = ((11 + 2 * ph - dh * 2 - 1) % sh, (10 + 2 * pw - dw - 1) % sw)
+    transposed_y = F.conv_transpose2d(y, weight, stride=stride, padding=padding, output_padding=output_padding,
+                                      dilation=dilation).numpy()
+    assert transposed_y.shape == x.shape
+    np.testing.assert_allclose(np.sum(conv_x * y), np.sum(x * transposed_y), rtol=1e-12)
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding, dilation",
+                         [(7, 3, 1, 1, 1), (8, 3, 2, 1, 1), (9, 2, 3, 0, 1), (10, 3, 1, 2, 3), (5, 5, 1, 0, 1)])
+def test_output_shapes_follow_pytorch_formulas(size, kernel, stride, padding, dilation):
+    x = np.zeros((1, 1, size, size + 1), np.float32)
+    weight = np.zeros((1, 1, kernel, kernel), np.float32)
+    conv_size = lambda n: (n + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1  # noqa: E731
+    assert F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation).shape == \
+        (1, 1, conv_size(size), conv_size(size + 1))
+    op = stride - 1
+    transpose_size = lambda n: (n - 1) * stride - 2 * padding + dilation * (kernel - 1) + op + 1  # noqa: E731
+    assert F.conv_transpose2d(x, weight, stride=stride, padding=padding, output_padding=op, dilation=dilation).shape \
+        == (1, 1, transpose_size(size), transpose_size(size + 1))
+
+
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_float32_stays_float32(layout, op, stride):
+    rng = np.random.default_rng(9)
+    x = Tensor(rng.standard_normal((2, 4, 6, 7), dtype=np.float32), requires_grad=True)
+    weight = Tensor(rng.standard_normal((4, 4, 3, 3), dtype=np.float32), requires_grad=True)
+    bias = Tensor(rng.standard_normal(4, dtype=np.float32), requires_grad=True)
+    y = getattr(F, op)(x, weight, bias, stride=stride, padding=1)
+    assert y.dtype == np.float32
+    y.backward(np.ones(y.shape, np.float32))
+    assert x.grad.dtype == weight.grad.dtype == bias.grad.dtype == np.float32
+    reference = getattr(F, op)(x.data.astype(np.float64), weight.data.astype(np.float64),
+                               bias.data.astype(np.float64), stride=stride, padding=1)
+    np.testing.assert_allclose(y.numpy(), reference.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_pair_arguments_equal_int_arguments():
+    rng = np.random.default_rng(10)
+    x, weight = rand(rng, 1, 2, 9, 9), rand(rng, 3, 2, 3, 3)
+    np.testing.assert_array_equal(F.conv2d(x, weight, stride=2, padding=1, dilation=2).numpy(),
+                                  F.conv2d(x, weight, stride=(2, 2), padding=[1, 1], dilation=(2, 2)).numpy())
+
+
+# ---------------------------------------------------------------------------
+# Bad arguments: the message names the argument
+# ---------------------------------------------------------------------------
+X = np.zeros((2, 3, 8, 8), np.float32)
+W = np.zeros((4, 3, 3, 3), np.float32)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: F.conv2d(X, np.zeros((4, 16, 3, 3), np.float32)), ValueError,
+     "weight has 16 input channels but x has 3"),
+    (lambda: F.conv2d(X[0], W), ValueError, "x must be 4-D"),
+    (lambda: F.conv2d(X, W[0]), ValueError, "weight must be 4-D"),
+    (lambda: F.conv2d(X, np.zeros((4, 3, 11, 3), np.float32)), ValueError,
+     "weight's kernel spans 11 pixels in height"),
+    (lambda: F.conv2d(X, W, dilation=(1, 5)), ValueError, "weight's kernel spans 11 pixels in width"),
+    (lambda: F.conv2d(X, W, padding=-1), ValueError, "padding must be non-negative"),
+    (lambda: F.conv2d(X, W, stride=0), ValueError, "stride must be positive"),
+    (lambda: F.conv2d(X, W, dilation=(1, 0)), ValueError, "dilation must be positive"),
+    (lambda: F.conv2d(X, W, stride=(1, 2, 3)), TypeError, "stride must be an int or a pair"),
+    (lambda: F.conv2d(X, W, padding=1.5), TypeError, "padding must be an int or a pair"),
+    (lambda: F.conv2d(X, W.astype(np.float64)), TypeError, "weight is float64 but x is float32"),
+    (lambda: F.conv2d(X.astype(np.int64), W), TypeError, "x must be floating point"),
+    (lambda: F.conv2d(X, W, np.zeros(3, np.float32)), ValueError, r"bias must have shape \(4,\)"),
+    (lambda: F.conv2d(X, W, np.zeros(4)), TypeError, "bias is float64 but x is float32"),
+    (lambda: F.conv_transpose2d(X, np.zeros((16, 4, 3, 3), np.float32)), ValueError,
+     "weight has 16 input channels but x has 3"),
+    (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), stride=2, output_padding=2), ValueError,
+     "output_padding must be non-negative and smaller than either stride or dilation"),
+    (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), output_padding=1), ValueError, "output_padding"),
+    (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), padding=6), ValueError, "output height would be -2"),
+    (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), padding=-1), ValueError, "padding must be non-negative"),
+])
+def test_bad_arguments_raise_errors_naming_them(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_conv_on_a_tensor_graph_trains_like_a_layer():
+    # conv2d accepts Tensors produced by other ops and passes gradients through them.
+    rng = np.random.default_rng(11)
+    x = Tensor(rand(rng, 2, 2, 6, 6), requires_grad=True)
+    weight = Tensor(rand(rng, 2, 2, 3, 3), requires_grad=True)
+    assert gradcheck(lambda a, w: F.conv2d((a * 2.0).relu(), w, padding=1).relu().sum(), [x, weight])
+    assert isinstance(minseg.functional.Conv2dFunction, type)
+
+
+# ---------------------------------------------------------------------------
+# The GPU route (no GPU here): CuPy arrays go to minseg.cuda's three kernels
+# ---------------------------------------------------------------------------
+class _FakeGPUArrayModule:
+    """Stands in for cupy: conv.py sends arrays whose module is not numpy to minseg.cuda."""
+    zeros = staticmethod(np.zeros)
+    ascontiguousarray = staticmethod(np.ascontiguousarray)
+
+
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+def test_gpu_route_calls_the_cuda_kernels_with_the_right_roles(monkeypatch, op):
+    import minseg.cuda
+    from minseg.backend import get_array_module
+    calls = []
+
+    def fake_kernel(name):  # record the call, then compute it with the NumPy code
+        numpy_version = getattr(conv_module, name)
+
+        def kernel(*args):
+            calls.append((name, tuple(a.shape if hasattr(a, "shape") else a for a in args[:3])))
+            with monkeypatch.context() as m:
+                m.setattr(conv_module, "get_array_module", get_array_module)
+                return numpy_version(*args)
+        return kernel
+
+    for name in ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight"):
+        monkeypatch.setattr(minseg.cuda, name, fake_kernel(name))
+    monkeypatch.setattr(conv_module, "get_array_module", lambda *arrays: _FakeGPUArrayModule)
+
+    rng = np.random.default_rng(13)
+    x, bias = Tensor(rand(rng, 2, 3, 5, 6), requires_grad=True), Tensor(rand(rng, 4), requires_grad=True)
+    if op == "conv2d":
+        weight = Tensor(rand(rng, 4, 3, 3, 2), requires_grad=True)
+        assert gradcheck(lambda a, w, b: F.conv2d(a, w, b, stride=1, padding=1), [x, weight, bias])
+        y_shape = (2, 4, 5, 7)
+        expected = {("conv2d_forward", ((2, 3, 5, 6), (4, 3, 3, 2), (1, 1))),
+                    ("conv2d_backward_input", ((2, 4, 5, 7), (4, 3, 3, 2), (2, 3, 5, 6))),
+                    ("conv2d_backward_weight", ((2, 3, 5, 6), y_shape, (4, 3, 3, 2)))}
+    else:  # forward = the convolution's input gradient; backward swaps x and y
+        weight = Tensor(rand(rng, 3, 4, 2, 2), requires_grad=True)
+        assert gradcheck(lambda a, w, b: F.conv_transpose2d(a, w, b, stride=2), [x, weight, bias])
+        y_shape = (2, 4, 10, 12)
+        expected = {("conv2d_backward_input", ((2, 3, 5, 6), (3, 4, 2, 2), y_shape)),
+                    ("conv2d_forward", (y_shape, (3, 4, 2, 2), (2, 2))),
+                    ("conv2d_backward_weight", (y_shape, (2, 3, 5, 6), (3, 4, 2, 2)))}
+    assert set(calls) == expected
