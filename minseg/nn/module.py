@@ -40,14 +40,22 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
-        for registry in (self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            home = self._parameters
         elif isinstance(value, Module):
-            self._modules[name] = value
+            home = self._modules
+        elif name in self._buffers and (value is None or isinstance(value, Tensor)):
+            home = self._buffers  # reassigning a buffer keeps it a buffer
         else:
+            home = None
+        for registry in (self._parameters, self._buffers, self._modules):
+            if registry is not home:
+                registry.pop(name, None)
+        if home is None:
             object.__setattr__(self, name, value)
+        else:
+            self.__dict__.pop(name, None)
+            home[name] = value  # an existing key keeps its place, so parameters() order is stable
 
     def __getattr__(self, name):  # called only when normal lookup fails
         for registry in ("_parameters", "_buffers", "_modules"):

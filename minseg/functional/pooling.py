@@ -1,0 +1,364 @@
+"""Pooling: max, average, adaptive average, and max unpooling (SegNet's decoder).
+
+A pooling window is kh × kw, and a 2-D reduction over it splits into two 1-D ones:
+the max of a window is the max over its rows of each row's max. So every pooling
+here runs along W first, then along H, and each 1-D pass is a loop over the kernel's
+*taps*: tap j is the strided view ``x[..., j::stride]`` holding the j-th element of
+every window at once (the same windows ``sliding_window_view`` would give, read one
+column of the window at a time). A loop over kernel taps is short (2 or 3 steps);
+nothing loops over the batch, the channels or the pixels. (Reducing a
+``sliding_window_view`` over its two small window axes gives the same numbers, but
+NumPy reduces such short axes an element at a time — about ten times slower than
+these whole-array ``maximum``/``+`` calls.)
+
+The backward of each 1-D pass routes the gradient back through the same taps: to the
+tap that won (max) or to every tap equally (average). Overlapping windows (stride <
+kernel) simply add their contributions; when windows tile the input exactly
+(stride == kernel, the common 2 × 2 case) every input element is written once.
+"""
+import numpy as np
+
+from ..autograd import Function, Tensor, as_tensor
+from ..backend import get_array_module
+
+__all__ = ["max_pool2d", "max_unpool2d", "avg_pool2d", "adaptive_avg_pool2d"]
+
+
+# ---------------------------------------------------------------------------
+# Taps along one axis, and their adjoint
+# ---------------------------------------------------------------------------
+def _taps(x, axis, kernel, stride, n_out):
+    """Views of ``x`` along ``axis``: tap j holds element ``o*stride + j`` for every window o < n_out."""
+    lead = (slice(None),) * axis
+    return [x[lead + (slice(j, j + stride * (n_out - 1) + 1, stride),)] for j in range(kernel)]
+
+
+def _empty_for_taps(xp, shape, dtype, axis, kernel, stride, n_out):
+    """A gradient buffer for the taps' adjoint; zeroed unless the windows cover every element exactly once."""
+    tiles = kernel == stride and kernel * n_out == shape[axis]
+    return (xp.empty if tiles else xp.zeros)(shape, dtype), tiles
+
+
+def _max_along(x, axis, kernel, stride, n_out):
+    """Max over each window along ``axis``, and which tap won it (the first one, on ties, as PyTorch)."""
+    xp = get_array_module(x)
+    taps = _taps(x, axis, kernel, stride, n_out)
+    best = taps[0].copy()  # the running max, updated in place
+    winner = xp.zeros(best.shape, xp.uint8 if kernel < 256 else xp.int32)
+    for j, tap in enumerate(taps[1:], start=1):
+        beats = tap > best  # strictly: an equal later tap does not take over
+        xp.maximum(best, tap, out=best)
+        # j only grows, so the last tap that beat the running max is the winner.
+        xp.maximum(winner, beats * winner.dtype.type(j), out=winner)
+    return best, winner
+
+
+def _max_along_backward(grad, winner, axis, kernel, stride, size):
+    """Adjoint of ``_max_along``: each window's gradient goes to the element that won it."""
+    xp = get_array_module(grad)
+    shape = grad.shape[:axis] + (size,) + grad.shape[axis + 1:]
+    n_out = grad.shape[axis]
+    grad_x, tiles = _empty_for_taps(xp, shape, grad.dtype, axis, kernel, stride, n_out)
+    routed = None if tiles else xp.empty_like(grad)  # one scratch buffer for all taps
+    for j, tap in enumerate(_taps(grad_x, axis, kernel, stride, n_out)):
+        if tiles:  # each element belongs to one window: write, don't add
+            xp.multiply(grad, winner == j, out=tap)
+        else:
+            xp.multiply(grad, winner == j, out=routed)
+            tap += routed
+    return grad_x
+
+
+def _sum_along(x, axis, kernel, stride, n_out):
+    """Sum over each window along ``axis``."""
+    taps = _taps(x, axis, kernel, stride, n_out)
+    total = taps[0].copy() if kernel == 1 else taps[0] + taps[1]
+    for tap in taps[2:]:
+        total += tap
+    return total
+
+
+def _sum_along_backward(grad, axis, kernel, stride, size):
+    """Adjoint of ``_sum_along``: every element of a window receives the window's gradient."""
+    xp = get_array_module(grad)
+    shape = grad.shape[:axis] + (size,) + grad.shape[axis + 1:]
+    grad_x, tiles = _empty_for_taps(xp, shape, grad.dtype, axis, kernel, stride, grad.shape[axis])
+    for tap in _taps(grad_x, axis, kernel, stride, grad.shape[axis]):
+        if tiles:
+            tap[...] = grad
+        else:
+            tap += grad
+    return grad_x
+
+
+def _pad(x, padding, value):
+    """``x`` with ``padding`` = (ph, pw) rows/columns of ``value`` on each side (x itself when zero)."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    padded = xp.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
+    padded[:, :, ph:ph + h, pw:pw + w] = x
+    return padded
+
+
+def _unpad(grad_padded, padding, x_shape):
+    """The gradient for the unpadded input, from one for the padded input's first rows.
+
+    ``grad_padded`` may stop short of the last padded rows (no window reached them):
+    those rows get zero gradient.
+    """
+    ph, pw = padding
+    h, w = x_shape[2:]
+    inside = grad_padded[:, :, ph:ph + h, pw:pw + w]
+    if inside.shape[2] == h:
+        return inside
+    grad_x = get_array_module(grad_padded).zeros(x_shape, grad_padded.dtype)
+    grad_x[:, :, :inside.shape[2]] = inside
+    return grad_x
+
+
+# ---------------------------------------------------------------------------
+# Functions
+# ---------------------------------------------------------------------------
+class MaxPool2d(Function):
+    """y[n,c,i,j] = max of the kh × kw window at (i·sh − ph, j·sw − pw); padding counts as −∞.
+
+    Computed as a max along W, then a max along H, remembering the winning tap of each.
+    Only the winning element moves y, so backward hands each window's gradient to its
+    winner (first maximum in row-major order, as PyTorch), through both passes in reverse.
+    """
+
+    def __init__(self, kernel_size, stride, padding, return_indices):
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.return_indices = return_indices
+
+    def forward(self, x):
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        padded = _pad(x, self.padding, -np.inf)
+        out_h = (padded.shape[2] - kh) // sh + 1
+        out_w = (padded.shape[3] - kw) // sw + 1
+        self.rows_used = (out_h - 1) * sh + kh  # rows past the last window never matter
+        row_max, self.col_winner = _max_along(padded[:, :, :self.rows_used], 3, kw, sw, out_w)
+        y, self.row_winner = _max_along(row_max, 2, kh, sh, out_h)
+        self.x_shape, self.padded_width = x.shape, padded.shape[3]
+        if not self.return_indices:
+            return y
+        return y, self._flat_indices()
+
+    def _flat_indices(self):
+        """Each maximum's position as a flat index into its (unpadded) H × W plane, as PyTorch."""
+        xp = get_array_module(self.row_winner)
+        (kh, _), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        out_h, out_w = self.row_winner.shape[2:]
+        # The winning column is the one that won within the winning row.
+        win_col = xp.zeros_like(self.row_winner)
+        for i, col_winner_of_row_i in enumerate(_taps(self.col_winner, 2, kh, sh, out_h)):
+            win_col += (self.row_winner == i) * col_winner_of_row_i
+        row = xp.arange(out_h).reshape(-1, 1) * sh - ph + self.row_winner
+        col = xp.arange(out_w) * sw - pw + win_col
+        return row * self.x_shape[3] + col
+
+    def backward(self, grad_y, *unused_grad_indices):
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        grad_row_max = _max_along_backward(grad_y, self.row_winner, 2, kh, sh, self.rows_used)
+        grad_padded = _max_along_backward(grad_row_max, self.col_winner, 3, kw, sw, self.padded_width)
+        return (_unpad(grad_padded, self.padding, self.x_shape),)
+
+
+class AvgPool2d(Function):
+    """y[n,c,i,j] = (1 / kh·kw) Σ over the window; zero padding counts (count_include_pad=True).
+
+    Each window element contributes 1/(kh·kw) of y, so backward spreads gy/(kh·kw)
+    evenly over the window, summing where windows overlap.
+    """
+
+    def __init__(self, kernel_size, stride, padding):
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        padded = _pad(x, self.padding, 0)
+        out_h = (padded.shape[2] - kh) // sh + 1
+        out_w = (padded.shape[3] - kw) // sw + 1
+        self.rows_used = (out_h - 1) * sh + kh
+        row_sum = _sum_along(padded[:, :, :self.rows_used], 3, kw, sw, out_w)
+        y = _sum_along(row_sum, 2, kh, sh, out_h)
+        y *= x.dtype.type(1.0 / (kh * kw))
+        self.x_shape, self.padded_width = x.shape, padded.shape[3]
+        return y
+
+    def backward(self, grad_y):
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        grad_y = grad_y * grad_y.dtype.type(1.0 / (kh * kw))
+        grad_row_sum = _sum_along_backward(grad_y, 2, kh, sh, self.rows_used)
+        grad_padded = _sum_along_backward(grad_row_sum, 3, kw, sw, self.padded_width)
+        return _unpad(grad_padded, self.padding, self.x_shape)
+
+
+class MaxUnpool2d(Function):
+    """y = zeros of the output size, with y[n, c].flat[indices[n, c, i, j]] = x[n, c, i, j].
+
+    Unpooling puts each value back where max pooling found it. y is a permutation of x
+    padded with zeros, so the gradient for x is gy read at the same places.
+    The indices receive no gradient.
+    """
+
+    def __init__(self, output_hw):
+        self.output_hw = output_hw
+
+    def forward(self, x, indices):
+        xp = get_array_module(x)
+        n, c = x.shape[:2]
+        plane = self.output_hw[0] * self.output_hw[1]
+        self.planes = xp.arange(n * c).reshape(-1, 1)
+        self.indices, self.x_shape = indices.reshape(n * c, -1), x.shape
+        y = xp.zeros((n * c, plane), dtype=x.dtype)
+        y[self.planes, self.indices] = x.reshape(n * c, -1)
+        return y.reshape(n, c, *self.output_hw)
+
+    def backward(self, grad_y):
+        n, c = self.x_shape[:2]
+        grad_x = grad_y.reshape(n * c, -1)[self.planes, self.indices].reshape(self.x_shape)
+        return grad_x, None
+
+
+class AdaptiveAvgPool2d(Function):
+    """y = A_h · x · A_wᵀ for each (n, c) plane, where A's row i averages input bin i.
+
+    PyTorch's bins: output i averages input positions [⌊i·H/out⌋, ⌈(i+1)·H/out⌉), so
+    bins may differ in size and overlap. Averaging a rectangle is averaging its rows
+    then its columns, hence the two small matrices. Being linear, the backward is
+    multiplication by the transposes: gx = A_hᵀ · gy · A_w.
+    """
+
+    def __init__(self, output_size):
+        self.output_size = output_size
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        (h, w), (out_h, out_w) = x.shape[2:], self.output_size
+        self.rows = xp.asarray(_bin_average_matrix(h, out_h), dtype=x.dtype)
+        self.cols = xp.asarray(_bin_average_matrix(w, out_w), dtype=x.dtype)
+        return xp.matmul(self.rows, x @ self.cols.T)
+
+    def backward(self, grad_y):
+        xp = get_array_module(grad_y)
+        return xp.matmul(self.rows.T, grad_y @ self.cols)
+
+
+def _bin_average_matrix(n_in, n_out):
+    """(n_out, n_in) matrix whose row i averages input positions [⌊i·n_in/n_out⌋, ⌈(i+1)·n_in/n_out⌉)."""
+    i = np.arange(n_out)
+    start = (i * n_in) // n_out
+    end = -((-(i + 1) * n_in) // n_out)  # ceiling division in integers
+    position = np.arange(n_in)
+    inside = (position >= start[:, None]) & (position < end[:, None])
+    return inside / (end - start)[:, None]
+
+
+# ---------------------------------------------------------------------------
+# Public functions: argument checks, then one Function each
+# ---------------------------------------------------------------------------
+def _pair(value, name, op_name, minimum):
+    """An int or a pair of ints as a pair, each at least ``minimum``; the error names the argument."""
+    is_int = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)  # noqa: E731
+    pair = (value, value) if is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or not all(is_int(v) for v in pair):
+        raise TypeError(f"{op_name}: {name} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in pair):
+        raise ValueError(f"{op_name}: {name} must be at least {minimum}, got {value!r}")
+    return tuple(int(v) for v in pair)
+
+
+def _check_4d(x, op_name):
+    if x.ndim != 4:
+        raise ValueError(f"{op_name}: x must be 4-D (N, C, H, W), got shape {x.shape}")
+
+
+def _window_arguments(x, kernel_size, stride, padding, op_name):
+    """Validated (kernel, stride, padding) pairs; the output size must come out at least 1."""
+    _check_4d(x, op_name)
+    kernel = _pair(kernel_size, "kernel_size", op_name, 1)
+    stride = kernel if stride is None else _pair(stride, "stride", op_name, 1)
+    padding = _pair(padding, "padding", op_name, 0)
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        raise ValueError(f"{op_name}: padding {padding} should be at most half of kernel_size {kernel}")
+    for axis, name in ((0, "height"), (1, "width")):
+        padded = x.shape[2 + axis] + 2 * padding[axis]
+        if kernel[axis] > padded:
+            raise ValueError(f"{op_name}: kernel_size {kernel} is larger than the padded input "
+                             f"({name} {padded} = {x.shape[2 + axis]} + 2·{padding[axis]})")
+    return kernel, stride, padding
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
+    """Max over kh × kw windows (stride defaults to kernel_size; padding is −∞).
+
+    With ``return_indices`` also returns, for each output, the flat index of its maximum
+    within the input's H × W plane (int64, as PyTorch) — what ``max_unpool2d`` needs.
+    Output size: ⌊(H + 2p − k) / s⌋ + 1.
+    """
+    x = as_tensor(x)
+    kernel, stride, padding = _window_arguments(x, kernel_size, stride, padding, "max_pool2d")
+    return MaxPool2d(kernel, stride, padding, bool(return_indices))(x)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """Mean over kh × kw windows (stride defaults to kernel_size; zero padding is counted)."""
+    x = as_tensor(x)
+    kernel, stride, padding = _window_arguments(x, kernel_size, stride, padding, "avg_pool2d")
+    return AvgPool2d(kernel, stride, padding)(x)
+
+
+def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of ``max_pool2d``: values go back to ``indices``, zeros elsewhere.
+
+    Output size defaults to (H − 1)·s − 2p + k; ``output_size`` ((H, W), or a 4-tuple whose
+    last two entries are used) picks another within one stride of it, as PyTorch.
+    """
+    x = as_tensor(x)
+    _check_4d(x, "max_unpool2d")
+    kernel = _pair(kernel_size, "kernel_size", "max_unpool2d", 1)
+    stride = kernel if stride is None else _pair(stride, "stride", "max_unpool2d", 1)
+    padding = _pair(padding, "padding", "max_unpool2d", 0)
+    indices = indices if isinstance(indices, Tensor) else Tensor(indices)
+    if indices.shape != x.shape:
+        raise ValueError(f"max_unpool2d: indices has shape {indices.shape} but x has {x.shape}")
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"max_unpool2d: indices must be integers (from max_pool2d(..., return_indices=True)), "
+                        f"got dtype {indices.dtype}")
+
+    default = tuple((x.shape[2 + a] - 1) * stride[a] - 2 * padding[a] + kernel[a] for a in range(2))
+    if output_size is None:
+        output_hw = default
+    else:
+        output_hw = tuple(int(v) for v in tuple(output_size)[-2:])
+        if len(tuple(output_size)) not in (2, 4):
+            raise ValueError(f"max_unpool2d: output_size must have 2 or 4 entries, got {output_size!r}")
+        for a in range(2):
+            if not default[a] - stride[a] < output_hw[a] < default[a] + stride[a]:
+                raise ValueError(f"max_unpool2d: output_size {output_hw} must be within one stride of the "
+                                 f"default size {default} (stride {stride})")
+    plane = output_hw[0] * output_hw[1]
+    if indices.size and (int(indices.data.min()) < 0 or int(indices.data.max()) >= plane):
+        raise ValueError(f"max_unpool2d: indices must lie in [0, {plane}) for an output of size {output_hw}, "
+                         f"got values in [{int(indices.data.min())}, {int(indices.data.max())}]")
+    return MaxUnpool2d(output_hw)(x, Tensor(indices.data.astype(np.int64, copy=False)))
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Average pooling to a fixed output size (PSPNet's pyramid): PyTorch's bins.
+
+    ``output_size`` is an int or an (H, W) pair; None in the pair keeps that input size.
+    """
+    x = as_tensor(x)
+    _check_4d(x, "adaptive_avg_pool2d")
+    sizes = (output_size, output_size) if not isinstance(output_size, (tuple, list)) else tuple(output_size)
+    if len(sizes) != 2:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size!r}")
+    sizes = tuple(x.shape[2 + a] if s is None else s for a, s in enumerate(sizes))
+    if not all(isinstance(s, (int, np.integer)) and s >= 1 for s in sizes):
+        raise ValueError(f"adaptive_avg_pool2d: output_size must hold positive ints (or None), got {output_size!r}")
+    return AdaptiveAvgPool2d(tuple(int(s) for s in sizes))(x)

@@ -1,0 +1,355 @@
+"""The layers of segmentation networks as Modules: each owns its parameters and calls one ``F`` function.
+
+Constructor signatures, parameter shapes, defaults and initialization follow PyTorch,
+so a model written for ``torch.nn`` reads the same here, and a PyTorch state_dict
+(converted to NumPy arrays) loads into the same architecture.
+"""
+import math
+
+import numpy as np
+
+from .. import functional as F
+from ..random import generator
+from .module import Module, Parameter
+
+__all__ = ["Conv2d", "ConvTranspose2d", "BatchNorm2d", "MaxPool2d", "MaxUnpool2d", "AvgPool2d",
+           "AdaptiveAvgPool2d", "ReLU", "Dropout", "Upsample", "Identity"]
+
+
+# ---------------------------------------------------------------------------
+# Initialization
+# ---------------------------------------------------------------------------
+def _uniform(shape, bound):
+    """A float32 array drawn from U(−bound, bound) with minseg's generator."""
+    return generator().uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+def kaiming_uniform_bound(fan_in, a=math.sqrt(5)):
+    """The bound of PyTorch's ``kaiming_uniform_(w, a)`` for leaky-ReLU slope ``a``: gain · √(3 / fan_in).
+
+    Kaiming (He) initialization keeps each layer's output variance near its input's:
+    Var(w) = gain² / fan_in with gain = √(2 / (1 + a²)), and U(−b, b) has variance b²/3.
+    PyTorch's layers use a = √5, which makes the bound exactly 1/√fan_in.
+    """
+    gain = math.sqrt(2.0 / (1 + a * a))
+    return gain * math.sqrt(3.0 / fan_in)
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _pair(value, name, layer):
+    pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or not all(_is_int(v) for v in pair):
+        raise TypeError(f"{layer}: {name} must be an int or a pair of ints, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _positive_int(value, name, layer):
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _only_default(layer, name, value, default):
+    """PyTorch options that minseg does not implement: accepted at their default, refused otherwise."""
+    if value != default:
+        raise NotImplementedError(f"{layer}: {name}={value!r} is not supported; minseg implements "
+                                  f"{name}={default!r} only")
+
+
+# ---------------------------------------------------------------------------
+# Convolutions
+# ---------------------------------------------------------------------------
+class Conv2d(Module):
+    """2-D convolution layer: weight (out_channels, in_channels, kH, kW), bias (out_channels,).
+
+    Initialized as PyTorch: weight and bias ~ U(±1/√fan_in), fan_in = in_channels·kH·kW.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros"):
+        super().__init__()
+        _only_default("Conv2d", "groups", groups, 1)
+        _only_default("Conv2d", "padding_mode", padding_mode, "zeros")
+        self.in_channels = _positive_int(in_channels, "in_channels", "Conv2d")
+        self.out_channels = _positive_int(out_channels, "out_channels", "Conv2d")
+        self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2d")
+        self.stride = _pair(stride, "stride", "Conv2d")
+        self.padding = _pair(padding, "padding", "Conv2d")
+        self.dilation = _pair(dilation, "dilation", "Conv2d")
+        self.weight = Parameter(np.empty((out_channels, in_channels) + self.kernel_size, np.float32))
+        self.bias = Parameter(np.empty(out_channels, np.float32)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        self.weight.data = _uniform(self.weight.shape, kaiming_uniform_bound(fan_in))
+        if self.bias is not None:
+            self.bias.data = _uniform(self.bias.shape, 1 / math.sqrt(fan_in))
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self):
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
+
+
+class ConvTranspose2d(Module):
+    """Transposed convolution layer (learned upsampling): weight (in_channels, out_channels, kH, kW).
+
+    Initialized as PyTorch, whose fan_in comes from the weight's dimension 1 — here
+    out_channels·kH·kW — since it reuses the convolution's formula on this layout.
+    ``forward(x, output_size)`` may ask for a specific (H, W) (or (N, C, H, W)) among the
+    sizes the stride allows; it sets output_padding accordingly, as PyTorch.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1, padding_mode="zeros"):
+        super().__init__()
+        _only_default("ConvTranspose2d", "groups", groups, 1)
+        _only_default("ConvTranspose2d", "padding_mode", padding_mode, "zeros")
+        self.in_channels = _positive_int(in_channels, "in_channels", "ConvTranspose2d")
+        self.out_channels = _positive_int(out_channels, "out_channels", "ConvTranspose2d")
+        self.kernel_size = _pair(kernel_size, "kernel_size", "ConvTranspose2d")
+        self.stride = _pair(stride, "stride", "ConvTranspose2d")
+        self.padding = _pair(padding, "padding", "ConvTranspose2d")
+        self.output_padding = _pair(output_padding, "output_padding", "ConvTranspose2d")
+        self.dilation = _pair(dilation, "dilation", "ConvTranspose2d")
+        self.weight = Parameter(np.empty((in_channels, out_channels) + self.kernel_size, np.float32))
+        self.bias = Parameter(np.empty(out_channels, np.float32)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
+        self.weight.data = _uniform(self.weight.shape, kaiming_uniform_bound(fan_in))
+        if self.bias is not None:
+            self.bias.data = _uniform(self.bias.shape, 1 / math.sqrt(fan_in))
+
+    def _output_padding_for(self, x, output_size):
+        """The output_padding that makes the output (H, W) equal ``output_size``."""
+        wanted = tuple(output_size)[-2:]
+        padding = []
+        for axis in range(2):
+            k, s, p, d = self.kernel_size[axis], self.stride[axis], self.padding[axis], self.dilation[axis]
+            smallest = (x.shape[2 + axis] - 1) * s - 2 * p + d * (k - 1) + 1
+            if not smallest <= wanted[axis] <= smallest + s - 1:
+                raise ValueError(f"ConvTranspose2d: output_size {tuple(output_size)} is not reachable: for an "
+                                 f"input of size {x.shape[2:]} the valid sizes along axis {2 + axis} range from "
+                                 f"{smallest} to {smallest + s - 1}")
+            padding.append(wanted[axis] - smallest)
+        return tuple(padding)
+
+    def forward(self, x, output_size=None):
+        output_padding = self.output_padding if output_size is None else self._output_padding_for(x, output_size)
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, output_padding,
+                                  self.dilation)
+
+    def extra_repr(self):
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.output_padding != (0, 0):
+            text += f", output_padding={self.output_padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
+
+
+# ---------------------------------------------------------------------------
+# Normalization and regularization
+# ---------------------------------------------------------------------------
+class BatchNorm2d(Module):
+    """Batch normalization over (N, H, W) per channel, with learned scale γ (weight) and shift β (bias).
+
+    Buffers: running_mean (zeros), running_var (ones), num_batches_tracked. Training mode
+    normalizes by batch statistics and updates the running ones with ``momentum``
+    (momentum=None: a plain average over all batches seen); eval mode uses the running ones.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+        super().__init__()
+        self.num_features = _positive_int(num_features, "num_features", "BatchNorm2d")
+        self.eps, self.momentum = eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        if affine:
+            self.weight = Parameter(np.ones(num_features, np.float32))
+            self.bias = Parameter(np.zeros(num_features, np.float32))
+        else:
+            self.weight = self.bias = None
+        if track_running_stats:
+            self.register_buffer("running_mean", np.zeros(num_features, np.float32))
+            self.register_buffer("running_var", np.ones(num_features, np.float32))
+            self.register_buffer("num_batches_tracked", np.array(0, np.int64))
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+
+    def forward(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"BatchNorm2d: expected a 4-D input (N, C, H, W), got shape {x.shape}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"BatchNorm2d: x has {x.shape[1]} channels but the layer was built for "
+                             f"num_features={self.num_features}")
+        momentum = self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data += 1
+            if momentum is None:  # cumulative moving average
+                momentum = 1.0 / float(self.num_batches_tracked.item())
+        use_batch_stats = self.training or not self.track_running_stats
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=use_batch_stats, momentum=0.0 if momentum is None else momentum,
+                            eps=self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class Dropout(Module):
+    """Zeroes each element with probability p in training mode (scaling the rest by 1/(1−p)); identity in eval."""
+
+    def __init__(self, p=0.5, inplace=False):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p is a probability and must be between 0 and 1, got {p}")
+        self.p, self.inplace = p, inplace
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+# ---------------------------------------------------------------------------
+# Pooling and resizing
+# ---------------------------------------------------------------------------
+class MaxPool2d(Module):
+    """Max over kernel_size windows (stride defaults to kernel_size); ``return_indices`` for MaxUnpool2d."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__()
+        _only_default("MaxPool2d", "dilation", dilation, 1)
+        _only_default("MaxPool2d", "ceil_mode", ceil_mode, False)
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding, self.dilation = padding, dilation
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.return_indices)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class MaxUnpool2d(Module):
+    """Puts values back at the positions MaxPool2d(return_indices=True) found: ``unpool(x, indices)``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding = padding
+
+    def forward(self, x, indices, output_size=None):
+        return F.max_unpool2d(x, indices, self.kernel_size, self.stride, self.padding, output_size)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool2d(Module):
+    """Mean over kernel_size windows (stride defaults to kernel_size; zero padding is counted)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        super().__init__()
+        _only_default("AvgPool2d", "ceil_mode", ceil_mode, False)
+        _only_default("AvgPool2d", "count_include_pad", count_include_pad, True)
+        _only_default("AvgPool2d", "divisor_override", divisor_override, None)
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding = padding
+        self.ceil_mode, self.count_include_pad, self.divisor_override = ceil_mode, count_include_pad, divisor_override
+
+    def forward(self, x):
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size, whatever the input size (PSPNet's pyramid pooling)."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class Upsample(Module):
+    """Resizes to ``size`` or by ``scale_factor`` with F.interpolate ('nearest' or 'bilinear')."""
+
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
+        super().__init__()
+        self.size = size
+        self.scale_factor = float(scale_factor) if np.isscalar(scale_factor) else scale_factor
+        self.mode, self.align_corners = mode, align_corners
+
+    def forward(self, x):
+        return F.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
+
+    def extra_repr(self):
+        text = f"scale_factor={self.scale_factor!r}" if self.scale_factor is not None else f"size={self.size!r}"
+        return text + f", mode={self.mode!r}"
+
+
+# ---------------------------------------------------------------------------
+# Activation and plumbing
+# ---------------------------------------------------------------------------
+class ReLU(Module):
+    """max(x, 0). ``inplace`` is accepted for PyTorch compatibility; minseg never overwrites x."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x):
+        return F.relu(x)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class Identity(Module):
+    """Returns its input unchanged (a placeholder, e.g. for an optional layer). Arguments are ignored."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x
