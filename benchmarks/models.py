@@ -1,0 +1,417 @@
+"""Speed and memory of the three models: forward (eval) and one training step, minseg vs PyTorch CPU.
+
+    flock /tmp/minseg-bench.lock python benchmarks/models.py            # the table
+    flock /tmp/minseg-bench.lock python benchmarks/models.py --profile  # where the UNet step spends its time
+
+Every case (model × forward/step × minseg/torch) runs in its own subprocess so that its
+peak resident memory is its own: the number reported is the process's peak resident
+set size, VmHWM in /proc/self/status, i.e. everything it ever held at once: the
+interpreter, the imported libraries, the model, the optimizer state and the step's
+activations. "base" is the resident memory just before the first (warm-up) call.
+"others" is the share of the machine's CPU that other programs took during the timed
+runs (this machine is shared); a case is re-run while that exceeds 10%.
+
+GFLOP/s counts only convolutions (and transposed convolutions), analytically: a conv
+does one multiply-add per weight element per output position, 2·|weight|·N·H_out·W_out
+FLOPs (N·H_in·W_in positions for a transposed conv). A training step counts the
+forward, the input gradient (not for the first layer, whose input needs none) and the
+weight gradient, each as many FLOPs as the forward.
+PyTorch (optional, imported only here) builds the SAME definitions and runs on 2 threads.
+"""
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+BATCH, CHANNELS, HEIGHT, WIDTH, CLASSES = 8, 3, 96, 128, 32
+MODELS = {"naive": {}, "unet": {"base": 32}, "linknet": {}}
+LR, MOMENTUM = 0.01, 0.9
+
+
+def peak_rss_mib():
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that across
+    fork and exec, so a child started by a big parent would report the parent's size."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+def machine_busy_seconds():
+    """CPU seconds all processes have used so far (user, nice, system, irq, softirq, steal)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return (sum(fields[:3]) + sum(fields[5:8])) / os.sysconf("SC_CLK_TCK")
+
+
+def current_rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+# --- minseg ------------------------------------------------------------------------
+def minseg_case(name, mode):
+    import minseg
+    import minseg.functional as F
+    from minseg.models import create
+
+    minseg.manual_seed(0)
+    model = create(name, CLASSES, **MODELS[name])
+    rng = np.random.default_rng(0)
+    x = minseg.Tensor(rng.standard_normal((BATCH, CHANNELS, HEIGHT, WIDTH)).astype(np.float32))
+    target = minseg.Tensor(rng.integers(0, CLASSES, size=(BATCH, HEIGHT, WIDTH)))
+    parameters = list(model.parameters())
+    try:
+        from minseg.optim import SGD
+        optimizer = SGD(parameters, lr=LR, momentum=MOMENTUM)
+        sgd_step = optimizer.step
+    except ImportError:  # the optimizer module is optional here: plain SGD with momentum
+        velocity = [np.zeros_like(p.data) for p in parameters]
+
+        def sgd_step():
+            for p, v in zip(parameters, velocity):
+                v *= MOMENTUM
+                v += p.grad
+                p.data -= LR * v
+
+    def forward():
+        with minseg.no_grad():
+            model(x)
+
+    def step():
+        model.zero_grad()
+        F.cross_entropy(model(x), target).backward()
+        sgd_step()
+
+    if mode == "forward":
+        model.eval()
+    return model, (forward if mode == "forward" else step)
+
+
+_flops_cache = {}
+
+
+def conv_flops(name, mode):
+    """Analytic conv FLOPs of one call, recorded by wrapping every conv module's forward.
+
+    Counted on a batch of 1 (FLOPs are linear in the batch) with the graph on, because
+    whether a conv needs its input gradient is read from ``x.requires_grad``.
+    """
+    if name not in _flops_cache:
+        import minseg
+        from minseg import nn
+        from minseg.models import create
+
+        model = create(name, CLASSES, **MODELS[name])
+        total = {"forward": 0, "step": 0}
+
+        def wrap(module, transposed):
+            original = module.forward
+
+            def forward(x):
+                y = original(x)
+                positions = BATCH * (x.shape[2] * x.shape[3] if transposed else y.shape[2] * y.shape[3])
+                flops = 2 * module.weight.size * positions
+                total["forward"] += flops
+                total["step"] += flops * (3 if x.requires_grad else 2)
+                return y
+            module.forward = forward
+
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                wrap(module, isinstance(module, nn.ConvTranspose2d))
+        model(minseg.Tensor(np.zeros((1, CHANNELS, HEIGHT, WIDTH), np.float32)))
+        _flops_cache[name] = total
+    return _flops_cache[name][mode]
+
+
+# --- PyTorch: the same three definitions -----------------------------------------------
+def torch_models():
+    import torch.nn as tnn
+
+    def cbr(c_in, c_out, k, s=1, p=0, bias=True):
+        return [tnn.Conv2d(c_in, c_out, k, s, p, bias=bias), tnn.BatchNorm2d(c_out), tnn.ReLU()]
+
+    class Naive(tnn.Module):
+        def __init__(self, n, c=3, widths=(32, 64, 128, 256)):
+            super().__init__()
+            self.encoder = tnn.Sequential(*[l for a, b in zip((c,) + widths, widths) for l in cbr(a, b, 3, 2, 1)])
+            up = widths[::-1] + widths[:1]
+            self.decoder = tnn.Sequential(*[l for a, b in zip(up, up[1:])
+                                            for l in (tnn.ConvTranspose2d(a, b, 2, 2), tnn.BatchNorm2d(b), tnn.ReLU())])
+            self.head = tnn.Conv2d(widths[0], n, 1)
+
+        def forward(self, x):
+            return self.head(self.decoder(self.encoder(x)))
+
+    def double(a, b):
+        return tnn.Sequential(*cbr(a, b, 3, 1, 1), *cbr(b, b, 3, 1, 1))
+
+    class UNet(tnn.Module):
+        def __init__(self, n, c=3, base=32, depth=4):
+            super().__init__()
+            w = [base * 2 ** i for i in range(depth + 1)]
+            self.encoder = tnn.ModuleList([double(a, b) for a, b in zip([c] + w[:-1], w[:-1])])
+            self.pool = tnn.MaxPool2d(2)
+            self.bottleneck = double(w[-2], w[-1])
+            self.upsample = tnn.ModuleList([tnn.ConvTranspose2d(2 * b, b, 2, 2) for b in reversed(w[:-1])])
+            self.decoder = tnn.ModuleList([double(2 * b, b) for b in reversed(w[:-1])])
+            self.head = tnn.Conv2d(base, n, 1)
+
+        def forward(self, x):
+            import torch
+            skips = []
+            for level in self.encoder:
+                x = level(x)
+                skips.append(x)
+                x = self.pool(x)
+            x = self.bottleneck(x)
+            for up, level, skip in zip(self.upsample, self.decoder, reversed(skips)):
+                x = level(torch.cat([skip, up(x)], 1))
+            return self.head(x)
+
+    class Block(tnn.Module):
+        def __init__(self, a, b, s=1):
+            super().__init__()
+            self.residual = tnn.Sequential(*cbr(a, b, 3, s, 1, False), tnn.Conv2d(b, b, 3, 1, 1, bias=False),
+                                           tnn.BatchNorm2d(b))
+            self.shortcut = (tnn.Identity() if s == 1 and a == b else
+                             tnn.Sequential(tnn.Conv2d(a, b, 1, s, bias=False), tnn.BatchNorm2d(b)))
+
+        def forward(self, x):
+            return (self.residual(x) + self.shortcut(x)).relu()
+
+    def decoder_block(a, b, s):
+        m = a // 4
+        return tnn.Sequential(*cbr(a, m, 1, bias=False), tnn.ConvTranspose2d(m, m, 3, s, 1, s - 1, bias=False),
+                              tnn.BatchNorm2d(m), tnn.ReLU(), *cbr(m, b, 1, bias=False))
+
+    class LinkNet(tnn.Module):
+        def __init__(self, n, c=3, base=64):
+            super().__init__()
+            w = [base, 2 * base, 4 * base, 8 * base]
+            self.stem = tnn.Sequential(*cbr(c, base, 7, 2, 3, False), tnn.MaxPool2d(3, 2, 1))
+            self.encoder = tnn.ModuleList([tnn.Sequential(Block(a, b, 1 if a == b else 2), Block(b, b))
+                                           for a, b in zip(w[:1] + w[:-1], w)])
+            self.decoder = tnn.ModuleList([decoder_block(a, b, 1 if a == b else 2)
+                                           for a, b in zip(w[::-1], w[-2::-1] + w[:1])])
+            self.head = tnn.Sequential(tnn.ConvTranspose2d(base, base // 2, 3, 2, 1, 1, bias=False),
+                                       tnn.BatchNorm2d(base // 2), tnn.ReLU(),
+                                       *cbr(base // 2, base // 2, 3, 1, 1, False),
+                                       tnn.ConvTranspose2d(base // 2, n, 2, 2))
+
+        def forward(self, x):
+            features = [self.stem(x)]
+            for stage in self.encoder:
+                features.append(stage(features[-1]))
+            x = features.pop()
+            for block, skip in zip(self.decoder, reversed(features)):
+                x = block(x) + skip
+            return self.head(x)
+
+    return {"naive": Naive, "unet": UNet, "linknet": LinkNet}
+
+
+def torch_case(name, mode):
+    import torch
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = torch_models()[name](CLASSES, **MODELS[name])
+    x = torch.randn(BATCH, CHANNELS, HEIGHT, WIDTH)
+    target = torch.randint(0, CLASSES, (BATCH, HEIGHT, WIDTH))
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    def step():
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), target).backward()
+        optimizer.step()
+
+    if mode == "forward":
+        model.eval()
+    return model, (forward if mode == "forward" else step)
+
+
+# --- one case, in this process ---------------------------------------------------------
+def run_case(framework, name, mode, runs):
+    model, call = (minseg_case if framework == "minseg" else torch_case)(name, mode)
+    n_parameters = int(sum(np.prod(p.shape) for p in model.parameters()))
+    base = current_rss_mib()
+    call()  # warm-up: first-touch allocations, BLAS threads, caches
+    times = []
+    busy_before, own_before, wall_before = machine_busy_seconds(), sum(os.times()[:2]), time.perf_counter()
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    # CPU time that OTHER programs took while we ran, as a share of the machine: a
+    # disturbed measurement shows up here (this box is shared), unlike in a load average.
+    others = machine_busy_seconds() - busy_before - (sum(os.times()[:2]) - own_before)
+    others_share = max(0.0, others) / (os.cpu_count() * (time.perf_counter() - wall_before))
+    return {"ms": statistics.median(times), "all_ms": times, "peak_mib": peak_rss_mib(), "base_mib": base,
+            "parameters": n_parameters, "others": others_share}
+
+
+def measured(framework, name, mode, runs, attempts=3, disturbed=0.10):
+    """``in_subprocess``, repeated (up to ``attempts`` times) while other programs took a big CPU share."""
+    for _ in range(attempts):
+        result = in_subprocess(framework, name, mode, runs)
+        if "error" in result or result["others"] <= disturbed:
+            break
+    return result
+
+
+def in_subprocess(framework, name, mode, runs):
+    command = [sys.executable, os.path.abspath(__file__), "--case", framework, name, mode, "--runs", str(runs)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def have_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def table(runs):
+    use_torch = have_torch()
+    print(f"batch {BATCH}, {CHANNELS}x{HEIGHT}x{WIDTH}, {CLASSES} classes, float32, {runs} timed runs after 1 warm-up; "
+          f"memory = peak RSS (VmHWM) of a fresh process per case; others = CPU share other programs took meanwhile\n(a case is re-run, up to 3 times, while that is over 10%)")
+    header = (f"{'case':<16}{'params':>11}{'minseg ms':>11}{'GFLOP/s':>9}{'peak MiB':>10}{'base MiB':>10}"
+              + (f"{'torch ms':>10}{'GFLOP/s':>9}{'peak MiB':>10}{'ratio':>7}" if use_torch else "") + f"{'others':>8}")
+    print(header)
+    print("-" * len(header))
+    for name in MODELS:
+        for mode in ("forward", "step"):
+            gflop = conv_flops(name, mode) / 1e9
+            ours = measured("minseg", name, mode, runs)
+            line = f"{name + ' ' + mode:<16}"
+            if "error" in ours:
+                print(line + f"  minseg failed: {ours['error']}")
+                continue
+            line += (f"{ours['parameters']:>11,}{ours['ms']:>11.0f}{gflop / ours['ms'] * 1e3:>9.1f}"
+                     f"{ours['peak_mib']:>10.0f}{ours['base_mib']:>10.0f}")
+            if use_torch:
+                theirs = measured("torch", name, mode, runs)
+                if "error" in theirs:
+                    line += f"  torch failed: {theirs['error']}"
+                else:
+                    if theirs["parameters"] != ours["parameters"]:
+                        line += f"  (torch model has {theirs['parameters']:,} parameters!)"
+                    line += (f"{theirs['ms']:>10.0f}{gflop / theirs['ms'] * 1e3:>9.1f}{theirs['peak_mib']:>10.0f}"
+                             f"{ours['ms'] / theirs['ms']:>7.2f}")
+            # Share of the machine's CPU that other programs used during the timed runs:
+            # more than a few % means they competed with us and the row is suspect.
+            line += f"{max(ours['others'], theirs.get('others', 0) if use_torch else 0):>8.0%}"
+            print(line, flush=True)
+    print(f"conv GFLOP per call: " + ", ".join(f"{n} fwd {conv_flops(n, 'forward') / 1e9:.2f} / step "
+                                              f"{conv_flops(n, 'step') / 1e9:.2f}" for n in MODELS))
+
+
+# --- profile: where the UNet training step spends its time ---------------------------------
+def function_classes():
+    import minseg
+    found, stack = [], [minseg.Function]
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            found.append(sub)
+            stack.append(sub)
+    return found
+
+
+CATEGORIES = [("conv forward", ("Conv2dFunction.forward", "ConvTranspose2dFunction.forward")),
+              ("conv backward", ("Conv2dFunction.backward", "ConvTranspose2dFunction.backward")),
+              ("batchnorm", ("BatchNorm.",)), ("relu", ("ReLU.",)), ("pooling", ("Pool",)),
+              ("cat", ("Cat.",)), ("add", ("Add.",)), ("loss", ("CrossEntropy.",))]
+
+
+def profile(name, runs):
+    """cProfile the training step; time per Function (forward and backward), per op type, inside conv."""
+    _, step = minseg_case(name, "step")
+    step()
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    for _ in range(runs):
+        step()
+    profiler.disable()
+    wall = (time.perf_counter() - start) * 1000 / runs
+    stats = pstats.Stats(profiler).stats  # (file, line, function) -> (calls, ncalls, own, cumulative, callers)
+
+    def ms(select, column=3):
+        return sum(v[column] for k, v in stats.items() if select(*k)) * 1000 / runs
+
+    rows = []
+    for cls in function_classes():
+        for method in ("forward", "backward"):
+            code = getattr(cls.__dict__.get(method), "__code__", None)
+            if code is None:
+                continue
+            where = (code.co_filename, code.co_firstlineno)
+            calls = sum(v[1] for k, v in stats.items() if k[:2] == where)
+            if calls:
+                rows.append((ms(lambda f, l, n: (f, l) == where), f"{cls.__name__}.{method}", calls // runs))
+    print(f"{name} training step, {runs} profiled runs: {wall:.0f} ms per step under cProfile "
+          f"(cProfile adds a few %)\n")
+    print(f"{'ms/step':>8}{'share':>7}{'calls':>7}  Function")
+    for row_ms, label, calls in sorted(rows, reverse=True):
+        print(f"{row_ms:>8.1f}{row_ms / wall:>7.1%}{calls:>7}  {label}")
+
+    print(f"\n{'ms/step':>8}{'share':>7}  op type")
+    accounted = 0.0
+    for category, keys in CATEGORIES:
+        category_ms = sum(r[0] for r in rows if any(key in r[1] for key in keys))
+        accounted += category_ms
+        print(f"{category_ms:>8.1f}{category_ms / wall:>7.1%}  {category}")
+    other_functions = sum(r[0] for r in rows) - accounted
+    optimizer_ms = ms(lambda f, l, n: (n == "step" and f.endswith("optim.py")) or n == "sgd_step")
+    zero_grad_ms = ms(lambda f, l, n: n == "zero_grad" and f.endswith("module.py"))
+    rest = wall - accounted - other_functions - optimizer_ms - zero_grad_ms
+    for label, value in (("other Functions", other_functions), ("optimizer step (SGD, momentum)", optimizer_ms),
+                         ("zero_grad", zero_grad_ms), ("autograd bookkeeping, gradient sums, Python", rest)):
+        print(f"{value:>8.1f}{value / wall:>7.1%}  {label}")
+
+    conv_ms = sum(r[0] for r in rows if "Conv" in r[1])
+    parts = [(label, ms(lambda f, l, n, fn=fn: f.endswith("im2col.py") and n == fn))
+             for label, fn in (("im2col (window copies)", "im2col"), ("col2im (window sums)", "col2im"),
+                               ("zero padding", "_pad"))]
+    print(f"\ninside the conv Functions ({conv_ms:.0f} ms/step):")
+    for label, value in parts:
+        print(f"{value:>8.1f}{value / wall:>7.1%}  {label}")
+    rest = conv_ms - parts[0][1] - parts[1][1]  # _pad runs inside im2col/col2im
+    print(f"{rest:>8.1f}{rest / wall:>7.1%}  matrix products, bias, layout copies (the rest)")
+    print("\nown time, top 15 functions:")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--profile", nargs="?", const="unet", choices=list(MODELS))
+    parser.add_argument("--case", nargs=3, metavar=("FRAMEWORK", "MODEL", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(*args.case, args.runs)))
+    elif args.profile:
+        profile(args.profile, args.runs)
+    else:
+        table(args.runs)
+
+
+if __name__ == "__main__":
+    main()
