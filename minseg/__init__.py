@@ -4,15 +4,17 @@ Read it in this order: ``autograd`` (Tensor, Function, backward), ``ops`` (the b
 differentiable operations), ``gradcheck``, ``functional`` (convolution, pooling,
 normalization, losses), ``nn`` (layers as Modules), ``models``, ``metrics``,
 ``optim``, ``data``, ``train``, ``viz``; ``cuda`` is the only module that knows the
-CUDA kernels in ``kernels/``.
+CUDA kernels in ``kernels/``. ``train`` and ``viz`` (which needs matplotlib) are imported
+on demand: ``from minseg import train, viz``.
 """
 from .autograd import Tensor, Function, no_grad, is_grad_enabled
 from .gradcheck import gradcheck, GradcheckError
 from .ops import cat, stack
 from .random import manual_seed
-from . import functional, nn
+from . import functional, nn, metrics, models, optim, data
 
 __version__ = "0.1.0"
 
 __all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
-           "cat", "stack", "manual_seed", "functional", "nn"]
+           "cat", "stack", "manual_seed", "functional", "nn",
+           "metrics", "models", "optim", "data"]
