@@ -1,8 +1,8 @@
 // softmax_cross_entropy.cu: fused softmax + cross-entropy over the channels of (N, C, H, W) logits, float32.
 //
-// The NumPy twin is the cross_entropy Function in minseg/functional/loss.py, which builds log_softmax,
-// picks the target's entry and masks the ignored pixels as separate array operations, each a full pass
-// over memory. Here each pixel is one thread that does all of it in registers:
+// The NumPy twin is the cross_entropy Function in minseg/functional/loss.py: the same per-pixel
+// log-sum-exp, target pick and masking, but as whole-array NumPy operations, each a full pass over
+// memory. Here each pixel is one thread that does all of it in registers:
 //
 //   forward   loss[n,h,w]  = pixel_weight * (log sum_c exp(logits[n,c,h,w]) - logits[n,target,h,w])
 //             pixel_weight = class_weight[target] (1 without class weights), 0 where target == ignore_index

@@ -157,13 +157,14 @@ class Learner:
 
     ``loss_fn(logits, targets)`` returns a scalar Tensor (e.g. ``F.cross_entropy``).
     ``num_classes`` defaults to ``train_loader.dataset.num_classes``. ``void_class`` is the class
-    left out of the foreground accuracy; ``ignore_index`` pixels are left out of every metric.
+    left out of the foreground accuracy; ``ignore_index`` pixels (default -100, the value
+    ``F.cross_entropy`` ignores and the padding transforms write) are left out of every metric.
     With ``checkpoint_path`` a checkpoint is written after every epoch; resume a run with
     ``learner.load_checkpoint()`` and then ``fit`` the remaining epochs.
     """
 
     def __init__(self, model, train_loader, valid_loader, loss_fn, optimizer, scheduler=None,
-                 num_classes=None, void_class=None, ignore_index=None, checkpoint_path=None, progress=True):
+                 num_classes=None, void_class=None, ignore_index=-100, checkpoint_path=None, progress=True):
         if num_classes is None:
             num_classes = getattr(getattr(train_loader, "dataset", None), "num_classes", None)
             if num_classes is None:

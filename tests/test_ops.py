@@ -157,3 +157,13 @@ def test_shape_mismatch_names_both_shapes():
         Tensor(np.ones(6)).reshape(4, 2)
     with pytest.raises(ValueError, match="axis 3"):
         Tensor(np.ones((2, 2))).sum(axis=3)
+
+
+def test_astype_gradient_converts_back_to_the_input_dtype():
+    x = rand(3, 4)
+    # float64 -> float64 keeps the check exact; a float32 round trip would drown the differences.
+    assert gradcheck(lambda t: t.astype(np.float64) * t, [x])
+    y32 = Tensor(np.ones(3, np.float32), requires_grad=True)
+    (y32.double() * Tensor(np.array([1.0, 2.0, 3.0]))).sum().backward()
+    assert y32.grad.dtype == np.float32
+    np.testing.assert_array_equal(y32.grad, [1.0, 2.0, 3.0])
