@@ -315,3 +315,9 @@ def test_gpu_route_calls_the_cuda_kernels_with_the_right_roles(monkeypatch, op):
                     ("conv2d_forward", (y_shape, (3, 4, 2, 2), (2, 2))),
                     ("conv2d_backward_weight", (y_shape, (2, 3, 5, 6), (3, 4, 2, 2)))}
     assert set(calls) == expected
+
+
+def test_conv_transpose2d_is_the_function_checked_above():
+    x = Tensor(np.random.default_rng(0).standard_normal((1, 2, 3, 3)), requires_grad=True)
+    weight = Tensor(np.random.default_rng(1).standard_normal((2, 1, 2, 2)))
+    assert type(F.conv_transpose2d(x, weight, stride=2).creator).__name__ == "ConvTranspose2dFunction"

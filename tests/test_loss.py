@@ -364,3 +364,10 @@ def test_bad_options_name_the_argument():
         F.cross_entropy(np.zeros((1, 3), np.int64), np.zeros(1, np.int64))
     with pytest.raises(ValueError, match="input must be logits"):
         F.cross_entropy(minseg.Tensor(np.zeros(3, np.float32)), np.zeros((), np.int64))
+
+
+def test_the_fused_losses_are_single_functions():
+    logits = minseg.Tensor(np.random.default_rng(0).standard_normal((1, 3, 2, 2)), requires_grad=True)
+    target = minseg.Tensor(np.zeros((1, 2, 2), np.int64))
+    assert type(F.cross_entropy(logits, target).creator).__name__ == "SoftmaxCrossEntropy"
+    assert type(F.focal_loss(logits, target).creator).__name__ == "SoftmaxFocal"

@@ -167,3 +167,18 @@ def test_astype_gradient_converts_back_to_the_input_dtype():
     (y32.double() * Tensor(np.array([1.0, 2.0, 3.0]))).sum().backward()
     assert y32.grad.dtype == np.float32
     np.testing.assert_array_equal(y32.grad, [1.0, 2.0, 3.0])
+
+
+def test_each_operator_records_the_function_whose_gradient_is_checked_above():
+    # Ties the operator syntax to the Function classes, so a reader can find each one's check.
+    a, b = rand(2, 3), rand(2, 3, positive=True)
+    expected = {
+        "Add": a + b, "Sub": a - b, "Mul": a * b, "Div": a / b, "Neg": -a, "Pow": a ** 2,
+        "Exp": a.exp(), "Log": b.log(), "MatMul": a @ b.T, "AsType": a.astype(np.float32),
+        "Sum": a.sum(), "Mean": a.mean(), "Max": a.max(), "Reshape": a.reshape(3, 2),
+        "Permute": a.permute(1, 0), "GetItem": a[0], "Cat": minseg.cat([a, b]), "Stack": minseg.stack([a, b]),
+        "ReLU": a.relu(), "Sigmoid": a.sigmoid(), "Tanh": a.tanh(), "Softmax": a.softmax(1),
+        "LogSoftmax": a.log_softmax(1),
+    }
+    for name, output in expected.items():
+        assert type(output.creator).__name__ == name

@@ -133,3 +133,8 @@ def test_bad_arguments_raise_errors_naming_them(kwargs, error, pattern):
 def test_non_4d_input_raises():
     with pytest.raises(ValueError, match="x must be 4-D"):
         F.interpolate(Tensor(np.zeros((3, 4, 5))), size=2)
+
+
+def test_interpolate_is_the_resample_function_checked_above():
+    x = Tensor(np.random.default_rng(0).standard_normal((1, 1, 3, 3)), requires_grad=True)
+    assert type(F.interpolate(x, scale_factor=2, mode="bilinear").creator).__name__ == "Resample"
