@@ -8,7 +8,10 @@ is installed, PyTorch CPU's time for the same case measured in the same run (two
 threads, like NumPy's BLAS here) and the ratio minseg / PyTorch.
 
 "fwd+bwd" is one forward pass and one backward pass computing the gradients of the
-input, the weight and the bias. FLOPs count multiply-adds as two: a convolution's
+input, the weight and the bias. "GEMM only" (convolutions) times just the one matrix
+product minseg's forward is built on, W.reshape(O, C·kh·kw) @ im2col(x), with the im2col
+matrix made beforehand: no im2col + GEMM forward can beat it with this BLAS, so its ratio
+is the floor for that approach (compared with PyTorch's forward time from the row above). FLOPs count multiply-adds as two: a convolution's
 forward is 2·N·O·C·kh·kw·Ho·Wo, the backward twice that (input and weight gradients).
 """
 import argparse
@@ -22,6 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import minseg  # noqa: E402
 import minseg.functional as F  # noqa: E402
+from minseg.functional.conv import FOLD_BATCH_BELOW  # noqa: E402
+from minseg.functional.im2col import conv_output_size, im2col  # noqa: E402
 
 # (name, kind, x shape, weight shape, keyword arguments)
 CASES = [
@@ -72,6 +77,18 @@ def minseg_runners(kind, x, weight, bias, grad_y, kwargs):
     return forward, forward_backward
 
 
+def gemm_only_runner(x, weight, kwargs):
+    """The forward's matrix product alone, in the layout conv2d uses for this shape (see conv.py)."""
+    kernel_size = weight.shape[2:]
+    pairs = [(kwargs.get(key, default),) * 2 for key, default in (("stride", 1), ("padding", 0), ("dilation", 1))]
+    _, _, h, w = x.shape
+    ho, wo = (conv_output_size(size, k, s, p, d) for size, k, s, p, d in zip((h, w), kernel_size, *pairs))
+    col = im2col(x, kernel_size, *pairs, fold_batch=ho * wo < FOLD_BATCH_BELOW)
+    weight2d = weight.reshape(weight.shape[0], -1)
+    out = np.matmul(weight2d, col)
+    return lambda: np.matmul(weight2d, col, out=out)
+
+
 def torch_runners(torch, kind, x, weight, bias, grad_y, kwargs):
     op = torch.nn.functional.conv2d if kind == "conv" else torch.nn.functional.conv_transpose2d
     tensors = [torch.from_numpy(a).requires_grad_() for a in (x, weight, bias)]
@@ -114,7 +131,7 @@ def main():
 
     rng = np.random.default_rng(0)
     print(blas_summary(rng))
-    header = f"{'case':30s} {'pass':8s} {'minseg ms':>10s} {'GFLOP/s':>8s}"
+    header = f"{'case':30s} {'pass':9s} {'minseg ms':>9s} {'GFLOP/s':>8s}"
     if torch is not None:
         header += f" {'torch ms':>9s} {'GFLOP/s':>8s} {'ratio':>6s}"
     print(header)
@@ -131,12 +148,20 @@ def main():
 
         ours = minseg_runners(kind, x, weight, bias, grad_y, kwargs)
         theirs = torch_runners(torch, kind, x, weight, bias, grad_y, kwargs) if torch is not None else (None, None)
-        for pass_name, mine, torch_fn, pass_flops in (("fwd", ours[0], theirs[0], flops),
-                                                       ("fwd+bwd", ours[1], theirs[1], 3 * flops)):
+        passes = [("fwd", ours[0], theirs[0], flops), ("fwd+bwd", ours[1], theirs[1], 3 * flops)]
+        if kind == "conv":
+            passes.append(("GEMM only", gemm_only_runner(x, weight, kwargs), "fwd", flops))
+        torch_ms_of = {}
+        for pass_name, mine, torch_fn, pass_flops in passes:
             ms = median_ms(mine, args.runs, args.warmup)
-            line = f"{name:30s} {pass_name:8s} {ms:10.2f} {pass_flops / ms / 1e6:8.1f}"
-            if torch_fn is not None:
-                torch_ms = median_ms(torch_fn, args.runs, args.warmup)
+            line = f"{name:30s} {pass_name:9s} {ms:9.2f} {pass_flops / ms / 1e6:8.1f}"
+            if isinstance(torch_fn, str):  # compared with the time PyTorch took for that pass
+                torch_ms = torch_ms_of.get(torch_fn)
+            elif torch_fn is not None:
+                torch_ms = torch_ms_of[pass_name] = median_ms(torch_fn, args.runs, args.warmup)
+            else:
+                torch_ms = None
+            if torch_ms is not None:
                 line += f" {torch_ms:9.2f} {pass_flops / torch_ms / 1e6:8.1f} {ms / torch_ms:6.2f}"
             print(line, flush=True)
 
