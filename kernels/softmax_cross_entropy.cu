@@ -70,7 +70,9 @@ softmax_cross_entropy_forward(const float* __restrict__ logits, const long long*
         sum_exp = v > running_max ? fmaf(sum_exp, e, 1.f) : sum_exp + e;
         running_max = larger;
     }
-    loss[pixel] = weight * (running_max + logf(sum_exp) - target_logit);
+    // (max - target) first: 0 when the target holds the maximum and exact whenever it is close to it,
+    // so a confident pixel's small loss is not lost in the rounding of max + log(sum).
+    loss[pixel] = weight * ((running_max - target_logit) + logf(sum_exp));
 }
 
 // One pixel's backward with its C <= MAX_C logits held in registers (the loops unroll fully, so the

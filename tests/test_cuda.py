@@ -295,6 +295,21 @@ def test_softmax_cross_entropy_kernels_match_the_numpy_reference(cp, F, shape, w
 
 
 @pytest.mark.gpu
+def test_softmax_cross_entropy_loss_of_confident_pixels_with_large_logits_stays_precise(cp, F):
+    """Regression: the forward once computed (max + log Σ) − logit[target], so a confident pixel's small
+    loss (≈ 0.06 here) carried the rounding error of the large maximum (≈ 66): 2.6e-5 relative."""
+    rng = np.random.default_rng(5)
+    N, C, H, W = 2, 10, 8, 8
+    target = rng.integers(0, C, (N, H, W)).astype(np.int64)
+    logits = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    np.put_along_axis(logits, target[:, None], np.take_along_axis(logits, target[:, None], axis=1) + 6, axis=1)
+    logits += 60  # the same losses as without the shift, at logits a trained network reaches
+    loss_ref = F.cross_entropy(minseg.Tensor(logits.astype(np.float64)), minseg.Tensor(target), reduction="none")
+    loss, _ = cuda.softmax_cross_entropy_forward(cp.asarray(logits), cp.asarray(target), None, -100)
+    assert relative_error(cp.asnumpy(loss), loss_ref.data) <= TOLERANCE
+
+
+@pytest.mark.gpu
 def test_softmax_cross_entropy_marks_an_invalid_target_with_nan(cp):
     logits = cp.asarray(np.random.default_rng(0).standard_normal((1, 4, 2, 2)).astype(np.float32))
     target = cp.asarray(np.array([[[0, 5], [-3, 2]]], dtype=np.int64))
