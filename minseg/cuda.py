@@ -32,6 +32,7 @@ _PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 _KERNEL_DIRS = (_PACKAGE_DIR / "kernels", _PACKAGE_DIR.parent / "kernels")
 _COMPILE_OPTIONS = ("-std=c++17",)
 _MAX_ELEMENTS = 2**31 - 1  # the conv kernels index with 32-bit ints
+_MAX_GRID_Y = 65535  # CUDA's limit on a grid's y (and z) dimension
 
 # Block tiles of conv2d.cu: kernel suffix -> (rows per block, columns per block, threads per block),
 # and which tiles each GEMM has (its kernels are conv2d_<gemm>_<tile>).
@@ -166,6 +167,9 @@ def plan_conv_gemm(gemm, rows, cols, depth, multiprocessors, tile=None, split_k=
         raise ValueError(f"conv2d_{gemm}: split_k must be >= 1, got {split_k}")
     k_per_split = max(K_STEP, math.ceil(math.ceil(depth / split_k) / K_STEP) * K_STEP)
     splits = max(1, math.ceil(depth / k_per_split))  # no empty split
+    if splits > _MAX_GRID_Y:  # the splits are the grid's y dimension
+        raise ValueError(f"conv2d_{gemm}: split_k={split_k} would launch {splits} splits of K; "
+                         f"at most {_MAX_GRID_Y} fit in a CUDA grid, pass a smaller split_k")
     return tile, (tiles, splits), threads, k_per_split
 
 

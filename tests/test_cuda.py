@@ -81,6 +81,12 @@ def test_plan_conv_gemm_splits_cover_k_exactly_once(depth, split_k):
     assert tiles == math.ceil(40 / 64) * math.ceil(90 / 128)
 
 
+def test_plan_conv_gemm_rejects_more_splits_than_a_grid_holds():
+    assert cuda.plan_conv_gemm("backward_weight", 40, 90, cuda.K_STEP * 65535, 132, split_k=65535)[1][1] == 65535
+    with pytest.raises(ValueError, match="split_k=70000 .* at most 65535"):
+        cuda.plan_conv_gemm("backward_weight", 40, 90, cuda.K_STEP * 70000, 132, split_k=70000)
+
+
 def test_plan_conv_gemm_rejects_a_tile_the_gemm_does_not_have():
     with pytest.raises(ValueError, match="tile"):
         cuda.plan_conv_gemm("forward", 100, 10, 10, 132, tile="32x128")
