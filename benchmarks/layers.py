@@ -11,8 +11,10 @@ threads, like NumPy's BLAS here) and the ratio minseg / PyTorch.
 input, the weight and the bias. "GEMM only" (convolutions) times just the one matrix
 product minseg's forward is built on, W.reshape(O, C·kh·kw) @ im2col(x), with the im2col
 matrix made beforehand: no im2col + GEMM forward can beat it with this BLAS, so its ratio
-is the floor for that approach (compared with PyTorch's forward time from the row above). FLOPs count multiply-adds as two: a convolution's
-forward is 2·N·O·C·kh·kw·Ho·Wo, the backward twice that (input and weight gradients).
+is the floor for that approach (compared with PyTorch's forward time from the row above).
+
+FLOPs count multiply-adds as two: a convolution's forward is 2·N·O·C·kh·kw·Ho·Wo, the
+backward twice that (input and weight gradients).
 """
 import argparse
 import statistics
