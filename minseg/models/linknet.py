@@ -7,7 +7,7 @@ in the encoder and runs faster than a UNet of similar accuracy.
 """
 from .. import nn
 from ..ops import relu
-from .naive import check_divisible
+from .sizes import check_divisible
 
 __all__ = ["LinkNet"]
 

@@ -7,19 +7,7 @@ why its masks come out blurry — the problem UNet's and LinkNet's skip connecti
 """
 from .. import nn
 
-__all__ = ["Naive", "check_divisible"]
-
-
-def check_divisible(x, multiple, model_description):
-    """Raise a ValueError naming the needed multiple when x's height or width is not one of it.
-
-    A model that halves the resolution k times can only restore sizes divisible by 2**k;
-    without this check the user meets an opaque shape mismatch deep inside the decoder.
-    """
-    height, width = x.shape[-2:]
-    if height % multiple or width % multiple:
-        raise ValueError(f"{model_description} needs height and width divisible by {multiple}, "
-                         f"got {height}x{width}")
+__all__ = ["Naive"]
 
 
 def down(in_channels, out_channels):

@@ -7,7 +7,7 @@ joins features by concatenation rather than by addition as a ResNet does).
 """
 from .. import nn
 from ..ops import cat
-from .naive import check_divisible
+from .sizes import check_divisible
 
 __all__ = ["UNet"]
 
