@@ -6,6 +6,7 @@ things are must squeeze through the smallest feature map (1/16 of the input), wh
 why its masks come out blurry — the problem UNet's and LinkNet's skip connections solve.
 """
 from .. import nn
+from .sizes import check_divisible
 
 __all__ = ["Naive"]
 
