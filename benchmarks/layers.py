@@ -1,4 +1,4 @@
-"""How fast are minseg's convolutions on the CPU, next to PyTorch's?
+"""How fast are minseg's convolutions and bilinear resize on the CPU, next to PyTorch's?
 
     flock /tmp/minseg-bench.lock python benchmarks/layers.py [--runs 15] [--warmup 3] [--no-torch]
 
@@ -13,8 +13,9 @@ product minseg's forward is built on, W.reshape(O, C·kh·kw) @ im2col(x), with 
 matrix made beforehand: no im2col + GEMM forward can beat it with this BLAS, so its ratio
 is the floor for that approach (compared with PyTorch's forward time from the row above).
 
-FLOPs count multiply-adds as two: a convolution's forward is 2·N·O·C·kh·kw·Ho·Wo, the
-backward twice that (input and weight gradients).
+FLOPs count multiply-adds as two: a convolution's forward is 2·N·O·(C/groups)·kh·kw·Ho·Wo,
+the backward twice that (input and weight gradients). A bilinear resize mixes four input
+pixels into each output pixel: 8 FLOPs per output element, and as many again backward.
 """
 import argparse
 import statistics
@@ -30,12 +31,16 @@ import minseg.functional as F  # noqa: E402
 from minseg.functional.conv import FOLD_BATCH_BELOW  # noqa: E402
 from minseg.functional.im2col import conv_output_size, im2col  # noqa: E402
 
-# (name, kind, x shape, weight shape, keyword arguments)
+# (name, kind, x shape, weight shape (None: no weight), keyword arguments)
 CASES = [
     ("conv3x3 (8,32,96,128)->32", "conv", (8, 32, 96, 128), (32, 32, 3, 3), dict(padding=1)),
     ("conv3x3 (8,128,24,32)->128", "conv", (8, 128, 24, 32), (128, 128, 3, 3), dict(padding=1)),
     ("conv3x3 (8,512,6,8)->512", "conv", (8, 512, 6, 8), (512, 512, 3, 3), dict(padding=1)),
+    ("conv3x3 g2 (8,128,24,32)->128", "conv", (8, 128, 24, 32), (128, 64, 3, 3), dict(padding=1, groups=2)),
+    ("dwconv3x3 (8,128,24,32)", "conv", (8, 128, 24, 32), (128, 1, 3, 3), dict(padding=1, groups=128)),
     ("convT k2s2 (8,64,24,32)->32", "conv_transpose", (8, 64, 24, 32), (64, 32, 2, 2), dict(stride=2)),
+    ("bilinear x2 (8,64,48,64)", "bilinear", (8, 64, 48, 64), None, dict(align_corners=False)),
+    ("bilinear x2 ac (8,64,48,64)", "bilinear", (8, 64, 48, 64), None, dict(align_corners=True)),
 ]
 
 
@@ -58,14 +63,23 @@ def median_ms(function, runs, warmup):
 
 
 def forward_flops(kind, x_shape, weight_shape, y_shape):
+    if kind == "bilinear":  # four taps per output element
+        return 8 * np.prod(y_shape, dtype=np.int64)
     if kind == "conv":  # every output element: C·kh·kw multiply-adds
         return 2 * np.prod(y_shape, dtype=np.int64) * np.prod(weight_shape[1:], dtype=np.int64)
     return 2 * np.prod(x_shape, dtype=np.int64) * np.prod(weight_shape[1:], dtype=np.int64)  # every input element
 
 
-def minseg_runners(kind, x, weight, bias, grad_y, kwargs):
-    op = F.conv2d if kind == "conv" else F.conv_transpose2d
-    tensors = [minseg.Tensor(a, requires_grad=True) for a in (x, weight, bias)]
+def operation(library_functional, kind):
+    """The call a case times, as ``op(*arrays, **kwargs)``, in minseg's or PyTorch's functional API."""
+    if kind == "bilinear":
+        return lambda x, **kwargs: library_functional.interpolate(x, scale_factor=2, mode="bilinear", **kwargs)
+    return library_functional.conv2d if kind == "conv" else library_functional.conv_transpose2d
+
+
+def minseg_runners(kind, arrays, grad_y, kwargs):
+    op = operation(F, kind)
+    tensors = [minseg.Tensor(a, requires_grad=True) for a in arrays]
 
     def forward():
         with minseg.no_grad():
@@ -91,9 +105,9 @@ def gemm_only_runner(x, weight, kwargs):
     return lambda: np.matmul(weight2d, col, out=out)
 
 
-def torch_runners(torch, kind, x, weight, bias, grad_y, kwargs):
-    op = torch.nn.functional.conv2d if kind == "conv" else torch.nn.functional.conv_transpose2d
-    tensors = [torch.from_numpy(a).requires_grad_() for a in (x, weight, bias)]
+def torch_runners(torch, kind, arrays, grad_y, kwargs):
+    op = operation(torch.nn.functional, kind)
+    tensors = [torch.from_numpy(a).requires_grad_() for a in arrays]
     grad_y = torch.from_numpy(grad_y)
 
     def forward():
@@ -139,20 +153,26 @@ def main():
     print(header)
     print("-" * len(header))
     for name, kind, x_shape, weight_shape, kwargs in CASES:
-        x = rng.standard_normal(x_shape, dtype=np.float32)
-        weight = rng.standard_normal(weight_shape, dtype=np.float32) * np.float32(0.05)
-        out_channels = weight_shape[0] if kind == "conv" else weight_shape[1]
-        bias = rng.standard_normal(out_channels, dtype=np.float32)
-        with minseg.no_grad():
-            y_shape = (F.conv2d if kind == "conv" else F.conv_transpose2d)(x, weight, bias, **kwargs).shape
+        arrays = [rng.standard_normal(x_shape, dtype=np.float32)]
+        if weight_shape is not None:
+            out_channels = weight_shape[0] if kind == "conv" else weight_shape[1] * kwargs.get("groups", 1)
+            arrays += [rng.standard_normal(weight_shape, dtype=np.float32) * np.float32(0.05),
+                       rng.standard_normal(out_channels, dtype=np.float32)]
+        try:
+            with minseg.no_grad():
+                y_shape = operation(F, kind)(*arrays, **kwargs).shape
+        except (NotImplementedError, TypeError) as error:  # an option this version lacks
+            print(f"{name:30s} (minseg: {error})")
+            continue
         grad_y = rng.standard_normal(y_shape, dtype=np.float32)
         flops = forward_flops(kind, x_shape, weight_shape, y_shape)
 
-        ours = minseg_runners(kind, x, weight, bias, grad_y, kwargs)
-        theirs = torch_runners(torch, kind, x, weight, bias, grad_y, kwargs) if torch is not None else (None, None)
-        passes = [("fwd", ours[0], theirs[0], flops), ("fwd+bwd", ours[1], theirs[1], 3 * flops)]
-        if kind == "conv":
-            passes.append(("GEMM only", gemm_only_runner(x, weight, kwargs), "fwd", flops))
+        ours = minseg_runners(kind, arrays, grad_y, kwargs)
+        theirs = torch_runners(torch, kind, arrays, grad_y, kwargs) if torch is not None else (None, None)
+        backward_flops = flops if kind == "bilinear" else 2 * flops
+        passes = [("fwd", ours[0], theirs[0], flops), ("fwd+bwd", ours[1], theirs[1], flops + backward_flops)]
+        if kind == "conv" and kwargs.get("groups", 1) == 1:
+            passes.append(("GEMM only", gemm_only_runner(*arrays[:2], kwargs), "fwd", flops))
         torch_ms_of = {}
         for pass_name, mine, torch_fn, pass_flops in passes:
             ms = median_ms(mine, args.runs, args.warmup)
