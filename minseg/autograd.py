@@ -242,14 +242,14 @@ class Tensor:
     def log(self):
         return ops.log(self)
 
-    def sum(self, axis=None, keepdims=False):
-        return ops.sum(self, axis, keepdims)
+    def sum(self, dim=None, keepdim=False):
+        return ops.sum(self, dim, keepdim)
 
-    def mean(self, axis=None, keepdims=False):
-        return ops.mean(self, axis, keepdims)
+    def mean(self, dim=None, keepdim=False):
+        return ops.mean(self, dim, keepdim)
 
-    def max(self, axis=None, keepdims=False):
-        return ops.max(self, axis, keepdims)
+    def max(self, dim=None, keepdim=False):
+        return ops.max(self, dim, keepdim)
 
     def reshape(self, *shape):
         return ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
@@ -285,9 +285,9 @@ class Tensor:
     def log_softmax(self, dim):
         return ops.log_softmax(self, dim)
 
-    def argmax(self, axis=None):
-        """Indices of the maxima (an integer tensor; not differentiable)."""
-        return Tensor(self.data.argmax(axis=axis))
+    def argmax(self, dim=None):
+        """Indices of the maxima along ``dim`` (an integer tensor; not differentiable)."""
+        return Tensor(self.data.argmax(axis=dim))
 
 
 def as_tensor(value, like=None):
@@ -354,7 +354,7 @@ class Function:
 
     Subclasses implement ``forward(*arrays) -> array or tuple of arrays`` and
     ``backward(*output_grads) -> one gradient (or None) per input``; options (stride,
-    axis, ...) go to ``__init__``. Call an instance on tensors: ``Exp()(x)``.
+    dim, ...) go to ``__init__``. Call an instance on tensors: ``Exp()(x)``.
     ``forward`` may store on ``self`` what ``backward`` needs; ``self.needs_input_grad``
     tells backward which gradients are wanted, so it can skip the others (return None).
     """

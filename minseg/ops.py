@@ -27,7 +27,8 @@ def _check_broadcastable(a, b, op_name):
     try:
         np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
-        raise ValueError(f"{op_name}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together") from None
+        raise ValueError(f"{op_name}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast "
+                         f"together") from None
 
 
 def _check_same_dtype(a, b, op_name):
@@ -37,65 +38,65 @@ def _check_same_dtype(a, b, op_name):
 
 
 # --- arithmetic --------------------------------------------------------------
-class Add(Function):
+class AddFunction(Function):
     """y = a + b.  dy/da = dy/db = 1, so both receive the upstream gradient (summed back to shape)."""
 
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
         return a + b
 
-    def backward(self, gy):
-        return sum_to(gy, self.shapes[0]), sum_to(gy, self.shapes[1])
+    def backward(self, grad_y):
+        return sum_to(grad_y, self.shapes[0]), sum_to(grad_y, self.shapes[1])
 
 
-class Sub(Function):
+class SubFunction(Function):
     """y = a - b.  dy/da = 1, dy/db = -1."""
 
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
         return a - b
 
-    def backward(self, gy):
-        return sum_to(gy, self.shapes[0]), sum_to(-gy, self.shapes[1])
+    def backward(self, grad_y):
+        return sum_to(grad_y, self.shapes[0]), sum_to(-grad_y, self.shapes[1])
 
 
-class Mul(Function):
-    """y = a * b.  dy/da = b and dy/db = a, so each input's gradient is the other input times gy."""
+class MulFunction(Function):
+    """y = a * b.  dy/da = b and dy/db = a, so each input's gradient is the other input times grad_y."""
 
     def forward(self, a, b):
         self.a, self.b = a, b
         return a * b
 
-    def backward(self, gy):
-        ga = sum_to(gy * self.b, self.a.shape) if self.needs_input_grad[0] else None
-        gb = sum_to(gy * self.a, self.b.shape) if self.needs_input_grad[1] else None
-        return ga, gb
+    def backward(self, grad_y):
+        grad_a = sum_to(grad_y * self.b, self.a.shape) if self.needs_input_grad[0] else None
+        grad_b = sum_to(grad_y * self.a, self.b.shape) if self.needs_input_grad[1] else None
+        return grad_a, grad_b
 
 
-class Div(Function):
+class DivFunction(Function):
     """y = a / b.  dy/da = 1/b and dy/db = -a/b² = -y/b."""
 
     def forward(self, a, b):
         self.a, self.b = a, b
         return a / b
 
-    def backward(self, gy):
-        ga = gy / self.b
-        gb = sum_to(-ga * self.a / self.b, self.b.shape) if self.needs_input_grad[1] else None
-        return sum_to(ga, self.a.shape), gb
+    def backward(self, grad_y):
+        grad_a = grad_y / self.b
+        grad_b = sum_to(-grad_a * self.a / self.b, self.b.shape) if self.needs_input_grad[1] else None
+        return sum_to(grad_a, self.a.shape), grad_b
 
 
-class Neg(Function):
+class NegFunction(Function):
     """y = -x.  dy/dx = -1."""
 
     def forward(self, x):
         return -x
 
-    def backward(self, gy):
-        return -gy
+    def backward(self, grad_y):
+        return -grad_y
 
 
-class Pow(Function):
+class PowFunction(Function):
     """y = x ** p for a constant p.  dy/dx = p · x^(p-1)."""
 
     def __init__(self, exponent):
@@ -105,34 +106,34 @@ class Pow(Function):
         self.x = x
         return x ** self.exponent
 
-    def backward(self, gy):
+    def backward(self, grad_y):
         p = self.exponent
-        return (gy * p * self.x ** (p - 1)).astype(self.x.dtype, copy=False)
+        return (grad_y * p * self.x ** (p - 1)).astype(self.x.dtype, copy=False)
 
 
-class Exp(Function):
+class ExpFunction(Function):
     """y = eˣ.  dy/dx = eˣ = y, so backward reuses the output."""
 
     def forward(self, x):
         self.y = backend.get_array_module(x).exp(x)
         return self.y
 
-    def backward(self, gy):
-        return gy * self.y
+    def backward(self, grad_y):
+        return grad_y * self.y
 
 
-class Log(Function):
+class LogFunction(Function):
     """y = ln x.  dy/dx = 1/x."""
 
     def forward(self, x):
         self.x = x
         return backend.get_array_module(x).log(x)
 
-    def backward(self, gy):
-        return gy / self.x
+    def backward(self, grad_y):
+        return grad_y / self.x
 
 
-class MatMul(Function):
+class MatMulFunction(Function):
     """Y = A @ B (batched like NumPy).  dL/dA = dL/dY @ Bᵀ and dL/dB = Aᵀ @ dL/dY."""
 
     def forward(self, a, b):
@@ -143,13 +144,13 @@ class MatMul(Function):
         self.a, self.b = a, b
         return a @ b
 
-    def backward(self, gy):
-        ga = sum_to(gy @ self.b.swapaxes(-1, -2), self.a.shape) if self.needs_input_grad[0] else None
-        gb = sum_to(self.a.swapaxes(-1, -2) @ gy, self.b.shape) if self.needs_input_grad[1] else None
-        return ga, gb
+    def backward(self, grad_y):
+        grad_a = sum_to(grad_y @ self.b.swapaxes(-1, -2), self.a.shape) if self.needs_input_grad[0] else None
+        grad_b = sum_to(self.a.swapaxes(-1, -2) @ grad_y, self.b.shape) if self.needs_input_grad[1] else None
+        return grad_a, grad_b
 
 
-class AsType(Function):
+class AsTypeFunction(Function):
     """y = x converted to another dtype; the gradient is converted back."""
 
     def __init__(self, dtype):
@@ -159,33 +160,35 @@ class AsType(Function):
         self.input_dtype = x.dtype
         return x.astype(self.dtype)
 
-    def backward(self, gy):
-        return gy.astype(self.input_dtype)
+    def backward(self, grad_y):
+        return grad_y.astype(self.input_dtype)
 
 
 # --- reductions --------------------------------------------------------------
-def _normalize_axes(axis, ndim):
-    if axis is None:
+def _normalize_dims(dim, ndim, op_name):
+    """``dim`` (None, an int or a tuple, as PyTorch) as a tuple of non-negative axes."""
+    if dim is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    for a in axes:
-        if not -ndim <= a < ndim:
-            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
-    return tuple(a % ndim for a in axes)
+    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    for d in dims:
+        if not -ndim <= d < ndim:
+            raise ValueError(f"{op_name}: dim {d} is out of range for a tensor with {ndim} dimensions; "
+                             f"use a dim in [{-ndim}, {ndim - 1}]")
+    return tuple(d % ndim for d in dims)
 
 
-def _expand_reduced(gy, axes, keepdims):
-    """Re-insert the reduced axes as size 1, so gy broadcasts against the input."""
+def _expand_reduced(grad_y, axes, keepdims):
+    """Re-insert the reduced axes as size 1, so grad_y broadcasts against the input."""
     if keepdims:
-        return gy
-    shape = list(gy.shape)
+        return grad_y
+    shape = list(grad_y.shape)
     for a in sorted(axes):
         shape.insert(a, 1)
-    return gy.reshape(shape)
+    return grad_y.reshape(shape)
 
 
-class Sum(Function):
-    """y = Σ x over ``axes``.  Every summed element gets the same gradient: gy broadcast back."""
+class SumFunction(Function):
+    """y = Σ x over ``axes``.  Every summed element gets the same gradient: grad_y broadcast back."""
 
     def __init__(self, axes, keepdims):
         self.axes, self.keepdims = axes, keepdims
@@ -194,13 +197,13 @@ class Sum(Function):
         self.shape = x.shape
         return x.sum(axis=self.axes, keepdims=self.keepdims)
 
-    def backward(self, gy):
-        xp = backend.get_array_module(gy)
-        return xp.broadcast_to(_expand_reduced(gy, self.axes, self.keepdims), self.shape).copy()
+    def backward(self, grad_y):
+        xp = backend.get_array_module(grad_y)
+        return xp.broadcast_to(_expand_reduced(grad_y, self.axes, self.keepdims), self.shape).copy()
 
 
-class Mean(Function):
-    """y = (1/n) Σ x over ``axes``.  Every averaged element gets gy / n."""
+class MeanFunction(Function):
+    """y = (1/n) Σ x over ``axes``.  Every averaged element gets grad_y / n."""
 
     def __init__(self, axes, keepdims):
         self.axes, self.keepdims = axes, keepdims
@@ -209,15 +212,15 @@ class Mean(Function):
         self.shape = x.shape
         return x.mean(axis=self.axes, keepdims=self.keepdims)
 
-    def backward(self, gy):
-        xp = backend.get_array_module(gy)
+    def backward(self, grad_y):
+        xp = backend.get_array_module(grad_y)
         count = int(np.prod([self.shape[a] for a in self.axes]))
-        gy = _expand_reduced(gy, self.axes, self.keepdims) / gy.dtype.type(count)
-        return xp.broadcast_to(gy, self.shape).copy()
+        grad_y = _expand_reduced(grad_y, self.axes, self.keepdims) / grad_y.dtype.type(count)
+        return xp.broadcast_to(grad_y, self.shape).copy()
 
 
-class Max(Function):
-    """y = max x over ``axes``.  Only the maximal element moves y: it gets gy (ties share it equally)."""
+class MaxFunction(Function):
+    """y = max x over ``axes``.  Only the maximal element moves y: it gets grad_y (ties share it equally)."""
 
     def __init__(self, axes, keepdims):
         self.axes, self.keepdims = axes, keepdims
@@ -227,15 +230,15 @@ class Max(Function):
         self.y = x.max(axis=self.axes, keepdims=True)
         return self.y if self.keepdims else self.y.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
 
-    def backward(self, gy):
-        is_max = (self.x == self.y).astype(gy.dtype)
+    def backward(self, grad_y):
+        is_max = (self.x == self.y).astype(grad_y.dtype)
         is_max /= is_max.sum(axis=self.axes, keepdims=True)
-        return _expand_reduced(gy, self.axes, self.keepdims) * is_max
+        return _expand_reduced(grad_y, self.axes, self.keepdims) * is_max
 
 
 # --- shapes ------------------------------------------------------------------
-class Reshape(Function):
-    """y = x viewed with another shape.  The gradient is gy viewed with x's shape."""
+class ReshapeFunction(Function):
+    """y = x viewed with another shape.  The gradient is grad_y viewed with x's shape."""
 
     def __init__(self, shape):
         self.shape = tuple(shape)
@@ -247,11 +250,11 @@ class Reshape(Function):
         except ValueError:
             raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} into {self.shape}") from None
 
-    def backward(self, gy):
-        return gy.reshape(self.input_shape)
+    def backward(self, grad_y):
+        return grad_y.reshape(self.input_shape)
 
 
-class Permute(Function):
+class PermuteFunction(Function):
     """y = x with its axes reordered.  The gradient undoes the reordering (the inverse permutation)."""
 
     def __init__(self, axes):
@@ -262,11 +265,11 @@ class Permute(Function):
             raise ValueError(f"permute: axes {self.axes} are not a permutation of a {x.ndim}-d tensor's axes")
         return x.transpose(self.axes)
 
-    def backward(self, gy):
-        return gy.transpose(np.argsort([a % gy.ndim for a in self.axes]))
+    def backward(self, grad_y):
+        return grad_y.transpose(np.argsort([a % grad_y.ndim for a in self.axes]))
 
 
-class GetItem(Function):
+class GetItemFunction(Function):
     """y = x[index].  Each selected element gets its gradient back; an element picked twice gets both."""
 
     def __init__(self, index):
@@ -276,45 +279,45 @@ class GetItem(Function):
         self.shape, self.dtype = x.shape, x.dtype
         return x[self.index]
 
-    def backward(self, gy):
-        xp = backend.get_array_module(gy)
-        gx = xp.zeros(self.shape, self.dtype)
-        xp.add.at(gx, self.index, gy)  # unlike gx[index] += gy, adds repeated indices every time
-        return gx
+    def backward(self, grad_y):
+        xp = backend.get_array_module(grad_y)
+        grad_x = xp.zeros(self.shape, self.dtype)
+        xp.add.at(grad_x, self.index, grad_y)  # unlike grad_x[index] += grad_y, adds repeated indices every time
+        return grad_x
 
 
-class Cat(Function):
-    """y = the inputs joined along ``axis``.  Each input's gradient is its slice of gy."""
+class CatFunction(Function):
+    """y = the inputs joined along ``dim``.  Each input's gradient is its slice of grad_y."""
 
-    def __init__(self, axis):
-        self.axis = axis
+    def __init__(self, dim):
+        self.dim = dim
 
     def forward(self, *xs):
         xp = backend.get_array_module(*xs)
-        self.sizes = [x.shape[self.axis] for x in xs]
-        return xp.concatenate(xs, axis=self.axis)
+        self.sizes = [x.shape[self.dim] for x in xs]
+        return xp.concatenate(xs, axis=self.dim)
 
-    def backward(self, gy):
-        xp = backend.get_array_module(gy)
-        return tuple(xp.split(gy, np.cumsum(self.sizes)[:-1].tolist(), axis=self.axis))
+    def backward(self, grad_y):
+        xp = backend.get_array_module(grad_y)
+        return tuple(xp.split(grad_y, np.cumsum(self.sizes)[:-1].tolist(), axis=self.dim))
 
 
-class Stack(Function):
-    """y = the inputs stacked along a new ``axis``.  Each input's gradient is its index along that axis."""
+class StackFunction(Function):
+    """y = the inputs stacked along a new ``dim``.  Each input's gradient is its index along that dim."""
 
-    def __init__(self, axis):
-        self.axis = axis
+    def __init__(self, dim):
+        self.dim = dim
 
     def forward(self, *xs):
-        return backend.get_array_module(*xs).stack(xs, axis=self.axis)
+        return backend.get_array_module(*xs).stack(xs, axis=self.dim)
 
-    def backward(self, gy):
-        return tuple(gy.take(i, axis=self.axis) for i in range(gy.shape[self.axis]))
+    def backward(self, grad_y):
+        return tuple(grad_y.take(i, axis=self.dim) for i in range(grad_y.shape[self.dim]))
 
 
 # --- activations -------------------------------------------------------------
-class ReLU(Function):
-    """y = max(x, 0).  The slope is 1 where x > 0 and 0 elsewhere, so gy passes only there."""
+class ReLUFunction(Function):
+    """y = max(x, 0).  The slope is 1 where x > 0 and 0 elsewhere, so grad_y passes only there."""
 
     def forward(self, x):
         xp = backend.get_array_module(x)
@@ -322,11 +325,11 @@ class ReLU(Function):
         self.positive = y > 0
         return y
 
-    def backward(self, gy):
-        return gy * self.positive
+    def backward(self, grad_y):
+        return grad_y * self.positive
 
 
-class Sigmoid(Function):
+class SigmoidFunction(Function):
     """y = 1 / (1 + e⁻ˣ).  dy/dx = y (1 - y)."""
 
     def forward(self, x):
@@ -335,60 +338,60 @@ class Sigmoid(Function):
         self.y = 0.5 * (xp.tanh(0.5 * x) + 1)
         return self.y
 
-    def backward(self, gy):
-        return gy * self.y * (1 - self.y)
+    def backward(self, grad_y):
+        return grad_y * self.y * (1 - self.y)
 
 
-class Tanh(Function):
+class TanhFunction(Function):
     """y = tanh x.  dy/dx = 1 - y²."""
 
     def forward(self, x):
         self.y = backend.get_array_module(x).tanh(x)
         return self.y
 
-    def backward(self, gy):
-        return gy * (1 - self.y * self.y)
+    def backward(self, grad_y):
+        return grad_y * (1 - self.y * self.y)
 
 
-class Softmax(Function):
-    """y_i = e^(x_i - m) / Σ_j e^(x_j - m) along ``axis`` (m = max x keeps eˣ from overflowing).
+class SoftmaxFunction(Function):
+    """y_i = e^(x_i - m) / Σ_j e^(x_j - m) along ``dim`` (m = max x keeps eˣ from overflowing).
 
-    Jacobian dy_i/dx_j = y_i (δ_ij - y_j), so dL/dx = y ⊙ (gy - Σ_j gy_j y_j).
+    Jacobian dy_i/dx_j = y_i (δ_ij - y_j), so with g = grad_y, dL/dx = y ⊙ (g - Σ_j g_j y_j).
     """
 
-    def __init__(self, axis):
-        self.axis = axis
+    def __init__(self, dim):
+        self.dim = dim
 
     def forward(self, x):
         xp = backend.get_array_module(x)
-        e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
-        self.y = e / e.sum(axis=self.axis, keepdims=True)
+        e = xp.exp(x - x.max(axis=self.dim, keepdims=True))
+        self.y = e / e.sum(axis=self.dim, keepdims=True)
         return self.y
 
-    def backward(self, gy):
+    def backward(self, grad_y):
         y = self.y
-        return y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
+        return y * (grad_y - (grad_y * y).sum(axis=self.dim, keepdims=True))
 
 
-class LogSoftmax(Function):
-    """y_i = x_i - m - log Σ_j e^(x_j - m) along ``axis`` (the log-sum-exp trick, m = max x).
+class LogSoftmaxFunction(Function):
+    """y_i = x_i - m - log Σ_j e^(x_j - m) along ``dim`` (the log-sum-exp trick, m = max x).
 
-    dy_i/dx_j = δ_ij - softmax(x)_j, so dL/dx = gy - softmax(x) · Σ_i gy_i.
+    dy_i/dx_j = δ_ij - softmax(x)_j, so with g = grad_y, dL/dx = g - softmax(x) · Σ_i g_i.
     """
 
-    def __init__(self, axis):
-        self.axis = axis
+    def __init__(self, dim):
+        self.dim = dim
 
     def forward(self, x):
         xp = backend.get_array_module(x)
-        shifted = x - x.max(axis=self.axis, keepdims=True)
-        y = shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
+        shifted = x - x.max(axis=self.dim, keepdims=True)
+        y = shifted - xp.log(xp.exp(shifted).sum(axis=self.dim, keepdims=True))
         self.y = y
         return y
 
-    def backward(self, gy):
-        xp = backend.get_array_module(gy)
-        return gy - xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True)
+    def backward(self, grad_y):
+        xp = backend.get_array_module(grad_y)
+        return grad_y - xp.exp(self.y) * grad_y.sum(axis=self.dim, keepdims=True)
 
 
 # --- the public helpers ------------------------------------------------------
@@ -401,77 +404,77 @@ def _binary(function_class, a, b, op_name):
 
 
 def add(a, b):
-    return _binary(Add, a, b, "add")
+    return _binary(AddFunction, a, b, "add")
 
 
 def sub(a, b):
-    return _binary(Sub, a, b, "sub")
+    return _binary(SubFunction, a, b, "sub")
 
 
 def mul(a, b):
-    return _binary(Mul, a, b, "mul")
+    return _binary(MulFunction, a, b, "mul")
 
 
 def div(a, b):
-    return _binary(Div, a, b, "div")
+    return _binary(DivFunction, a, b, "div")
 
 
 def matmul(a, b):
     like = a if isinstance(a, Tensor) else b
     a, b = as_tensor(a, like), as_tensor(b, like)
     _check_same_dtype(a.data, b.data, "matmul")
-    return MatMul()(a, b)
+    return MatMulFunction()(a, b)
 
 
 def neg(x):
-    return Neg()(x)
+    return NegFunction()(x)
 
 
 def pow(x, exponent):
     if isinstance(exponent, Tensor) or not np.isscalar(exponent):
         raise TypeError(f"pow: the exponent must be a Python number, got {type(exponent).__name__}")
-    return Pow(exponent)(x)
+    return PowFunction(exponent)(x)
 
 
 def exp(x):
-    return Exp()(x)
+    return ExpFunction()(x)
 
 
 def log(x):
-    return Log()(x)
+    return LogFunction()(x)
 
 
 def astype(x, dtype):
-    return AsType(np.dtype(dtype))(x)
+    return AsTypeFunction(np.dtype(dtype))(x)
 
 
-def sum(x, axis=None, keepdims=False):
-    return Sum(_normalize_axes(axis, x.ndim), keepdims)(x)
+def sum(x, dim=None, keepdim=False):
+    return SumFunction(_normalize_dims(dim, x.ndim, "sum"), keepdim)(x)
 
 
-def mean(x, axis=None, keepdims=False):
-    return Mean(_normalize_axes(axis, x.ndim), keepdims)(x)
+def mean(x, dim=None, keepdim=False):
+    return MeanFunction(_normalize_dims(dim, x.ndim, "mean"), keepdim)(x)
 
 
-def max(x, axis=None, keepdims=False):
-    return Max(_normalize_axes(axis, x.ndim), keepdims)(x)
+def max(x, dim=None, keepdim=False):
+    return MaxFunction(_normalize_dims(dim, x.ndim, "max"), keepdim)(x)
 
 
 def reshape(x, shape):
-    return Reshape(shape)(x)
+    return ReshapeFunction(shape)(x)
 
 
 def permute(x, axes):
-    return Permute(axes)(x)
+    return PermuteFunction(axes)(x)
 
 
 def getitem(x, index):
     unwrap = lambda i: i.data if isinstance(i, Tensor) else i  # noqa: E731
     index = tuple(unwrap(i) for i in index) if isinstance(index, tuple) else unwrap(index)
-    return GetItem(index)(x)
+    return GetItemFunction(index)(x)
 
 
-def _check_joinable(tensors, axis, op_name, same_axis_size):
+def _check_joinable(tensors, dim, op_name, same_size_along_dim):
     if len(tensors) == 0:
         raise ValueError(f"{op_name}: expected a non-empty sequence of tensors")
     first = tensors[0]
@@ -481,40 +484,40 @@ def _check_joinable(tensors, axis, op_name, same_axis_size):
         if t.dtype != first.dtype:
             raise TypeError(f"{op_name}: tensor 0 has dtype {first.dtype} but tensor {i} has {t.dtype}")
         for d in range(first.ndim):
-            if (same_axis_size or d != axis % first.ndim) and t.shape[d] != first.shape[d]:
-                raise ValueError(f"{op_name}: tensor 0 has shape {first.shape} but tensor {i} has {t.shape} "
-                                 f"(they must match except along dim {axis})")
+            if (same_size_along_dim or d != dim % first.ndim) and t.shape[d] != first.shape[d]:
+                rule = "all dims must match" if same_size_along_dim else f"they must match except along dim {dim}"
+                raise ValueError(f"{op_name}: tensor 0 has shape {first.shape} but tensor {i} has {t.shape} ({rule})")
 
 
 def cat(tensors, dim=0):
     """Join tensors along an existing dimension (``torch.cat``): UNet's skip connection."""
     tensors = [as_tensor(t) for t in tensors]
-    _check_joinable(tensors, dim, "cat", same_axis_size=False)
-    return Cat(dim % tensors[0].ndim)(*tensors)
+    _check_joinable(tensors, dim, "cat", same_size_along_dim=False)
+    return CatFunction(dim % tensors[0].ndim)(*tensors)
 
 
 def stack(tensors, dim=0):
     """Join equally shaped tensors along a new dimension (``torch.stack``)."""
     tensors = [as_tensor(t) for t in tensors]
-    _check_joinable(tensors, dim, "stack", same_axis_size=True)
-    return Stack(dim % (tensors[0].ndim + 1))(*tensors)
+    _check_joinable(tensors, dim, "stack", same_size_along_dim=True)
+    return StackFunction(dim % (tensors[0].ndim + 1))(*tensors)
 
 
 def relu(x):
-    return ReLU()(x)
+    return ReLUFunction()(x)
 
 
 def sigmoid(x):
-    return Sigmoid()(x)
+    return SigmoidFunction()(x)
 
 
 def tanh(x):
-    return Tanh()(x)
+    return TanhFunction()(x)
 
 
 def softmax(x, dim):
-    return Softmax(_normalize_axes(dim, x.ndim)[0])(x)
+    return SoftmaxFunction(_normalize_dims(dim, x.ndim, "softmax")[0])(x)
 
 
 def log_softmax(x, dim):
-    return LogSoftmax(_normalize_axes(dim, x.ndim)[0])(x)
+    return LogSoftmaxFunction(_normalize_dims(dim, x.ndim, "log_softmax")[0])(x)

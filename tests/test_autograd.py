@@ -144,7 +144,7 @@ def test_tensor_basics():
     d = t.detach()
     assert not d.requires_grad and d.creator is None
     assert "requires_grad=True" in repr(t)
-    np.testing.assert_array_equal(t.argmax(axis=1).numpy(), [2, 2])
+    np.testing.assert_array_equal(t.argmax(dim=1).numpy(), [2, 2])
 
 
 def test_ndarray_on_the_left_still_builds_a_graph():
