@@ -336,8 +336,8 @@ def function_classes():
 
 CATEGORIES = [("conv forward", ("Conv2dFunction.forward", "ConvTranspose2dFunction.forward")),
               ("conv backward", ("Conv2dFunction.backward", "ConvTranspose2dFunction.backward")),
-              ("batchnorm", ("BatchNorm.",)), ("relu", ("ReLU.",)), ("pooling", ("Pool",)),
-              ("cat", ("Cat.",)), ("add", ("Add.",)), ("loss", ("CrossEntropy.",))]
+              ("batchnorm", ("BatchNorm",)), ("relu", ("ReLU",)), ("pooling", ("Pool",)),
+              ("cat", ("Cat",)), ("add", ("Add",)), ("loss", ("CrossEntropy",))]
 
 
 def profile(name, runs):
