@@ -16,15 +16,18 @@ Resuming exactly. A run is fully determined by the weights, the optimizer's stat
 step counts, current lr/momentum), the schedule's step, the global generator behind dropout
 (``minseg.random``) and the loaders' epoch counters (shuffling and augmentation are seeded per
 epoch). A checkpoint stores all of them, so ``load_checkpoint`` + ``fit`` continues bit for bit
-as if the run had never stopped. Checkpoints are ``.npz`` files: arrays as arrays, everything
-else as one JSON string, read back with ``allow_pickle=False`` (a checkpoint can never run code).
-They are written to a temporary file, flushed to disk and renamed over the old one, so a crash
-mid-write leaves the previous checkpoint intact.
+as if the run had never stopped. The file format (an atomic ``.npz`` read without pickle) is
+``minseg.checkpoint``'s; ``Learner(run=...)`` adds what a later ``predict`` or ``--resume`` needs to
+rebuild the run without the original command line (model name and arguments, normalization,
+class names and colours, training arguments).
+
+Divergence is checked once per step, on the loss scalar. A non-finite model output is caught by
+the loss's own argument check; the Learner turns that error, and a non-finite loss, into
+``TrainingDiverged`` before ``backward`` and ``step`` touch the weights, in training and in
+evaluation alike.
 """
-import json
 import math
 import os
-import tempfile
 import time
 from collections import namedtuple
 
@@ -33,106 +36,51 @@ from tqdm.auto import tqdm
 
 from . import backend, random
 from .autograd import Tensor, no_grad
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .functional.one_hot import to_class_ids
 from .metrics import SegmentationMetrics
 
 __all__ = ["Learner", "TrainingDiverged", "CheckpointError", "save_checkpoint", "load_checkpoint",
            "lr_find", "LRFindResult"]
 
-CHECKPOINT_FORMAT = "minseg-checkpoint-v1"
-
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the weights were not updated with it."""
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read (truncated, corrupt, or not a minseg checkpoint)."""
-
-
-# --- checkpoint files: nested dicts of arrays and JSON values <-> one .npz -------------------
-def _split_arrays(tree, path, arrays):
-    """``tree`` with every array replaced by {"__array__": key}; the arrays go into ``arrays``."""
-    if isinstance(tree, dict):
-        return {str(key): _split_arrays(value, f"{path}/{key}", arrays) for key, value in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [_split_arrays(value, f"{path}/{i}", arrays) for i, value in enumerate(tree)]
-    if isinstance(tree, np.generic):  # NumPy scalars are not JSON; they are plain numbers
-        return tree.item()
-    if hasattr(tree, "shape") and hasattr(tree, "dtype"):
-        key = path.lstrip("/")
-        arrays[key] = backend.to_device(tree, "cpu")
-        return {"__array__": key}
-    return tree
-
-
-def _join_arrays(tree, arrays):
-    if isinstance(tree, dict):
-        if set(tree) == {"__array__"}:
-            return arrays[tree["__array__"]]
-        return {key: _join_arrays(value, arrays) for key, value in tree.items()}
-    if isinstance(tree, list):
-        return [_join_arrays(value, arrays) for value in tree]
-    return tree
-
-
-def save_checkpoint(path, state):
-    """Write ``state`` (nested dicts/lists of arrays, numbers, strings) to ``path`` atomically.
-
-    Temporary file in the same folder → fsync → ``os.replace``: the rename is atomic, so
-    ``path`` always holds either the old checkpoint or the complete new one.
-    """
-    path = os.fspath(path)
-    arrays = {}
-    tree = _split_arrays(state, "", arrays)
-    arrays["__json__"] = np.array(json.dumps({"format": CHECKPOINT_FORMAT, "state": tree}))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder):
-    """Make the rename itself durable (POSIX); Windows has no directory handles to flush."""
-    if hasattr(os, "O_DIRECTORY"):
-        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def load_checkpoint(path):
-    """The state written by ``save_checkpoint``; ``CheckpointError`` naming the file if it is damaged."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {path}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}  # reads (and CRC-checks) every member
-        document = json.loads(str(arrays.pop("__json__")))
-    except Exception as error:  # zipfile.BadZipFile, EOFError, KeyError, ValueError, ...
-        raise CheckpointError(f"load_checkpoint: {path} is not a readable minseg checkpoint (truncated or "
-                              f"corrupt?): {type(error).__name__}: {error}") from error
-    if document.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"load_checkpoint: {path} has format {document.get('format')!r}, "
-                              f"expected {CHECKPOINT_FORMAT!r}")
-    return _join_arrays(document["state"], arrays)
-
-
 def _all_finite(tensor):
     xp = backend.get_array_module(tensor.data)
     return bool(xp.isfinite(tensor.data).all())
+
+
+def _checked_loss(loss_fn, logits, targets):
+    """``(loss Tensor, its value)``, or ``(None, problem)`` when the output or the loss is not finite.
+
+    The loss's argument check scans the logits anyway; only when it refuses them is the output scanned
+    here, to tell "the output is NaN" (a diverged model) from a genuine argument error, which is re-raised.
+    """
+    try:
+        loss = loss_fn(logits, targets)
+    except ValueError:
+        if not _all_finite(logits):
+            return None, "the model's output holds NaN or inf"
+        raise
+    value = loss.item()
+    if not math.isfinite(value):
+        return None, f"the loss is {value}"
+    return loss, value
+
+
+# Diverging weights overflow inside the forward pass; the check above reports that once, in words,
+# instead of NumPy printing "overflow encountered" warnings first.
+_QUIET_OVERFLOW = dict(over="ignore", invalid="ignore", divide="ignore", under="ignore")
+
+# The epoch table: (history key, heading, format); 80 columns at most.
+# "train" and "valid" are the two losses; "acc" pixel accuracy, "fg acc" foreground accuracy.
+_TABLE = (("train_loss", "train", ".4f"), ("valid_loss", "valid", ".4f"),
+          ("pixel_accuracy", "acc", ".4f"), ("foreground_accuracy", "fg acc", ".4f"),
+          ("mean_iou", "mIoU", ".4f"), ("mean_dice", "mDice", ".4f"), ("lr", "lr", ".1e"),
+          ("seconds", "time s", ".1f"))
 
 
 # --- the Learner ---------------------------------------------------------------------------
@@ -160,11 +108,13 @@ class Learner:
     left out of the foreground accuracy; ``ignore_index`` pixels (default -100, the value
     ``F.cross_entropy`` ignores and the padding transforms write) are left out of every metric.
     With ``checkpoint_path`` a checkpoint is written after every epoch; resume a run with
-    ``learner.load_checkpoint()`` and then ``fit`` the remaining epochs.
+    ``learner.load_checkpoint()`` and then ``fit`` the remaining epochs. ``run`` (a dict of JSON values
+    and arrays) travels with every checkpoint: ``minseg.cli`` stores there what rebuilds the run.
     """
 
     def __init__(self, model, train_loader, valid_loader, loss_fn, optimizer, scheduler=None,
-                 num_classes=None, void_class=None, ignore_index=-100, checkpoint_path=None, progress=True):
+                 num_classes=None, void_class=None, ignore_index=-100, checkpoint_path=None, progress=True,
+                 run=None):
         if num_classes is None:
             num_classes = getattr(getattr(train_loader, "dataset", None), "num_classes", None)
             if num_classes is None:
@@ -175,6 +125,7 @@ class Learner:
         self.num_classes, self.void_class, self.ignore_index = num_classes, void_class, ignore_index
         self.checkpoint_path = checkpoint_path
         self.progress = progress
+        self.run = run     # JSON-able description of the run, stored in every checkpoint
         self.epoch = 0     # epochs completed
         self.history = []  # one dict per completed epoch
 
@@ -210,18 +161,14 @@ class Learner:
         bar = tqdm(desc=description, total=len(self.train_loader), leave=False,
                    disable=not self.progress, dynamic_ncols=True)
         for step, (images, targets) in enumerate(self.train_loader, start=1):
-            logits = self.model(images)
-            # Checked before the loss too: a loss function may reject non-finite logits with its
-            # own error, and "the output is NaN" says more than "the loss is NaN".
-            if not _all_finite(logits):
-                self._stop(bar, "the model's output holds NaN or inf", step)
-            loss = self.loss_fn(logits, targets)
-            value = loss.item()
-            if not math.isfinite(value):
-                self._stop(bar, f"the loss is {value}", step)
+            with np.errstate(**_QUIET_OVERFLOW):
+                loss, value = _checked_loss(self.loss_fn, self.model(images), targets)
+            if loss is None:
+                self._stop(bar, value, step, len(self.train_loader))
             self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
+            with np.errstate(**_QUIET_OVERFLOW):
+                loss.backward()
+                self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
             total += value * len(images)
@@ -231,25 +178,26 @@ class Learner:
         bar.close()
         return total / max(count, 1)
 
-    def _stop(self, bar, problem, step):
+    def _stop(self, bar, problem, step, steps, where="training"):
         """Raise TrainingDiverged before the bad step touches the weights or the checkpoint."""
-        bar.close()
+        if bar is not None:
+            bar.close()
         kept = (f"the last good checkpoint is untouched at {self.checkpoint_path}"
                 if self.checkpoint_path is not None and os.path.exists(self.checkpoint_path)
                 else "no checkpoint was written")
         raise TrainingDiverged(
-            f"training stopped: {problem} at epoch {self.epoch + 1}, step {step} of {len(self.train_loader)} "
+            f"training stopped: {problem} at epoch {self.epoch + 1}, {where} step {step} of {steps} "
             f"(lr {self.optimizer.param_groups[0]['lr']:.3g}); the weights were not updated with it and {kept}. "
             "Try a lower learning rate (see lr_find).")
 
     def _report(self, record, header):
         if not self.progress:
             return
-        columns = [key for key in record if key != "epoch"]
+        columns = [(key, heading, spec) for key, heading, spec in _TABLE if key in record]
         if header:
-            tqdm.write("epoch  " + "  ".join(f"{key:>10}" for key in columns))
-        values = "  ".join(f"{record[key]:>{max(len(key), 10)}.4g}" for key in columns)
-        tqdm.write(f"{record['epoch']:>5}  {values}")
+            tqdm.write("epoch " + " ".join(f"{heading:>{max(len(heading), 7)}}" for _, heading, _ in columns))
+        values = " ".join(f"{record[key]:>{max(len(heading), 7)}{spec}}" for key, heading, spec in columns)
+        tqdm.write(f"{record['epoch']:>5} {values}")
 
     # --- validation and prediction -------------------------------------------------------------
     def evaluate(self, loader=None):
@@ -264,9 +212,13 @@ class Learner:
         self.model.eval()
         try:
             with no_grad():
-                for images, targets in loader:
-                    logits = self.model(images)
-                    total += self.loss_fn(logits, targets).item() * len(images)
+                for step, (images, targets) in enumerate(loader, start=1):
+                    with np.errstate(**_QUIET_OVERFLOW):
+                        logits = self.model(images)
+                        loss, value = _checked_loss(self.loss_fn, logits, targets)
+                    if loss is None:
+                        self._stop(None, value, step, len(loader), where="validation")
+                    total += value * len(images)
                     count += len(images)
                     metrics.update(to_class_ids(logits), targets)
         finally:
@@ -305,6 +257,7 @@ class Learner:
             "random": random.get_state(),
             "train_loader": self.train_loader.state_dict(),
             "valid_loader": self.valid_loader.state_dict(),
+            "run": self.run,
         }
 
     def load_state_dict(self, state):
@@ -321,6 +274,8 @@ class Learner:
         self.valid_loader.load_state_dict(state["valid_loader"])
         self.epoch = int(state["epoch"])
         self.history = [dict(record) for record in state["history"]]
+        if state.get("run") is not None:
+            self.run = state["run"]
 
     def save_checkpoint(self, path=None):
         save_checkpoint(self._checkpoint_file(path, "save_checkpoint"), self.state_dict())
@@ -375,12 +330,9 @@ def lr_find(learner, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True, plot
             lr = start_lr * (end_lr / start_lr) ** (len(lrs) / (num_it - 1))
             for group in learner.optimizer.param_groups:
                 group["lr"] = lr
-            logits = learner.model(images)
-            if not _all_finite(logits):
-                break
-            loss = learner.loss_fn(logits, targets)
-            value = loss.item()
-            if not math.isfinite(value):
+            with np.errstate(**_QUIET_OVERFLOW):
+                loss, value = _checked_loss(learner.loss_fn, learner.model(images), targets)
+            if loss is None:
                 break
             learner.optimizer.zero_grad()
             loss.backward()

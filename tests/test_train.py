@@ -1,5 +1,6 @@
 """The training loop on a tiny synthetic problem: learning, exact resume, divergence, checkpoint files."""
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,8 @@ import minseg
 import minseg.functional as F
 from minseg import Tensor, nn
 from minseg.data import DataLoader
-from minseg.optim import AdamW, SGD, OneCycleLR
-from minseg.train import Learner, TrainingDiverged, CheckpointError, load_checkpoint, lr_find
+from minseg.optim import SGD, AdamW, OneCycleLR
+from minseg.train import CheckpointError, Learner, TrainingDiverged, load_checkpoint, lr_find
 
 NUM_CLASSES = 3
 CAMVID_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid_tiny"
@@ -161,7 +162,7 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     steps_per_epoch = 6
     learner = make_learner(tmp_path, epochs=3, loss_fn=NaNAfter(bad_call=steps_per_epoch + 2))
     assert len(learner.train_loader) == steps_per_epoch
-    with pytest.raises(TrainingDiverged, match=r"the loss is nan at epoch 2, step 2 of 6") as error:
+    with pytest.raises(TrainingDiverged, match=r"the loss is nan at epoch 2, training step 2 of 6") as error:
         learner.fit(3)
     assert "checkpoint.npz" in str(error.value)
     assert learner.epoch == 1 and len(learner.history) == 1
@@ -174,7 +175,7 @@ def test_nan_weights_are_reported_as_a_non_finite_output(tmp_path):
     learner.fit(1)
     saved = learner.checkpoint_path.read_bytes()
     learner.model.weight.data[0, 0] = np.nan
-    with pytest.raises(TrainingDiverged, match="output holds NaN or inf at epoch 2, step 1"):
+    with pytest.raises(TrainingDiverged, match="output holds NaN or inf at epoch 2, training step 1"):
         learner.fit(1)
     assert learner.checkpoint_path.read_bytes() == saved
 
@@ -268,7 +269,7 @@ def test_fit_with_plain_sgd_and_no_schedule_or_checkpoint():
 @pytest.mark.slow
 @pytest.mark.skipif(not CAMVID_TINY.is_dir(), reason="../shared/data/camvid_tiny is not present")
 def test_two_epoch_smoke_run_on_camvid_tiny(tmp_path):
-    from minseg.data import SegmentationDataset, RandomHorizontalFlip, channel_stats
+    from minseg.data import RandomHorizontalFlip, SegmentationDataset, channel_stats
     from minseg.models import create
 
     dataset = SegmentationDataset(CAMVID_TINY)
@@ -289,3 +290,40 @@ def test_two_epoch_smoke_run_on_camvid_tiny(tmp_path):
     assert all(np.isfinite(record["valid_loss"]) for record in history)
     assert 0 <= history[1]["pixel_accuracy"] <= 1
     assert load_checkpoint(tmp_path / "camvid.npz")["epoch"] == 2
+
+
+def test_divergence_during_evaluation_gives_the_message_and_no_numpy_warnings(tmp_path):
+    learner = make_learner(tmp_path)
+    learner.fit(1)
+    learner.model.weight.data[:] = np.float32(3e38)  # finite weights whose products overflow to inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any NumPy RuntimeWarning fails the test
+        with pytest.raises(TrainingDiverged, match=r"output holds NaN or inf at epoch 2, validation step 1 of 2"):
+            learner.evaluate()
+
+
+def test_a_genuine_loss_argument_error_is_not_called_divergence():
+    learner = make_learner(loss_fn=lambda logits, targets: F.cross_entropy(logits, targets[:, :1]))
+    with pytest.raises(ValueError, match="target must have shape"):
+        learner.fit(1)
+
+
+def test_epoch_table_fits_in_80_columns(capsys):
+    learner = make_learner(progress=True)
+    learner.void_class = 0
+    learner.fit(1)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert lines[0].split()[:3] == ["epoch", "train", "valid"]
+    assert len(lines) == 2 and all(len(line) <= 80 for line in lines), lines
+
+
+def test_checkpoint_carries_the_run_description(tmp_path):
+    learner = make_learner(tmp_path)
+    learner.run = {"model": {"name": "toy", "options": {"base": 4}}, "mean": np.arange(3, dtype=np.float32)}
+    learner.fit(1)
+    state = load_checkpoint(learner.checkpoint_path)
+    assert state["run"]["model"] == {"name": "toy", "options": {"base": 4}}
+    np.testing.assert_array_equal(state["run"]["mean"], [0, 1, 2])
+    fresh = make_learner(tmp_path)
+    fresh.load_checkpoint()
+    assert fresh.run["model"]["name"] == "toy"
