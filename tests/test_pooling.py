@@ -4,6 +4,7 @@ import pytest
 
 import minseg.functional as F
 from minseg import Tensor, gradcheck
+from minseg.functional.pooling import avg_pool2d_simple, max_pool2d_simple
 
 rng = np.random.default_rng(0)
 
@@ -57,6 +58,27 @@ def test_max_pool2d_values_and_indices_match_a_loop_reference(shape, kernel, str
     np.testing.assert_array_equal(y.numpy(), expected)
     np.testing.assert_array_equal(indices.numpy(), expected_indices)
     assert indices.dtype == np.int64
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding", WINDOW_CASES)
+def test_simple_versions_match_the_loop_reference_and_the_fast_functions(shape, kernel, stride, padding):
+    x = rng.standard_normal(shape)
+    expected_max, _ = loop_pool(x, kernel, stride, padding, "max")
+    np.testing.assert_array_equal(max_pool2d_simple(x, kernel, stride, padding), expected_max)
+    np.testing.assert_array_equal(F.max_pool2d(Tensor(x), kernel, stride, padding).numpy(),
+                                  max_pool2d_simple(x, kernel, stride, padding))
+    expected_avg = loop_pool(x, kernel, stride, padding, "avg")[0]
+    np.testing.assert_allclose(avg_pool2d_simple(x, kernel, stride, padding), expected_avg, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(F.avg_pool2d(Tensor(x), kernel, stride, padding).numpy(),
+                               avg_pool2d_simple(x, kernel, stride, padding), rtol=1e-12, atol=1e-12)
+
+
+def test_max_pool2d_ties_among_three_or_more_taps_keep_the_first():
+    # A 3-wide window of equal values, then a later larger one: exercises every step of the running max.
+    x = np.array([[[[2.0, 2.0, 2.0, 1.0, 3.0, 3.0]]]])
+    y, indices = F.max_pool2d(Tensor(x), (1, 3), return_indices=True)
+    np.testing.assert_array_equal(y.numpy().ravel(), [2.0, 3.0])
+    np.testing.assert_array_equal(indices.numpy().ravel(), [0, 4])
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding", WINDOW_CASES[:5])

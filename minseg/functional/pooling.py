@@ -1,31 +1,48 @@
 """Pooling: max, average, adaptive average, and max unpooling (SegNet's decoder).
 
-A pooling window is kh × kw, and a 2-D reduction over it splits into two 1-D ones:
-the max of a window is the max over its rows of each row's max. So every pooling
-here runs along W first, then along H, and each 1-D pass is a loop over the kernel's
-*taps*: tap j is the strided view ``x[..., j::stride]`` holding the j-th element of
-every window at once (the same windows ``sliding_window_view`` would give, read one
-column of the window at a time). A loop over kernel taps is short (2 or 3 steps);
-nothing loops over the batch, the channels or the pixels. (Reducing a
-``sliding_window_view`` over its two small window axes gives the same numbers, but
-NumPy reduces such short axes an element at a time — about ten times slower than
-these whole-array ``maximum``/``+`` calls.)
+The definition is ``max_pool2d_simple`` / ``avg_pool2d_simple`` below: pad, view every kh × kw window,
+reduce it. The Functions compute the same numbers faster (``_max_pool_separable``, ``_sum_pool_separable``):
+a 2-D reduction over a window splits into two 1-D ones (the max of a window is the max over its rows of each
+row's max), so pooling runs along W, then along H, and each 1-D pass is a loop over the kernel's *taps*: tap j
+is the strided view ``x[..., j::stride]`` holding the j-th element of every window at once. A loop over taps is
+short (2 or 3 steps) and each step is one whole-array ``maximum`` or ``+``; reducing the windows' two short
+axes directly makes NumPy step through them an element at a time.
 
-The backward of each 1-D pass routes the gradient back through the same taps: to the
-tap that won (max) or to every tap equally (average). Overlapping windows (stride <
-kernel) simply add their contributions; when windows tile the input exactly
-(stride == kernel, the common 2 × 2 case) every input element is written once.
+The backward of each 1-D pass routes the gradient back through the same taps: to the tap that won (max) or to
+every tap equally (average). Overlapping windows (stride < kernel) add their contributions; when windows tile
+the input exactly (stride == kernel, the common 2 × 2 case) every input element is written once.
 """
 import numpy as np
 
+from ..arguments import pair
 from ..autograd import Function, Tensor, as_tensor
 from ..backend import get_array_module
+from .im2col import conv_output_size
 
 __all__ = ["max_pool2d", "max_unpool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 
 # ---------------------------------------------------------------------------
-# Taps along one axis, and their adjoint
+# The definition: every window, reduced
+# ---------------------------------------------------------------------------
+def _windows_simple(x, kernel, stride, padding, fill):
+    """(N, C, Ho, Wo, kh, kw): every kh × kw window of x padded with ``fill``, one per output (NumPy arrays)."""
+    windows = np.lib.stride_tricks.sliding_window_view(_pad(x, padding, fill), kernel, axis=(2, 3))
+    return windows[:, :, ::stride[0], ::stride[1]]
+
+
+def max_pool2d_simple(x, kernel, stride, padding):
+    """Max pooling as its definition reads; ``MaxPool2dFunction`` computes the same, faster."""
+    return _windows_simple(x, kernel, stride, padding, -np.inf).max(axis=(4, 5))
+
+
+def avg_pool2d_simple(x, kernel, stride, padding):
+    """Average pooling (zero padding counted) as its definition reads; ``AvgPool2dFunction`` is the fast twin."""
+    return _windows_simple(x, kernel, stride, padding, 0.0).mean(axis=(4, 5))
+
+
+# ---------------------------------------------------------------------------
+# The fast path: taps along one axis, and their adjoint
 # ---------------------------------------------------------------------------
 def _taps(x, axis, kernel, stride, n_out):
     """Views of ``x`` along ``axis``: tap j holds element ``o*stride + j`` for every window o < n_out."""
@@ -43,28 +60,29 @@ def _max_along(x, axis, kernel, stride, n_out):
     """Max over each window along ``axis``, and which tap won it (the first one, on ties, as PyTorch)."""
     xp = get_array_module(x)
     taps = _taps(x, axis, kernel, stride, n_out)
-    best = taps[0].copy()  # the running max, updated in place
-    winner = xp.zeros(best.shape, xp.uint8 if kernel < 256 else xp.int32)
-    for j, tap in enumerate(taps[1:], start=1):
-        beats = tap > best  # strictly: an equal later tap does not take over
+    if kernel == 1:
+        return taps[0].copy(), xp.zeros(taps[0].shape, xp.uint8)
+    # strictly greater: an equal later tap does not take over
+    winner = (taps[1] > taps[0]).astype(xp.uint8 if kernel < 256 else xp.int32)
+    best = xp.maximum(taps[0], taps[1])  # the running max, updated in place
+    for j, tap in enumerate(taps[2:], start=2):
+        xp.copyto(winner, winner.dtype.type(j), where=tap > best)
         xp.maximum(best, tap, out=best)
-        # j only grows, so the last tap that beat the running max is the winner.
-        xp.maximum(winner, beats * winner.dtype.type(j), out=winner)
     return best, winner
 
 
-def _max_along_backward(grad, winner, axis, kernel, stride, size):
+def _max_along_backward(grad_max, winner, axis, kernel, stride, size):
     """Adjoint of ``_max_along``: each window's gradient goes to the element that won it."""
-    xp = get_array_module(grad)
-    shape = grad.shape[:axis] + (size,) + grad.shape[axis + 1:]
-    n_out = grad.shape[axis]
-    grad_x, tiles = _empty_for_taps(xp, shape, grad.dtype, axis, kernel, stride, n_out)
-    routed = None if tiles else xp.empty_like(grad)  # one scratch buffer for all taps
+    xp = get_array_module(grad_max)
+    shape = grad_max.shape[:axis] + (size,) + grad_max.shape[axis + 1:]
+    n_out = grad_max.shape[axis]
+    grad_x, tiles = _empty_for_taps(xp, shape, grad_max.dtype, axis, kernel, stride, n_out)
+    routed = None if tiles else xp.empty_like(grad_max)  # one scratch buffer for all taps
     for j, tap in enumerate(_taps(grad_x, axis, kernel, stride, n_out)):
         if tiles:  # each element belongs to one window: write, don't add
-            xp.multiply(grad, winner == j, out=tap)
+            xp.multiply(grad_max, winner == j, out=tap)
         else:
-            xp.multiply(grad, winner == j, out=routed)
+            xp.multiply(grad_max, winner == j, out=routed)
             tap += routed
     return grad_x
 
@@ -78,17 +96,46 @@ def _sum_along(x, axis, kernel, stride, n_out):
     return total
 
 
-def _sum_along_backward(grad, axis, kernel, stride, size):
+def _sum_along_backward(grad_sum, axis, kernel, stride, size):
     """Adjoint of ``_sum_along``: every element of a window receives the window's gradient."""
-    xp = get_array_module(grad)
-    shape = grad.shape[:axis] + (size,) + grad.shape[axis + 1:]
-    grad_x, tiles = _empty_for_taps(xp, shape, grad.dtype, axis, kernel, stride, grad.shape[axis])
-    for tap in _taps(grad_x, axis, kernel, stride, grad.shape[axis]):
+    xp = get_array_module(grad_sum)
+    n_out = grad_sum.shape[axis]
+    shape = grad_sum.shape[:axis] + (size,) + grad_sum.shape[axis + 1:]
+    grad_x, tiles = _empty_for_taps(xp, shape, grad_sum.dtype, axis, kernel, stride, n_out)
+    for tap in _taps(grad_x, axis, kernel, stride, n_out):
         if tiles:
-            tap[...] = grad
+            tap[...] = grad_sum
         else:
-            tap += grad
+            tap += grad_sum
     return grad_x
+
+
+def _max_pool_separable(padded, kernel, stride, out_hw):
+    """``max_pool2d_simple`` of the (already padded) input, and each window's winning column and row tap.
+
+    A max along W over each window's columns, then a max along H over those row maxima.
+    """
+    row_max, col_winner = _max_along(padded, 3, kernel[1], stride[1], out_hw[1])
+    y, row_winner = _max_along(row_max, 2, kernel[0], stride[0], out_hw[0])
+    return y, col_winner, row_winner
+
+
+def _max_pool_separable_backward(grad_y, col_winner, row_winner, kernel, stride, padded_hw):
+    """Adjoint of ``_max_pool_separable``: the two 1-D passes' adjoints, in reverse order."""
+    grad_row_max = _max_along_backward(grad_y, row_winner, 2, kernel[0], stride[0], padded_hw[0])
+    return _max_along_backward(grad_row_max, col_winner, 3, kernel[1], stride[1], padded_hw[1])
+
+
+def _sum_pool_separable(padded, kernel, stride, out_hw):
+    """The sum over every window of the (already padded) input: a sum along W, then along H."""
+    row_sum = _sum_along(padded, 3, kernel[1], stride[1], out_hw[1])
+    return _sum_along(row_sum, 2, kernel[0], stride[0], out_hw[0])
+
+
+def _sum_pool_separable_backward(grad_y, kernel, stride, padded_hw):
+    """Adjoint of ``_sum_pool_separable``: every element of a window receives the window's gradient."""
+    grad_row_sum = _sum_along_backward(grad_y, 2, kernel[0], stride[0], padded_hw[0])
+    return _sum_along_backward(grad_row_sum, 3, kernel[1], stride[1], padded_hw[1])
 
 
 def _pad(x, padding, value):
@@ -119,15 +166,25 @@ def _unpad(grad_padded, padding, x_shape):
     return grad_x
 
 
+def _pooled_size(x_shape, kernel, stride, padding):
+    """(Ho, Wo) = ⌊(H + 2p − k) / s⌋ + 1 along each axis: the convolution's size rule without dilation."""
+    return tuple(conv_output_size(x_shape[2 + a], kernel[a], stride[a], padding[a], 1) for a in range(2))
+
+
+def _rows_used(out_h, kernel, stride):
+    """Rows of the padded input that some window reaches; rows past the last window never matter."""
+    return (out_h - 1) * stride[0] + kernel[0]
+
+
 # ---------------------------------------------------------------------------
 # Functions
 # ---------------------------------------------------------------------------
-class MaxPool2d(Function):
+class MaxPool2dFunction(Function):
     """y[n,c,i,j] = max of the kh × kw window at (i·sh − ph, j·sw − pw); padding counts as −∞.
 
-    Computed as a max along W, then a max along H, remembering the winning tap of each.
     Only the winning element moves y, so backward hands each window's gradient to its
-    winner (first maximum in row-major order, as PyTorch), through both passes in reverse.
+    winner (first maximum in row-major order, as PyTorch), through the max along W and
+    the max along H (``_max_pool_separable``) in reverse.
     """
 
     def __init__(self, kernel_size, stride, padding, return_indices):
@@ -135,14 +192,12 @@ class MaxPool2d(Function):
         self.return_indices = return_indices
 
     def forward(self, x):
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        out_hw = _pooled_size(x.shape, self.kernel_size, self.stride, self.padding)
         padded = _pad(x, self.padding, -np.inf)
-        out_h = (padded.shape[2] - kh) // sh + 1
-        out_w = (padded.shape[3] - kw) // sw + 1
-        self.rows_used = (out_h - 1) * sh + kh  # rows past the last window never matter
-        row_max, self.col_winner = _max_along(padded[:, :, :self.rows_used], 3, kw, sw, out_w)
-        y, self.row_winner = _max_along(row_max, 2, kh, sh, out_h)
-        self.x_shape, self.padded_width = x.shape, padded.shape[3]
+        self.padded_hw = (_rows_used(out_hw[0], self.kernel_size, self.stride), padded.shape[3])
+        y, self.col_winner, self.row_winner = _max_pool_separable(
+            padded[:, :, :self.padded_hw[0]], self.kernel_size, self.stride, out_hw)
+        self.x_shape = x.shape
         if not self.return_indices:
             return y
         return y, self._flat_indices()
@@ -161,16 +216,15 @@ class MaxPool2d(Function):
         return row * self.x_shape[3] + col
 
     def backward(self, grad_y, *unused_grad_indices):
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        grad_row_max = _max_along_backward(grad_y, self.row_winner, 2, kh, sh, self.rows_used)
-        grad_padded = _max_along_backward(grad_row_max, self.col_winner, 3, kw, sw, self.padded_width)
+        grad_padded = _max_pool_separable_backward(grad_y, self.col_winner, self.row_winner, self.kernel_size,
+                                                   self.stride, self.padded_hw)
         return (_unpad(grad_padded, self.padding, self.x_shape),)
 
 
-class AvgPool2d(Function):
+class AvgPool2dFunction(Function):
     """y[n,c,i,j] = (1 / kh·kw) Σ over the window; zero padding counts (count_include_pad=True).
 
-    Each window element contributes 1/(kh·kw) of y, so backward spreads gy/(kh·kw)
+    Each window element contributes 1/(kh·kw) of y, so backward spreads grad_y/(kh·kw)
     evenly over the window, summing where windows overlap.
     """
 
@@ -178,30 +232,25 @@ class AvgPool2d(Function):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def forward(self, x):
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        out_hw = _pooled_size(x.shape, self.kernel_size, self.stride, self.padding)
         padded = _pad(x, self.padding, 0)
-        out_h = (padded.shape[2] - kh) // sh + 1
-        out_w = (padded.shape[3] - kw) // sw + 1
-        self.rows_used = (out_h - 1) * sh + kh
-        row_sum = _sum_along(padded[:, :, :self.rows_used], 3, kw, sw, out_w)
-        y = _sum_along(row_sum, 2, kh, sh, out_h)
-        y *= x.dtype.type(1.0 / (kh * kw))
-        self.x_shape, self.padded_width = x.shape, padded.shape[3]
+        self.padded_hw = (_rows_used(out_hw[0], self.kernel_size, self.stride), padded.shape[3])
+        y = _sum_pool_separable(padded[:, :, :self.padded_hw[0]], self.kernel_size, self.stride, out_hw)
+        y *= x.dtype.type(1.0 / (self.kernel_size[0] * self.kernel_size[1]))
+        self.x_shape = x.shape
         return y
 
     def backward(self, grad_y):
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        grad_y = grad_y * grad_y.dtype.type(1.0 / (kh * kw))
-        grad_row_sum = _sum_along_backward(grad_y, 2, kh, sh, self.rows_used)
-        grad_padded = _sum_along_backward(grad_row_sum, 3, kw, sw, self.padded_width)
+        grad_y = grad_y * grad_y.dtype.type(1.0 / (self.kernel_size[0] * self.kernel_size[1]))
+        grad_padded = _sum_pool_separable_backward(grad_y, self.kernel_size, self.stride, self.padded_hw)
         return _unpad(grad_padded, self.padding, self.x_shape)
 
 
-class MaxUnpool2d(Function):
+class MaxUnpool2dFunction(Function):
     """y = zeros of the output size, with y[n, c].flat[indices[n, c, i, j]] = x[n, c, i, j].
 
     Unpooling puts each value back where max pooling found it. y is a permutation of x
-    padded with zeros, so the gradient for x is gy read at the same places.
+    padded with zeros, so the gradient for x is grad_y read at the same places.
     The indices receive no gradient.
     """
 
@@ -224,13 +273,13 @@ class MaxUnpool2d(Function):
         return grad_x, None
 
 
-class AdaptiveAvgPool2d(Function):
+class AdaptiveAvgPool2dFunction(Function):
     """y = A_h · x · A_wᵀ for each (n, c) plane, where A's row i averages input bin i.
 
     PyTorch's bins: output i averages input positions [⌊i·H/out⌋, ⌈(i+1)·H/out⌉), so
     bins may differ in size and overlap. Averaging a rectangle is averaging its rows
     then its columns, hence the two small matrices. Being linear, the backward is
-    multiplication by the transposes: gx = A_hᵀ · gy · A_w.
+    multiplication by the transposes: grad_x = A_hᵀ · grad_y · A_w.
     """
 
     def __init__(self, output_size):
@@ -261,28 +310,22 @@ def _bin_average_matrix(n_in, n_out):
 # ---------------------------------------------------------------------------
 # Public functions: argument checks, then one Function each
 # ---------------------------------------------------------------------------
-def _pair(value, name, op_name, minimum):
-    """An int or a pair of ints as a pair, each at least ``minimum``; the error names the argument."""
-    is_int = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)  # noqa: E731
-    pair = (value, value) if is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
-    if pair is None or len(pair) != 2 or not all(is_int(v) for v in pair):
-        raise TypeError(f"{op_name}: {name} must be an int or a pair of ints, got {value!r}")
-    if any(v < minimum for v in pair):
-        raise ValueError(f"{op_name}: {name} must be at least {minimum}, got {value!r}")
-    return tuple(int(v) for v in pair)
-
-
 def _check_4d(x, op_name):
     if x.ndim != 4:
         raise ValueError(f"{op_name}: x must be 4-D (N, C, H, W), got shape {x.shape}")
 
 
+def _window_pairs(kernel_size, stride, padding, op_name):
+    """(kernel, stride, padding) as pairs; stride defaults to the kernel size."""
+    kernel = pair(op_name, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else pair(op_name, "stride", stride, 1)
+    return kernel, stride, pair(op_name, "padding", padding, 0)
+
+
 def _window_arguments(x, kernel_size, stride, padding, op_name):
     """Validated (kernel, stride, padding) pairs; the output size must come out at least 1."""
     _check_4d(x, op_name)
-    kernel = _pair(kernel_size, "kernel_size", op_name, 1)
-    stride = kernel if stride is None else _pair(stride, "stride", op_name, 1)
-    padding = _pair(padding, "padding", op_name, 0)
+    kernel, stride, padding = _window_pairs(kernel_size, stride, padding, op_name)
     if any(2 * p > k for p, k in zip(padding, kernel)):
         raise ValueError(f"{op_name}: padding {padding} should be at most half of kernel_size {kernel}")
     for axis, name in ((0, "height"), (1, "width")):
@@ -302,14 +345,29 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     """
     x = as_tensor(x)
     kernel, stride, padding = _window_arguments(x, kernel_size, stride, padding, "max_pool2d")
-    return MaxPool2d(kernel, stride, padding, bool(return_indices))(x)
+    return MaxPool2dFunction(kernel, stride, padding, bool(return_indices))(x)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
     """Mean over kh × kw windows (stride defaults to kernel_size; zero padding is counted)."""
     x = as_tensor(x)
     kernel, stride, padding = _window_arguments(x, kernel_size, stride, padding, "avg_pool2d")
-    return AvgPool2d(kernel, stride, padding)(x)
+    return AvgPool2dFunction(kernel, stride, padding)(x)
+
+
+def _unpooled_size(x, kernel, stride, padding, output_size):
+    """(H − 1)·s − 2p + k along each axis (the transposed convolution's rule), or ``output_size`` if given."""
+    default = tuple((x.shape[2 + a] - 1) * stride[a] - 2 * padding[a] + kernel[a] for a in range(2))
+    if output_size is None:
+        return default
+    if len(tuple(output_size)) not in (2, 4):
+        raise ValueError(f"max_unpool2d: output_size must have 2 or 4 entries, got {output_size!r}")
+    output_hw = tuple(int(v) for v in tuple(output_size)[-2:])
+    for a in range(2):
+        if not default[a] - stride[a] < output_hw[a] < default[a] + stride[a]:
+            raise ValueError(f"max_unpool2d: output_size {output_hw} must be within one stride of the "
+                             f"default size {default} (stride {stride})")
+    return output_hw
 
 
 def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=None):
@@ -320,32 +378,19 @@ def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=No
     """
     x = as_tensor(x)
     _check_4d(x, "max_unpool2d")
-    kernel = _pair(kernel_size, "kernel_size", "max_unpool2d", 1)
-    stride = kernel if stride is None else _pair(stride, "stride", "max_unpool2d", 1)
-    padding = _pair(padding, "padding", "max_unpool2d", 0)
+    kernel, stride, padding = _window_pairs(kernel_size, stride, padding, "max_unpool2d")
     indices = indices if isinstance(indices, Tensor) else Tensor(indices)
     if indices.shape != x.shape:
         raise ValueError(f"max_unpool2d: indices has shape {indices.shape} but x has {x.shape}")
     if indices.dtype.kind not in "iu":
         raise TypeError(f"max_unpool2d: indices must be integers (from max_pool2d(..., return_indices=True)), "
                         f"got dtype {indices.dtype}")
-
-    default = tuple((x.shape[2 + a] - 1) * stride[a] - 2 * padding[a] + kernel[a] for a in range(2))
-    if output_size is None:
-        output_hw = default
-    else:
-        output_hw = tuple(int(v) for v in tuple(output_size)[-2:])
-        if len(tuple(output_size)) not in (2, 4):
-            raise ValueError(f"max_unpool2d: output_size must have 2 or 4 entries, got {output_size!r}")
-        for a in range(2):
-            if not default[a] - stride[a] < output_hw[a] < default[a] + stride[a]:
-                raise ValueError(f"max_unpool2d: output_size {output_hw} must be within one stride of the "
-                                 f"default size {default} (stride {stride})")
+    output_hw = _unpooled_size(x, kernel, stride, padding, output_size)
     plane = output_hw[0] * output_hw[1]
     if indices.size and (int(indices.data.min()) < 0 or int(indices.data.max()) >= plane):
         raise ValueError(f"max_unpool2d: indices must lie in [0, {plane}) for an output of size {output_hw}, "
                          f"got values in [{int(indices.data.min())}, {int(indices.data.max())}]")
-    return MaxUnpool2d(output_hw)(x, Tensor(indices.data.astype(np.int64, copy=False)))
+    return MaxUnpool2dFunction(output_hw)(x, Tensor(indices.data.astype(np.int64, copy=False)))
 
 
 def adaptive_avg_pool2d(x, output_size):
@@ -361,4 +406,4 @@ def adaptive_avg_pool2d(x, output_size):
     sizes = tuple(x.shape[2 + a] if s is None else s for a, s in enumerate(sizes))
     if not all(isinstance(s, (int, np.integer)) and s >= 1 for s in sizes):
         raise ValueError(f"adaptive_avg_pool2d: output_size must hold positive ints (or None), got {output_size!r}")
-    return AdaptiveAvgPool2d(tuple(int(s) for s in sizes))(x)
+    return AdaptiveAvgPool2dFunction(tuple(int(s) for s in sizes))(x)
