@@ -177,20 +177,20 @@ class Tensor:
             output_grads = []
             for output_ref, (shape, dtype) in zip(function.outputs, function.output_specs):
                 output = output_ref()
-                _, g = pending.pop(id(output), (None, None)) if output is not None else (None, None)
-                output_grads.append(xp.zeros(shape, dtype) if g is None else g)
+                _, grad_output = pending.pop(id(output), (None, None)) if output is not None else (None, None)
+                output_grads.append(xp.zeros(shape, dtype) if grad_output is None else grad_output)
             input_grads = function.backward(*output_grads)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             _check_gradients(function, input_grads)
-            for tensor, g in zip(function.inputs, input_grads):
-                if g is None or not tensor.requires_grad:
+            for tensor, grad_input in zip(function.inputs, input_grads):
+                if grad_input is None or not tensor.requires_grad:
                     continue
                 if tensor.creator is None:
-                    _accumulate_leaf(tensor, g)
+                    _accumulate_leaf(tensor, grad_input)
                 else:
                     key = id(tensor)
-                    pending[key] = (tensor, g if key not in pending else pending[key][1] + g)
+                    pending[key] = (tensor, grad_input if key not in pending else pending[key][1] + grad_input)
             function.release()
 
     def zero_grad(self):
@@ -310,14 +310,14 @@ def _check_gradients(function, input_grads):
     name = type(function).__name__
     if len(input_grads) != len(function.inputs):
         raise RuntimeError(f"{name}.backward returned {len(input_grads)} gradients for {len(function.inputs)} inputs")
-    for position, (tensor, g) in enumerate(zip(function.inputs, input_grads)):
-        if g is None or not tensor.requires_grad:
+    for position, (tensor, grad_input) in enumerate(zip(function.inputs, input_grads)):
+        if grad_input is None or not tensor.requires_grad:
             continue
-        if tuple(g.shape) != tensor.shape:
-            raise RuntimeError(f"{name}.backward: gradient for input {position} has shape {tuple(g.shape)}, "
+        if tuple(grad_input.shape) != tensor.shape:
+            raise RuntimeError(f"{name}.backward: gradient for input {position} has shape {tuple(grad_input.shape)}, "
                                f"expected {tensor.shape}")
-        if g.dtype != tensor.dtype:
-            raise RuntimeError(f"{name}.backward: gradient for input {position} has dtype {g.dtype}, "
+        if grad_input.dtype != tensor.dtype:
+            raise RuntimeError(f"{name}.backward: gradient for input {position} has dtype {grad_input.dtype}, "
                                f"expected {tensor.dtype} (a silent upcast?)")
 
 

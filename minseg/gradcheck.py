@@ -51,52 +51,64 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, n_samples=None, seed=0
 
     rng = np.random.default_rng(seed)
     outputs = _outputs_as_tuple(fn(*inputs))
-    upstream = [rng.standard_normal(out.shape) for out in outputs]
+    grad_outputs = [rng.standard_normal(out.shape) for out in outputs]
+    _backward_of_inner_product(outputs, grad_outputs, [inputs[i] for i in checked])
 
     def loss_value():
         with no_grad():
             outs = _outputs_as_tuple(fn(*inputs))
-        return float(sum(np.sum(o.numpy() * g) for o, g in zip(outs, upstream)))
-
-    # Analytic: one backward pass of L = Σ ⟨output_k, g_k⟩.
-    for i in checked:
-        inputs[i].grad = None
-    total = None
-    for out, g in zip(outputs, upstream):
-        if not out.requires_grad:
-            continue
-        term = (out * Tensor(g.astype(out.dtype))).sum()
-        total = term if total is None else total + term
-    if total is None:
-        raise GradcheckError("gradcheck: no output of fn depends on an input that requires grad")
-    total.backward()
+        return float(sum(np.sum(out.numpy() * grad_out) for out, grad_out in zip(outs, grad_outputs)))
 
     for i in checked:
         tensor = inputs[i]
-        analytic = tensor.grad
-        analytic = np.zeros(tensor.shape) if analytic is None else Tensor(analytic).numpy()
+        analytic = np.zeros(tensor.shape) if tensor.grad is None else Tensor(tensor.grad).numpy()
         flat = tensor.data.reshape(-1)  # a view: writing into it perturbs the input
         if n_samples is None or n_samples >= flat.size:
             positions = np.arange(flat.size)
         else:
             positions = rng.choice(flat.size, size=n_samples, replace=False)
-        numerical = np.empty(len(positions))
-        for k, position in enumerate(positions):
-            original = flat[position].item()
-            flat[position] = original + eps
-            plus = loss_value()
-            flat[position] = original - eps
-            minus = loss_value()
-            flat[position] = original
-            numerical[k] = (plus - minus) / (2 * eps)
-        chosen = analytic.reshape(-1)[positions]
-        excess = np.abs(chosen - numerical) - (atol + rtol * np.abs(numerical))
-        if np.any(excess > 0):
-            worst = int(np.argmax(excess))
-            index = np.unravel_index(positions[worst], tensor.shape)
-            raise GradcheckError(
-                f"gradcheck: input {i} (shape {tensor.shape}) has a wrong gradient at index {tuple(map(int, index))}: "
-                f"analytic {chosen[worst]:.10g}, numerical {numerical[worst]:.10g} "
-                f"({int(np.sum(excess > 0))} of {len(positions)} checked elements out of tolerance "
-                f"atol={atol}, rtol={rtol})")
+        numerical = _central_differences(flat, positions, loss_value, eps)
+        _compare(i, tensor.shape, analytic.reshape(-1)[positions], numerical, positions, atol, rtol)
     return True
+
+
+def _backward_of_inner_product(outputs, grad_outputs, checked_inputs):
+    """Analytic: one backward pass of L = Σ_k ⟨output_k, grad_output_k⟩ fills each checked input's grad."""
+    for tensor in checked_inputs:
+        tensor.grad = None
+    total = None
+    for out, grad_out in zip(outputs, grad_outputs):
+        if not out.requires_grad:
+            continue
+        term = (out * Tensor(grad_out.astype(out.dtype))).sum()
+        total = term if total is None else total + term
+    if total is None:
+        raise GradcheckError("gradcheck: no output of fn depends on an input that requires grad")
+    total.backward()
+
+
+def _central_differences(flat, positions, loss_value, eps):
+    """(L(x + eps·e_p) − L(x − eps·e_p)) / 2eps for each position p of the flat view ``flat``."""
+    numerical = np.empty(len(positions))
+    for k, position in enumerate(positions):
+        original = flat[position].item()
+        flat[position] = original + eps
+        plus = loss_value()
+        flat[position] = original - eps
+        minus = loss_value()
+        flat[position] = original
+        numerical[k] = (plus - minus) / (2 * eps)
+    return numerical
+
+
+def _compare(i, shape, analytic, numerical, positions, atol, rtol):
+    """Raise GradcheckError at the worst element outside atol + rtol·|numerical|."""
+    excess = np.abs(analytic - numerical) - (atol + rtol * np.abs(numerical))
+    if np.any(excess > 0):
+        worst = int(np.argmax(excess))
+        index = np.unravel_index(positions[worst], shape)
+        raise GradcheckError(
+            f"gradcheck: input {i} (shape {shape}) has a wrong gradient at index {tuple(map(int, index))}: "
+            f"analytic {analytic[worst]:.10g}, numerical {numerical[worst]:.10g} "
+            f"({int(np.sum(excess > 0))} of {len(positions)} checked elements out of tolerance "
+            f"atol={atol}, rtol={rtol})")

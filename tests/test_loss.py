@@ -366,8 +366,17 @@ def test_bad_options_name_the_argument():
         F.cross_entropy(minseg.Tensor(np.zeros(3, np.float32)), np.zeros((), np.int64))
 
 
-def test_the_fused_losses_are_single_functions():
+@pytest.mark.parametrize("loss_fn", [F.cross_entropy, F.focal_loss])
+def test_the_fused_losses_are_one_node_on_the_logits(loss_fn):
+    # One node: the loss's creator consumes the logits tensor itself, with no log-softmax node in between.
     logits = minseg.Tensor(np.random.default_rng(0).standard_normal((1, 3, 2, 2)), requires_grad=True)
-    target = minseg.Tensor(np.zeros((1, 2, 2), np.int64))
-    assert type(F.cross_entropy(logits, target).creator).__name__ == "SoftmaxCrossEntropy"
-    assert type(F.focal_loss(logits, target).creator).__name__ == "SoftmaxFocal"
+    loss = loss_fn(logits, minseg.Tensor(np.zeros((1, 2, 2), np.int64)))
+    assert loss.creator.inputs[0] is logits
+    assert all(t.creator is None for t in loss.creator.inputs)
+
+
+def test_cross_entropy_keeps_no_second_logits_sized_array_for_backward():
+    logits = minseg.Tensor(np.random.default_rng(0).standard_normal((2, 3, 4, 5)), requires_grad=True)
+    loss = F.cross_entropy(logits, np.zeros((2, 4, 5), np.int64))
+    kept = [v for v in vars(loss.creator).values() if isinstance(v, np.ndarray) and v.size >= logits.size]
+    assert kept and all(np.shares_memory(v, logits.data) for v in kept)

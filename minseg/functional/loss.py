@@ -5,17 +5,18 @@ ids ``target`` (N, H, W) and return a Tensor; combining losses is adding them
 (``F.cross_entropy(x, t) + F.dice_loss(x, t)``).
 
 * ``cross_entropy`` and ``focal_loss`` are fused Functions: log-softmax and the pick of
-  the target's log-probability in one step, so the backward is the famous
-  ``softmax − one_hot`` with no log-probability array stored in between. Their NumPy
-  code (``_PixelSoftmax``) is also the reference that ``minseg.cuda``'s kernels are
-  tested against; ``softmax_cross_entropy_forward/backward`` here have the kernels'
-  exact signatures.
+  the target's log-probability in one node, with no log-probability array stored in
+  between (the derivations are in ``SoftmaxCrossEntropyFunction`` and
+  ``SoftmaxFocalFunction``). Cross-entropy's array functions,
+  ``softmax_cross_entropy_forward/backward``, are where NumPy or ``minseg.cuda``'s kernels
+  (same names and arguments) are chosen; their NumPy code (``_PixelSoftmax``) is the
+  reference the kernels are tested against.
 * ``dice_loss`` and ``jaccard_loss`` are compositions of differentiable ops (softmax,
   products, sums), because their gradients are nothing but the chain rule.
 """
 import numpy as np
 
-from .. import backend
+from .. import backend, cuda
 from ..autograd import Function, Tensor, as_tensor
 from ..ops import softmax
 from .one_hot import check_class_ids, one_hot
@@ -76,27 +77,47 @@ class _PixelSoftmax:
         Written into the saved exp buffer: backward runs once per Function (the engine
         releases it afterwards), and skipping a fresh (N, C, H, W) array saves time.
         """
-        grad = self.exp_shifted
-        grad *= (scale / self.sum_exp)[:, None]
-        grad.reshape(-1)[self.positions] -= scale  # positions are distinct, so -= hits each once
-        return grad
+        grad_logits = self.exp_shifted
+        grad_logits *= (scale / self.sum_exp)[:, None]
+        grad_logits.reshape(-1)[self.positions] -= scale  # positions are distinct, so -= hits each once
+        return grad_logits
+
+
+# ---------------------------------------------------------------------------
+# The cross-entropy array functions: NumPy here, minseg.cuda's kernels for float32 CuPy arrays
+# ---------------------------------------------------------------------------
+def _runs_on_kernel(logits):
+    """True for float32 CuPy logits, the arrays ``minseg.cuda``'s cross-entropy kernels take."""
+    return backend.device_of(logits) == "cuda" and logits.dtype == np.float32
 
 
 def softmax_cross_entropy_forward(logits, target, class_weight, ignore_index):
     """(loss, pixel_weight) per pixel, loss = pixel_weight · (logsumexp(logits) − logits[target]).
 
-    The NumPy reference for ``minseg.cuda.softmax_cross_entropy_forward`` (same signature):
-    logits (N, C, *) C-contiguous, target (N, *) integer, class_weight (C,) or None.
+    logits (N, C, *), target (N, *) integer, class_weight (C,) or None; both results have the
+    target's shape. Float32 CuPy arrays run ``minseg.cuda.softmax_cross_entropy_forward`` (same
+    names and arguments); anything else runs the NumPy-style code below, the kernel's reference.
     """
+    if _runs_on_kernel(logits):
+        target = backend.get_array_module(target).asarray(target, dtype=np.int64)
+        return cuda.softmax_cross_entropy_forward(logits, target, class_weight, ignore_index)
     pixels = _PixelSoftmax(logits, target, class_weight, ignore_index)
-    return -pixels.log_prob_target * pixels.pixel_weight, pixels.pixel_weight
+    loss = pixels.log_prob_target
+    loss *= -pixels.pixel_weight  # log_prob_target is not needed again: reuse its memory
+    return loss, pixels.pixel_weight
 
 
 def softmax_cross_entropy_backward(logits, target, class_weight, ignore_index, grad_loss):
-    """grad_logits = grad_loss · pixel_weight · (softmax(logits) − one_hot(target)).
+    """grad_logits = grad_loss · pixel_weight · (softmax(logits) − one_hot(target)), shaped like logits.
 
-    The NumPy reference for ``minseg.cuda.softmax_cross_entropy_backward`` (same signature).
+    ``grad_loss`` (the target's shape) is d(loss)/d(per-pixel loss). The softmax is computed
+    again from the logits rather than kept from the forward, as the kernel does: between forward
+    and backward only the logits stay alive, not a second (N, C, *) array. Float32 CuPy arrays
+    run ``minseg.cuda.softmax_cross_entropy_backward`` (same names and arguments).
     """
+    if _runs_on_kernel(logits):
+        target = backend.get_array_module(target).asarray(target, dtype=np.int64)
+        return cuda.softmax_cross_entropy_backward(logits, target, class_weight, ignore_index, grad_loss)
     pixels = _PixelSoftmax(logits, target, class_weight, ignore_index)
     return pixels.grad_logits(grad_loss * pixels.pixel_weight)
 
@@ -120,52 +141,34 @@ def _upstream_per_pixel(grad_output, reduction, weight_sum):
     return grad_output  # 'sum': the scalar broadcasts; 'none': already per pixel
 
 
-class SoftmaxCrossEntropy(Function):
+class SoftmaxCrossEntropyFunction(Function):
     """loss_i = w[t_i] · (log Σ_c e^(x_ic) − x_i,t_i) for each pixel i, then reduced.
 
     Backward: the log-sum-exp's gradient is the softmax and the picked logit's is the
     one-hot of the target, so d loss_i / d x_ic = w[t_i] · (softmax(x_i)_c − [c = t_i]),
     times what the reduction hands each pixel (1/Σ w for 'mean'). Ignored pixels have
-    w = 0 and get no gradient. On a GPU (float32 CuPy arrays) both directions run as one
-    kernel each (``minseg.cuda``); the NumPy code is their reference.
+    w = 0 and get no gradient. One node: ``softmax_cross_entropy_forward`` and
+    ``softmax_cross_entropy_backward`` compute both directions (on a GPU, one kernel each).
     """
 
     def __init__(self, class_weight, ignore_index, reduction):
         self.class_weight, self.ignore_index, self.reduction = class_weight, ignore_index, reduction
 
     def forward(self, logits, target):
-        xp = backend.get_array_module(logits)
-        self.uses_kernel = xp is not np and logits.dtype == np.float32
-        if self.uses_kernel:
-            from .. import cuda  # only a GPU run needs the kernels
-            # The kernels take (N, C, H, W); any (N, C, *) input is viewed that way.
-            self.input_shape = logits.shape
-            self.logits = xp.ascontiguousarray(logits).reshape(logits.shape[0], logits.shape[1], -1, 1)
-            self.target = xp.ascontiguousarray(target, dtype=xp.int64).reshape(target.shape[0], -1, 1)
-            loss, self.pixel_weight = cuda.softmax_cross_entropy_forward(
-                self.logits, self.target, self.class_weight, self.ignore_index)
-            loss, self.pixel_weight = loss.reshape(target.shape), self.pixel_weight.reshape(target.shape)
-        else:
-            self.pixels = _PixelSoftmax(logits, target, self.class_weight, self.ignore_index)
-            self.pixel_weight = self.pixels.pixel_weight
-            loss = self.pixels.log_prob_target
-            loss *= -self.pixel_weight  # log_prob_target is not needed again: reuse its memory
+        self.logits, self.target = logits, target
+        loss, self.pixel_weight = softmax_cross_entropy_forward(logits, target, self.class_weight, self.ignore_index)
         reduced, self.weight_sum = _reduce(loss, self.pixel_weight, self.reduction)
         return reduced
 
     def backward(self, grad_output):
         upstream = _upstream_per_pixel(grad_output, self.reduction, self.weight_sum)
-        if self.uses_kernel:
-            from .. import cuda
-            xp = backend.get_array_module(grad_output)
-            grad_loss = xp.ascontiguousarray(xp.broadcast_to(upstream, self.pixel_weight.shape))
-            grad = cuda.softmax_cross_entropy_backward(self.logits, self.target, self.class_weight,
-                                                       self.ignore_index, grad_loss.reshape(self.target.shape))
-            return grad.reshape(self.input_shape), None
-        return self.pixels.grad_logits(upstream * self.pixel_weight), None
+        grad_loss = backend.get_array_module(upstream).broadcast_to(upstream, self.pixel_weight.shape)
+        grad_logits = softmax_cross_entropy_backward(self.logits, self.target, self.class_weight, self.ignore_index,
+                                                     grad_loss)
+        return grad_logits, None
 
 
-class SoftmaxFocal(Function):
+class SoftmaxFocalFunction(Function):
     """loss_i = −w[t_i] · (1 − p_i)^γ · log p_i, with p_i = softmax(x_i)[t_i] (Lin et al., 2017).
 
     The factor (1 − p)^γ shrinks the loss of pixels that are already right, so training
@@ -270,7 +273,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     _check_ignore_index(ignore_index, "cross_entropy")
     input, target = _check_input_and_target(input, target, ignore_index, "cross_entropy")
     class_weight = _check_class_weight(weight, input, "cross_entropy")
-    return SoftmaxCrossEntropy(class_weight, int(ignore_index), reduction)(input, Tensor(target))
+    return SoftmaxCrossEntropyFunction(class_weight, int(ignore_index), reduction)(input, Tensor(target))
 
 
 def focal_loss(input, target, gamma=2.0, weight=None, ignore_index=-100, reduction="mean"):
@@ -286,7 +289,7 @@ def focal_loss(input, target, gamma=2.0, weight=None, ignore_index=-100, reducti
         raise ValueError(f"focal_loss: gamma must be a number >= 0, got {gamma!r}")
     input, target = _check_input_and_target(input, target, ignore_index, "focal_loss")
     class_weight = _check_class_weight(weight, input, "focal_loss")
-    return SoftmaxFocal(float(gamma), class_weight, int(ignore_index), reduction)(input, Tensor(target))
+    return SoftmaxFocalFunction(float(gamma), class_weight, int(ignore_index), reduction)(input, Tensor(target))
 
 
 def _soft_overlap(input, target, ignore_index, where):
