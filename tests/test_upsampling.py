@@ -4,6 +4,7 @@ import pytest
 
 import minseg.functional as F
 from minseg import Tensor, gradcheck
+from minseg.functional import upsampling
 
 rng = np.random.default_rng(0)
 
@@ -76,6 +77,54 @@ def test_bilinear_preserves_constants_and_linear_ramps_with_align_corners():
     np.testing.assert_allclose(values(const), 2.5)
 
 
+# --- the definition, and the fast path against it ---------------------------------
+def loop_bilinear(x, out_h, out_w, align_corners):
+    """Pixel by pixel from PyTorch's rule: the source coordinate, its two neighbours per axis, four weights."""
+    def source(i, n_in, n_out):
+        if n_in == n_out:
+            return float(i)
+        if align_corners:
+            return i * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        return max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+
+    n, c, h, w = x.shape
+    y = np.zeros((n, c, out_h, out_w))
+    for i in range(out_h):
+        for j in range(out_w):
+            s, t = source(i, h, out_h), source(j, w, out_w)
+            top, left = min(int(np.floor(s)), h - 1), min(int(np.floor(t)), w - 1)
+            bottom, right = min(top + 1, h - 1), min(left + 1, w - 1)
+            a, b = s - top, t - left
+            y[:, :, i, j] = ((1 - a) * ((1 - b) * x[:, :, top, left] + b * x[:, :, top, right])
+                             + a * ((1 - b) * x[:, :, bottom, left] + b * x[:, :, bottom, right]))
+    return y
+
+
+AWKWARD_SIZES = [((1, 2, 5, 7), (11, 3)), ((2, 1, 9, 4), (4, 9)), ((1, 3, 3, 8), (3, 17)), ((2, 2, 6, 6), (1, 1))]
+
+
+@pytest.mark.parametrize("shape, size", AWKWARD_SIZES)
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_bilinear_matches_a_pixel_loop_on_both_fast_paths(shape, size, align_corners, fast_path):
+    x = rng.standard_normal(shape)
+    y = F.interpolate(Tensor(x), size=size, mode="bilinear", align_corners=align_corners).numpy()
+    np.testing.assert_allclose(y, loop_bilinear(x, *size, align_corners), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape, size", AWKWARD_SIZES)
+@pytest.mark.parametrize("mode, align_corners", [("nearest", None), ("bilinear", False), ("bilinear", True)])
+def test_fast_paths_equal_resample_simple_forward_and_backward(shape, size, mode, align_corners, fast_path):
+    x = Tensor(rng.standard_normal(shape), requires_grad=True)
+    y = F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
+    rows, cols = y.creator.rows, y.creator.cols  # the sampling matrices (backward releases the node)
+    grad_y = rng.standard_normal(y.shape)
+    y.backward(grad_y)
+    np.testing.assert_allclose(y.numpy(), upsampling.resample_simple(x.numpy(), rows, cols), rtol=1e-12, atol=1e-12)
+    # the backward is the adjoint: ⟨A_h x A_wᵀ, g⟩ = ⟨x, A_hᵀ g A_w⟩ for every x and g
+    np.testing.assert_allclose(x.grad, upsampling.resample_simple(grad_y, rows.T, cols.T), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.sum(y.numpy() * grad_y), np.sum(x.numpy() * x.grad), rtol=1e-12)
+
+
 # --- gradients and dtypes ------------------------------------------------------
 RESIZE_CASES = [
     dict(scale_factor=2), dict(size=(7, 4)), dict(size=(2, 3)), dict(scale_factor=(1.5, 0.6)),
@@ -84,15 +133,22 @@ RESIZE_CASES = [
 MODES = [("nearest", None), ("bilinear", False), ("bilinear", True)]
 
 
+@pytest.fixture(params=["dense", "taps"])
+def fast_path(request, monkeypatch):
+    """Run the test once with the dense product along every axis, once with the gathers (taps)."""
+    monkeypatch.setattr(upsampling, "DENSE_UP_TO", 10**9 if request.param == "dense" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("resize", RESIZE_CASES)
 @pytest.mark.parametrize("mode, align_corners", MODES)
-def test_interpolate_gradcheck(resize, mode, align_corners):
+def test_interpolate_gradcheck(resize, mode, align_corners, fast_path):
     x = Tensor(rng.standard_normal((2, 2, 5, 6)), requires_grad=True)
     assert gradcheck(lambda t: F.interpolate(t, mode=mode, align_corners=align_corners, **resize), [x])
 
 
 @pytest.mark.parametrize("mode, align_corners", MODES)
-def test_interpolate_gradcheck_batch_one_single_pixel_and_single_row(mode, align_corners):
+def test_interpolate_gradcheck_batch_one_single_pixel_and_single_row(mode, align_corners, fast_path):
     for shape in [(1, 1, 1, 1), (1, 3, 1, 4)]:
         x = Tensor(rng.standard_normal(shape), requires_grad=True)
         assert gradcheck(lambda t: F.interpolate(t, size=(3, 5), mode=mode, align_corners=align_corners), [x])
@@ -133,8 +189,3 @@ def test_bad_arguments_raise_errors_naming_them(kwargs, error, pattern):
 def test_non_4d_input_raises():
     with pytest.raises(ValueError, match="x must be 4-D"):
         F.interpolate(Tensor(np.zeros((3, 4, 5))), size=2)
-
-
-def test_interpolate_is_the_resample_function_checked_above():
-    x = Tensor(np.random.default_rng(0).standard_normal((1, 1, 3, 3)), requires_grad=True)
-    assert type(F.interpolate(x, scale_factor=2, mode="bilinear").creator).__name__ == "Resample"

@@ -3,12 +3,9 @@
 Both modes are separable and linear: every output row is a weighted mix of at most two
 input rows (bilinear) or a copy of one (nearest), and likewise for columns. So a
 resize is y = A_h · x · A_wᵀ for each (n, c) plane, with small sampling matrices A
-whose rows hold one or two nonzero weights. We never multiply by A densely (that
-would cost H_in·H_out per column): each nonzero "tap" is a gather along one axis.
-
-Its backward is the adjoint, gx = A_hᵀ · gy · A_w: the same gathers with the
-transposed matrices, whose rows list which outputs read each input and with what
-weight. No scatter-add is needed.
+whose rows hold one or two nonzero weights: ``resample_simple`` is exactly that
+product, and ``ResampleFunction`` (its docstring has the derivative) computes the same
+one axis at a time with ``_product_along``.
 """
 import math
 
@@ -66,6 +63,21 @@ def _bilinear_matrix(n_in, n_out, scale_factor, align_corners, dtype):
     return matrix
 
 
+def resample_simple(x, rows, cols):
+    """y = A_h · x · A_wᵀ for every (n, c) plane of x, as the definition reads; rows = A_h, cols = A_w."""
+    return rows.astype(x.dtype) @ x @ cols.T.astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------
+# The fast path: one axis at a time, a dense product or one gather per tap
+# ---------------------------------------------------------------------------
+# Along an axis of at most this many inputs, a resize is one dense matrix product. It does n_in
+# multiply-adds per output where bilinear needs two, but BLAS runs them on every core at full vector
+# width, while the gathers below run on one core and each pass over the output reads and writes memory;
+# past a few hundred inputs the wasted multiply-adds cost more (benchmarks/layers.py, "bilinear x2").
+DENSE_UP_TO = 256
+
+
 def _taps(matrix, dtype):
     """A sparse matrix as "taps": y[i] = Σ_t weight_t[i] · x[index_t[i]] reproduces y = matrix @ x.
 
@@ -113,23 +125,36 @@ def _apply_taps(x, taps, axis):
     return y
 
 
-class Resample(Function):
+def _product_along(x, matrix, axis):
+    """``matrix @ x`` along ``axis`` (2 for H, 3 for W) of an (N, C, H, W) array; ``matrix`` is (out, in).
+
+    Each axis of ``resample_simple``'s product, alone. A pure copy (every row a single 1: nearest
+    forward, an unchanged size) is a gather; a short axis (up to ``DENSE_UP_TO`` inputs) is the dense
+    product itself; a long one applies the matrix's nonzeros as taps, one gather and multiply-add each.
+    """
+    is_copy = np.all((matrix == 0) | (matrix == 1)) and np.all(matrix.sum(axis=1) == 1)
+    if is_copy or matrix.shape[1] > DENSE_UP_TO:
+        return _apply_taps(x, _taps(matrix, x.dtype), axis)
+    dense = get_array_module(x).asarray(matrix, dtype=x.dtype)
+    return x @ dense.T if axis == 3 else dense @ x
+
+
+class ResampleFunction(Function):
     """y = A_h · x · A_wᵀ per (n, c) plane, with A_h, A_w the sampling matrices of the mode.
 
-    Linear in x, so the backward is the adjoint: gx = A_hᵀ · gy · A_w, the same gathers
-    with the transposed matrices (each input collects the outputs that read it).
+    Linear in x, so the backward is the adjoint: grad_x = A_hᵀ · grad_y · A_w, the same
+    products with the transposed matrices (each input collects the outputs that read it).
     """
 
     def __init__(self, rows, cols):
         self.rows, self.cols = rows, cols  # float64 NumPy (out, in) matrices
 
     def forward(self, x):
-        self.dtype = x.dtype
-        return _apply_taps(_apply_taps(x, _taps(self.rows, x.dtype), 2), _taps(self.cols, x.dtype), 3)
+        return _product_along(_product_along(x, self.cols, 3), self.rows, 2)
 
     def backward(self, grad_y):
-        grad = _apply_taps(grad_y, _taps(self.cols.T, self.dtype), 3)
-        return _apply_taps(grad, _taps(self.rows.T, self.dtype), 2)
+        grad_width_resized = _product_along(grad_y, self.cols.T, 3)  # the gradient for x · A_wᵀ
+        return _product_along(grad_width_resized, self.rows.T, 2)
 
 
 # ---------------------------------------------------------------------------
@@ -182,4 +207,4 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
         align_corners = bool(align_corners)
         rows = _bilinear_matrix(h, out_h, factor_h, align_corners, x.dtype)
         cols = _bilinear_matrix(w, out_w, factor_w, align_corners, x.dtype)
-    return Resample(rows, cols)(x)
+    return ResampleFunction(rows, cols)(x)
