@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minseg.data import SegmentationDataset, channel_stats
+from minseg.data import DataLoader, DatasetError, SegmentationDataset, channel_stats
 
 CAMVID_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid_tiny"
 CODES = ["sky", "road", "car", "tree", "void"]
@@ -131,7 +131,7 @@ def test_missing_or_empty_codes(folder):
 def test_image_without_label_names_both_files(folder):
     root = folder[0]
     (root / "labels" / "frame_002_P.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"frame_002\.png has no label.*frame_002_P\.png"):
+    with pytest.raises(DatasetError, match=r"frame_002\.png: has no mask \(expected .*frame_002_P\.png\)"):
         SegmentationDataset(root)
 
 
@@ -142,12 +142,20 @@ def test_label_of_another_size_is_rejected(folder):
         SegmentationDataset(root)
 
 
-def test_images_of_different_sizes_are_rejected(folder):
+def test_images_of_different_sizes_load_as_lists_and_pad_in_batches(folder):
     root = folder[0]
-    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(root / "images" / "frame_001.png")
-    Image.fromarray(np.zeros((5, 5), np.uint8)).save(root / "labels" / "frame_001_P.png")
-    with pytest.raises(ValueError, match=r"frame_001\.png is 5x5 but .*frame_000\.png is 13x17"):
-        SegmentationDataset(root)
+    Image.fromarray(np.full((5, 9, 3), 7, np.uint8)).save(root / "images" / "frame_001.png")
+    Image.fromarray(np.ones((5, 9), np.uint8)).save(root / "labels" / "frame_001_P.png")
+    ds = SegmentationDataset(root)
+    assert isinstance(ds.images, list) and ds[1][0].shape == (5, 9, 3) and ds[0][1].shape == (HEIGHT, WIDTH)
+    with pytest.raises(ValueError, match="different sizes"):
+        next(iter(DataLoader(ds, batch_size=2)))
+    images, targets = next(iter(DataLoader(ds, batch_size=2, pad_to_multiple=8)))
+    assert images.shape == (2, 3, 16, 24) and targets.shape == (2, 16, 24)
+    assert (targets.data[1, 5:] == -100).all() and (targets.data[1, :5, :9] == 1).all()
+    assert (targets.data[1, :, 9:] == -100).all() and (images.data[1, :, 5:] == 0).all()
+    np.testing.assert_allclose(images.data[1, :, :5, :9], 7 / 255, rtol=1e-6)
+    assert ds.split()[0].images[1].shape == (5, 9, 3)
 
 
 def test_class_ids_beyond_codes_are_listed(folder):
@@ -155,7 +163,7 @@ def test_class_ids_beyond_codes_are_listed(folder):
     label = np.zeros((HEIGHT, WIDTH), np.uint8)
     label[0, :3] = [5, 7, 5]
     Image.fromarray(label).save(root / "labels" / "frame_003_P.png")
-    with pytest.raises(ValueError, match=r"frame_003_P\.png holds class ids \[5, 7\].*5 classes"):
+    with pytest.raises(ValueError, match=r"frame_003_P\.png holds class ids outside 0\.\.4: \[5, 7\]"):
         SegmentationDataset(root)
 
 
@@ -168,7 +176,7 @@ def test_truncated_and_garbage_pngs_name_the_file(folder):
         SegmentationDataset(root)
     image_path.write_bytes(data)
     (root / "labels" / "frame_005_P.png").write_bytes(b"\x89PNG\r\n\x1a\n but then nonsense")
-    with pytest.raises(ValueError, match=r"cannot read label .*frame_005_P\.png"):
+    with pytest.raises(ValueError, match=r"cannot read mask .*frame_005_P\.png"):
         SegmentationDataset(root)
 
 

@@ -1,141 +1,54 @@
-"""A semantic segmentation dataset in fastai's layout, read into memory once.
+"""One segmentation dataset class for any folder layout: images, masks, and how one names the other.
 
-The layout (fastai's CAMVID / CAMVID_TINY)::
+``SegmentationDataset(image_folder, mask_folder, classes=..., mask_name=...)`` pairs every image with
+its mask through ``mask_name``: a format string with ``{stem}`` (the image's name without its
+extension) or ``{name}`` (the whole name), e.g. ``"{stem}_P.png"`` for fastai, ``"{stem}.png"``
+(the default) when masks share their image's name. How mask pixels become class ids (index masks,
+value maps, colour tables, values to ignore) is ``masks.MaskDecoder``'s business; the presets
+for common layouts (fastai, SegNet's CamVid, Pascal VOC, images/ + masks/) are in ``layouts``.
 
-    root/codes.txt              class names, one per line; line k names class id k
-    root/images/<stem>.png      the photographs (any mode Pillow reads: RGB, RGBA, greyscale, palette)
-    root/labels/<stem>_P.png    one class id per pixel, as a greyscale ("L") or palette ("P") image
+In memory or lazily. By default every pair is read once, at construction: ``ds.images`` is then
+uint8 (N, H, W, 3) and ``ds.labels`` int64 (N, H, W) when all images share one size, or lists of
+arrays when they do not. With ``lazy=True`` only the file names are kept and ``ds[i]`` opens the
+files each time (``cache=True`` keeps what was read); ``ds.check()`` then reads everything once.
+Either way the dataset is checked whole before training: every broken, missing, mis-sized or
+mis-labelled file is reported at once (up to ``max_problems``) in one ``DatasetError``.
 
-Everything is loaded eagerly into two arrays, ``images`` uint8 (N, H, W, 3) and ``labels`` int64
-(N, H, W): CamVid tiny is 100 images of 96x128 pixels, under 15 MB in all, and a training loop then
-only slices arrays. (A dataset too large for memory would read files lazily in ``__getitem__``
-instead.) Stacking needs every image to have the same size.
+``resize`` applies at reading: an int resizes the shorter side to it, a pair ``(height, width)``
+resizes exactly; images bilinearly, masks with nearest neighbour (averaging ids would invent classes).
 """
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["SegmentationDataset", "channel_stats", "read_codes", "IMAGE_SUFFIXES", "LABEL_SUFFIX"]
+from .masks import IGNORE_INDEX, MaskDecoder
+
+__all__ = ["SegmentationDataset", "DatasetError", "channel_stats", "read_codes", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-LABEL_SUFFIX = "_P.png"
-# Modes whose pixel values are the class ids themselves. For "P" these are the palette
+# Single-channel modes whose pixel values are stored numbers. For "P" these are the palette
 # indices (what the file stores), never the colours the palette maps them to.
-_LABEL_MODES = ("L", "P", "I", "I;16", "1")
+_SINGLE_CHANNEL_MODES = ("L", "P", "I", "I;16", "1")
+_Resampling = getattr(Image, "Resampling", Image)  # Pillow >= 9.1 names its filters here
 
 
-class SegmentationDataset:
-    """Images and per-pixel class ids from ``root`` (see the module docstring for the layout).
+class DatasetError(ValueError):
+    """A dataset with problems; ``problems`` lists every one found, each naming its file."""
 
-    Attributes: ``images`` uint8 (N, H, W, 3), ``labels`` int64 (N, H, W), ``codes`` (class
-    names), ``num_classes``, ``stems`` (file names without extension, in sorted order), ``root``.
-    ``ds[i]`` is ``(image (H, W, 3) uint8, label (H, W) int64)``.
-    """
-
-    def __init__(self, root):
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"SegmentationDataset: the dataset folder {root} does not exist")
-        codes = read_codes(root / "codes.txt")
-        image_paths = _list_images(root / "images")
-        label_folder = root / "labels"
-        if not label_folder.is_dir():
-            raise FileNotFoundError(f"SegmentationDataset: the label folder {label_folder} does not exist")
-
-        images, labels = [], []
-        for image_path in image_paths:
-            label_path = label_folder / (image_path.stem + LABEL_SUFFIX)
-            if not label_path.is_file():
-                raise FileNotFoundError(f"SegmentationDataset: image {image_path} has no label: "
-                                        f"expected {label_path}")
-            image = _read_image(image_path)
-            label = _read_label(label_path)
-            if label.shape != image.shape[:2]:
-                raise ValueError(f"SegmentationDataset: label {label_path} is {_size(label)} but its image "
-                                 f"{image_path} is {_size(image)} (height x width)")
-            if images and image.shape != images[0].shape:
-                raise ValueError(f"SegmentationDataset: image {image_path} is {_size(image)} but "
-                                 f"{image_paths[0]} is {_size(images[0])}; all images must share one size "
-                                 "to be stacked into one array (resize them first)")
-            _check_class_ids(label, label_path, len(codes))
-            images.append(image)
-            labels.append(label)
-        self._set(root, np.stack(images), np.stack(labels), codes, [path.stem for path in image_paths])
-
-    def _set(self, root, images, labels, codes, stems):
-        self.root = root
-        self.images = images
-        self.labels = labels
-        self.codes = codes
-        self.stems = stems
-
-    @property
-    def num_classes(self):
-        return len(self.codes)
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, index):
-        return self.images[index], self.labels[index]
-
-    def __repr__(self):
-        height, width = self.images.shape[1:3]
-        return (f"SegmentationDataset({len(self)} images of {height}x{width}, "
-                f"{self.num_classes} classes, root={str(self.root)!r})")
-
-    def subset(self, indices):
-        """A new dataset holding the images at ``indices`` (a sequence of ints), in that order."""
-        indices = np.asarray(indices)
-        if indices.size == 0:
-            indices = indices.astype(np.int64)  # np.asarray([]) is float64
-        if indices.ndim != 1 or indices.dtype.kind not in "iu":
-            raise TypeError(f"subset: indices must be a 1-D sequence of integers, got {indices.dtype} "
-                            f"with shape {indices.shape}")
-        out_of_range = indices[(indices < 0) | (indices >= len(self))]
-        if out_of_range.size:
-            raise IndexError(f"subset: indices {sorted(set(out_of_range.tolist()))} are out of range "
-                             f"for a dataset of {len(self)} images")
-        part = object.__new__(SegmentationDataset)
-        part._set(self.root, self.images[indices], self.labels[indices], list(self.codes),
-                  [self.stems[i] for i in indices.tolist()])
-        return part
-
-    def split(self, valid_every=5):
-        """``(train, valid)``: image k (0-based, sorted order) is validation when (k + 1) % valid_every == 0.
-
-        So with the default, images 4, 9, 14, ... (the 5th, 10th, ...) are validation: 20 of 100.
-        Neighbouring CamVid frames are near-duplicates, so a spread-out split like this one
-        measures a little optimistically, but it is the same for every run.
-        """
-        if isinstance(valid_every, bool) or not isinstance(valid_every, (int, np.integer)) or valid_every < 2:
-            raise ValueError(f"split: valid_every must be an integer >= 2, got {valid_every!r}")
-        is_valid = np.arange(len(self)) % valid_every == valid_every - 1
-        return self.subset(np.flatnonzero(~is_valid)), self.subset(np.flatnonzero(is_valid))
+    def __init__(self, where, problems, total=None):
+        self.problems = list(problems)
+        total = len(self.problems) if total is None else total
+        more = f"\n  ... and {total - len(self.problems)} more" if total > len(self.problems) else ""
+        super().__init__(f"{where}: {total} problem{'s' * (total != 1)} in the dataset:\n  "
+                         + "\n  ".join(self.problems) + more)
 
 
-def channel_stats(dataset):
-    """Per-channel ``(mean, std)`` of ``dataset.images`` scaled to [0, 1], each float32 of shape (3,).
-
-    The std is the population one (divide by the pixel count). Use the training split's numbers
-    to normalize both training and validation batches.
-    """
-    images = dataset.images
-    if images.size == 0:
-        raise ValueError("channel_stats: the dataset holds no images")
-    mean = np.empty(3, dtype=np.float32)
-    std = np.empty(3, dtype=np.float32)
-    for channel in range(3):
-        # float64 on purpose: a float32 running sum over ~10^6 pixels would lose digits.
-        values = images[..., channel].astype(np.float64) / 255.0
-        mean[channel] = values.mean()
-        std[channel] = values.std()
-    return mean, std
-
-
+# ---------------------------------------------------------------------------------------------
+# reading files
+# ---------------------------------------------------------------------------------------------
 def read_codes(path):
-    """Class names from ``codes.txt``, one per line; blank lines are skipped (as fastai does)."""
+    """Class names from a text file, one per line (fastai's ``codes.txt``); blank lines are skipped."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"SegmentationDataset: the class list {path} does not exist "
@@ -146,15 +59,15 @@ def read_codes(path):
     return codes
 
 
-def _list_images(folder):
+def list_images(folder, where="SegmentationDataset"):
+    """The image files in ``folder``, sorted; hidden files (macOS tar's "._x.png") are skipped."""
+    folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"SegmentationDataset: the image folder {folder} does not exist")
-    # Names starting with "." are hidden files, such as the "._x.png" that macOS tar adds.
+        raise FileNotFoundError(f"{where}: the image folder {folder} does not exist")
     paths = sorted(path for path in folder.iterdir()
                    if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."))
     if not paths:
-        raise ValueError(f"SegmentationDataset: the image folder {folder} holds no images "
-                         f"(looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise ValueError(f"{where}: the image folder {folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
     return paths
 
 
@@ -167,32 +80,264 @@ def _open(path, what):
     # Pillow reports damage as OSError (truncated data, unknown format), SyntaxError (bad PNG
     # chunks), EOFError or ValueError depending on where the file breaks.
     except Exception as error:
-        raise ValueError(f"SegmentationDataset: cannot read {what} {path}: {type(error).__name__}: {error}") from error
+        raise ValueError(f"cannot read {what} {path}: {type(error).__name__}: {error}") from error
 
 
-def _read_image(path):
+def read_image(path):
+    """uint8 (H, W, 3): RGBA drops alpha, greyscale and palette images expand to 3 channels."""
     image = _open(path, "image")
-    if image.mode != "RGB":
-        image = image.convert("RGB")  # RGBA drops alpha; greyscale and palette expand to 3 channels
-    return np.asarray(image, dtype=np.uint8)
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
-def _read_label(path):
-    label = _open(path, "label")
-    if label.mode not in _LABEL_MODES:
-        raise ValueError(f"SegmentationDataset: label {path} has mode {label.mode!r}; labels must hold one "
-                         f"class id per pixel, as a greyscale ('L') or palette ('P') PNG")
-    return np.asarray(label).astype(np.int64)
+def _read_mask(path, decoder):
+    mask = _open(path, "mask")
+    if decoder.wants_rgb:
+        return np.asarray(mask.convert("RGB"))
+    if mask.mode not in _SINGLE_CHANNEL_MODES:
+        raise ValueError(f"mask {path} has mode {mask.mode!r}; this dataset reads one value per pixel "
+                         "(a greyscale 'L' or palette 'P' PNG); for RGB colour masks pass a colour table")
+    return np.asarray(mask)
 
 
-def _check_class_ids(label, path, num_classes):
-    if label.min() >= 0 and label.max() < num_classes:
-        return
-    bad = np.unique(label[(label < 0) | (label >= num_classes)]).tolist()
-    shown = bad if len(bad) <= 10 else bad[:10] + ["..."]
-    raise ValueError(f"SegmentationDataset: label {path} holds class ids {shown}, but codes.txt lists "
-                     f"{num_classes} classes (ids 0 to {num_classes - 1})")
+def _target_size(size, resize):
+    """(height, width) after ``resize`` (None, shorter side as an int, or an exact pair)."""
+    if resize is None:
+        return size
+    if isinstance(resize, (int, np.integer)):
+        scale = resize / min(size)
+        return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+    return tuple(resize)
+
+
+def resize_pair(image, label, size):
+    """Image bilinearly, label with nearest neighbour, to ``size`` = (height, width)."""
+    if image.shape[:2] == tuple(size):
+        return image, label
+    height, width = size
+    image = np.asarray(Image.fromarray(image).resize((width, height), _Resampling.BILINEAR))
+    label_image = Image.fromarray(np.ascontiguousarray(label, dtype=np.int32))  # mode "I" holds -100 exactly
+    label = np.asarray(label_image.resize((width, height), _Resampling.NEAREST)).astype(np.int64)
+    return image, label
 
 
 def _size(array):
     return f"{array.shape[0]}x{array.shape[1]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the dataset
+# ---------------------------------------------------------------------------------------------
+class SegmentationDataset:
+    """Images and per-pixel class ids; ``ds[i]`` is ``(image (H, W, 3) uint8, label (H, W) int64)``.
+
+    ``SegmentationDataset(root)`` alone reads fastai's layout (``layouts.fastai``). Otherwise:
+    ``image_folder``, ``mask_folder``; ``classes`` (a list of names, or a file of one name per line;
+    not needed with ``values``/``colors``); ``mask_name`` (see the module docstring, or a callable
+    ``image_path -> mask file name``); ``values`` / ``colors`` / ``ignore`` (see ``masks``);
+    ``class_colors`` ((C, 3) uint8 colours to draw the classes with, when the data has its own);
+    ``names`` (only these image stems, in this order: a split list); ``resize``; ``lazy``,
+    ``cache``; ``max_problems`` (how many problems one DatasetError lists).
+
+    Attributes: ``classes`` (also ``codes``), ``num_classes``, ``class_colors`` (or None),
+    ``ignore_index`` (-100: what ignored pixels hold), ``stems``, ``image_paths``, ``mask_paths``,
+    and, in memory, ``images`` and ``labels``.
+    """
+
+    def __init__(self, image_folder, mask_folder=None, classes=None, mask_name="{stem}.png", values=None,
+                 colors=None, ignore=(), class_colors=None, names=None, resize=None, lazy=False, cache=False,
+                 max_problems=20):
+        if mask_folder is None:  # the original one-argument form: a fastai folder
+            from .layouts import fastai_layout
+            kwargs = fastai_layout(image_folder)
+            image_folder, mask_folder, classes, mask_name = (kwargs.pop(key) for key in
+                                                             ("image_folder", "mask_folder", "classes", "mask_name"))
+            class_colors = kwargs["class_colors"] if class_colors is None else class_colors
+        if isinstance(classes, (str, Path)):
+            classes = read_codes(classes)
+        self.decoder = MaskDecoder(classes, values=values, colors=colors, ignore=ignore)
+        colours = self.decoder.colors if class_colors is None else np.asarray(class_colors, dtype=np.uint8)
+        self.class_colors = None if colours is None else colours[:self.decoder.num_classes]
+        self.root = Path(image_folder).parent
+        self.resize, self.lazy, self.cache, self.max_problems = resize, lazy, cache, max_problems
+        self.ignore_index = IGNORE_INDEX
+        self._cached = {}
+        self._pair_files(Path(image_folder), Path(mask_folder), mask_name, names)
+        if not lazy:
+            self._load_all()
+
+    # --- files ---------------------------------------------------------------------------------
+    def _pair_files(self, image_folder, mask_folder, mask_name, names):
+        image_paths = list_images(image_folder)
+        if not mask_folder.is_dir():
+            raise FileNotFoundError(f"SegmentationDataset: the mask folder {mask_folder} does not exist")
+        problems = []
+        if names is not None:
+            by_stem = {path.stem: path for path in image_paths}
+            problems += [f"{image_folder / name}.*: listed in the split but no such image" for name in names
+                         if name not in by_stem]
+            image_paths = [by_stem[name] for name in names if name in by_stem]
+        name_of = mask_name if callable(mask_name) else (lambda path: mask_name.format(stem=path.stem, name=path.name))
+        mask_paths = [mask_folder / name_of(path) for path in image_paths]
+        problems += [f"{image}: has no mask (expected {mask})" for image, mask in zip(image_paths, mask_paths)
+                     if not mask.is_file()]
+        self._raise_if(problems)
+        self.image_paths, self.mask_paths = image_paths, mask_paths
+        self.stems = [path.stem for path in image_paths]
+
+    def _raise_if(self, problems, where="SegmentationDataset"):
+        if problems:
+            raise DatasetError(where, problems[:self.max_problems], total=len(problems))
+
+    def read(self, index):
+        """Read pair ``index`` from its files (no cache): ``(image, label)``, or ValueError naming the file."""
+        image_path, mask_path = self.image_paths[index], self.mask_paths[index]
+        image = read_image(image_path)
+        raw = _read_mask(mask_path, self.decoder)
+        if raw.shape[:2] != image.shape[:2]:
+            raise ValueError(f"mask {mask_path} is {_size(raw)} but its image {image_path} is {_size(image)}")
+        label, unknown = self.decoder(raw)
+        if unknown.size:
+            raise ValueError(f"mask {mask_path} {self.decoder.describe(unknown)}")
+        return resize_pair(image, label, _target_size(image.shape[:2], self.resize))
+
+    def _read_every_pair(self, where):
+        """Every pair read once; every problem collected, then raised together."""
+        pairs, problems = [], []
+        for index in range(len(self.stems)):
+            try:
+                pairs.append(self.read(index))
+            except ValueError as error:
+                problems.append(str(error))
+        self._raise_if(problems, where)
+        return pairs
+
+    def _load_all(self):
+        pairs = self._read_every_pair("SegmentationDataset")
+        images, labels = [image for image, _ in pairs], [label for _, label in pairs]
+        if len({image.shape for image in images}) == 1:
+            images, labels = np.stack(images), np.stack(labels)
+        self._set_arrays(images, labels)
+
+    def _set_arrays(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def check(self):
+        """Read every pair once and raise one DatasetError listing every problem; returns self."""
+        if self.lazy:
+            pairs = self._read_every_pair("SegmentationDataset.check")
+            if self.cache:
+                self._cached = dict(enumerate(pairs))
+        return self
+
+    # --- the sequence protocol -----------------------------------------------------------------
+    @property
+    def classes(self):
+        return self.decoder.classes
+
+    codes = classes  # fastai's name for the class list
+
+    @property
+    def num_classes(self):
+        return self.decoder.num_classes
+
+    @property
+    def in_memory(self):
+        return not self.lazy
+
+    @property
+    def same_size(self):
+        """True when ``images`` is one stacked array (every image has one size)."""
+        return self.in_memory and isinstance(self.images, np.ndarray)
+
+    def __len__(self):
+        return len(self.stems)
+
+    def __getitem__(self, index):
+        if not self.lazy:
+            return self.images[index], self.labels[index]
+        if index in self._cached:
+            return self._cached[index]
+        pair = self.read(index)
+        if self.cache:
+            self._cached[index] = pair
+        return pair
+
+    def __repr__(self):
+        sizes = {tuple(self[i][0].shape[:2]) for i in range(min(len(self), 1))} if self.lazy else (
+            {self.images.shape[1:3]} if self.same_size else {image.shape[:2] for image in self.images})
+        size = "x".join(map(str, next(iter(sizes)))) if len(sizes) == 1 else "mixed sizes"
+        return (f"SegmentationDataset({len(self)} images of {size}, {self.num_classes} classes, "
+                f"{'lazy' if self.lazy else 'in memory'}, root={str(self.root)!r})")
+
+    # --- splits ------------------------------------------------------------------------------
+    def subset(self, indices):
+        """A new dataset holding the images at ``indices`` (a sequence of ints), in that order."""
+        indices = np.asarray(indices)
+        if indices.size == 0:
+            indices = indices.astype(np.int64)  # np.asarray([]) is float64
+        if indices.ndim != 1 or indices.dtype.kind not in "iu":
+            raise TypeError(f"subset: indices must be a 1-D sequence of integers, got {indices.dtype} "
+                            f"with shape {indices.shape}")
+        out_of_range = indices[(indices < 0) | (indices >= len(self))]
+        if out_of_range.size:
+            raise IndexError(f"subset: indices {sorted(set(out_of_range.tolist()))} are out of range "
+                             f"for a dataset of {len(self)} images")
+        chosen = indices.tolist()
+        part = object.__new__(SegmentationDataset)
+        part.__dict__.update(self.__dict__)
+        part.image_paths = [self.image_paths[i] for i in chosen]
+        part.mask_paths = [self.mask_paths[i] for i in chosen]
+        part.stems = [self.stems[i] for i in chosen]
+        part._cached = {new: self._cached[old] for new, old in enumerate(chosen) if old in self._cached}
+        if not self.lazy:
+            if self.same_size:
+                part._set_arrays(self.images[indices], self.labels[indices])
+            else:
+                part._set_arrays([self.images[i] for i in chosen], [self.labels[i] for i in chosen])
+        return part
+
+    def split(self, valid_every=None, valid_fraction=None, seed=0):
+        """``(train, valid)``, deterministic: every k-th image, or a seeded random fraction.
+
+        ``valid_every=k`` (the default, k = 5): image i (0-based, sorted order) is validation when
+        (i + 1) % k == 0, so images 4, 9, 14, ... Neighbouring video frames (CamVid) are near-duplicates,
+        so a spread-out split like this measures a little optimistically, but it is the same for every
+        run. ``valid_fraction=f``: round(f·N) images (at least 1) drawn with ``default_rng(seed)``.
+        """
+        if valid_fraction is not None:
+            if valid_every is not None:
+                raise ValueError("split: pass valid_every or valid_fraction, not both")
+            if not 0 < valid_fraction < 1:
+                raise ValueError(f"split: valid_fraction must be in (0, 1), got {valid_fraction!r}")
+            count = max(1, round(valid_fraction * len(self)))
+            is_valid = np.zeros(len(self), dtype=bool)
+            is_valid[np.random.default_rng(seed).permutation(len(self))[:count]] = True
+        else:
+            valid_every = 5 if valid_every is None else valid_every
+            if isinstance(valid_every, bool) or not isinstance(valid_every, (int, np.integer)) or valid_every < 2:
+                raise ValueError(f"split: valid_every must be an integer >= 2, got {valid_every!r}")
+            is_valid = np.arange(len(self)) % valid_every == valid_every - 1
+        return self.subset(np.flatnonzero(~is_valid)), self.subset(np.flatnonzero(is_valid))
+
+
+def channel_stats(dataset):
+    """Per-channel ``(mean, std)`` of the images scaled to [0, 1], each float32 of shape (3,).
+
+    The std is the population one (divide by the pixel count). Use the training split's numbers
+    to normalize both training and validation batches. Works on any dataset whose ``ds[i]`` is
+    ``(image, label)``, reading lazy ones image by image.
+    """
+    if len(dataset) == 0:
+        raise ValueError("channel_stats: the dataset holds no images")
+    images = getattr(dataset, "images", None)
+    chunks = [images] if isinstance(images, np.ndarray) else (dataset[i][0] for i in range(len(dataset)))
+    # float64 sums on purpose: a float32 running sum over ~10^6 pixels would lose digits.
+    total, total_sq, count = np.zeros(3), np.zeros(3), 0
+    for chunk in chunks:
+        pixels = chunk.reshape(-1, 3).astype(np.float64) / 255.0
+        total += pixels.sum(axis=0)
+        total_sq += np.square(pixels).sum(axis=0)
+        count += len(pixels)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+    return mean.astype(np.float32), std.astype(np.float32)

@@ -6,15 +6,24 @@ so far. The order and augmentations of pass e therefore depend only on (seed, e)
 from a checkpoint that stored ``state_dict()`` replays exactly the batches an uninterrupted run
 would have seen, and the global generator (``minseg.manual_seed``) is never touched.
 
-Batches are assembled with array operations: fancy indexing gathers the samples, one
-conversion makes them float32 and normalizes all pixels at once. Only augmentation runs a
-Python loop, once per sample (never per pixel). With ``device="cuda"`` the uint8 batch is copied
-to the GPU first and normalized there, moving a quarter of the bytes.
+Batches are assembled with array operations: for a dataset held in memory as one array,
+fancy indexing gathers the samples; otherwise (images of different sizes, lazy datasets) each
+sample is fetched with ``dataset[i]``. One conversion makes the batch float32 and normalizes all
+pixels at once. Only augmentation runs a Python loop, once per sample (never per pixel). With
+``device="cuda"`` the uint8 batch is copied to the GPU first and normalized there, moving a
+quarter of the bytes.
+
+Images of different sizes need either an augmentation that returns one size (``RandomCrop``) or
+``pad_to_multiple=m``: each batch is then padded at the bottom and right to its largest height and
+width rounded up to a multiple of m (what a UNet needs), images with 0 after normalization (the
+mean colour) and labels with -100, which the loss and the metrics ignore; ``Learner.predict`` and
+``minseg.predict`` crop the padding away again.
 """
 import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
+from .masks import IGNORE_INDEX
 
 __all__ = ["DataLoader"]
 
@@ -29,7 +38,7 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size=8, shuffle=False, augment=None, mean=None, std=None,
-                 drop_last=False, seed=0, device="cpu"):
+                 drop_last=False, seed=0, device="cpu", pad_to_multiple=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -49,6 +58,9 @@ class DataLoader:
         self.drop_last = drop_last
         self.seed = int(seed)
         self.device = device
+        if pad_to_multiple is not None and (not isinstance(pad_to_multiple, (int, np.integer)) or pad_to_multiple < 1):
+            raise ValueError(f"DataLoader: pad_to_multiple must be a positive integer or None, got {pad_to_multiple!r}")
+        self.pad_to_multiple = pad_to_multiple
         self.epoch = 0  # passes started so far; the next pass uses default_rng([seed, epoch])
 
     def __len__(self):
@@ -68,24 +80,30 @@ class DataLoader:
         # The same generator serves the permutation above and every augmentation below, in order.
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             indices = order[start:start + self.batch_size]
-            images = self.dataset.images[indices]
-            labels = self.dataset.labels[indices]
+            images, labels = _gather(self.dataset, indices)
             if self.augment is not None:
-                images, labels = self._augment(images, labels, rng)
-            yield self._to_tensors(images, labels)
+                images, labels = [list(samples) for samples in zip(*(
+                    self.augment(image, label, rng) for image, label in zip(images, labels)))]
+            if self.pad_to_multiple is not None:
+                yield self._to_tensors(*_pad_batch(images, labels, self.pad_to_multiple))
+            else:
+                yield self._to_tensors(*self._stack(images, labels))
 
-    def _augment(self, images, labels, rng):
-        pairs = [self.augment(image, label, rng) for image, label in zip(images, labels)]
+    def _stack(self, images, labels):
+        if isinstance(images, np.ndarray):
+            return images, labels
+        pairs = list(zip(images, labels))
         try:
             images = np.stack([image for image, _ in pairs])
             labels = np.stack([label for _, label in pairs])
         except ValueError as error:
             sizes = sorted({tuple(image.shape) for image, _ in pairs} | {tuple(label.shape) for _, label in pairs})
-            raise ValueError(f"DataLoader: augment returned samples of different sizes {sizes}; use "
-                             "transforms with a fixed output size (RandomCrop(size), RandomScale)") from error
+            raise ValueError(f"DataLoader: the samples of a batch have different sizes {sizes}; use an augment "
+                             "with a fixed output size (RandomCrop(size)), resize the dataset, or pass "
+                             "pad_to_multiple") from error
         return images, labels
 
-    def _to_tensors(self, images, labels):
+    def _to_tensors(self, images, labels, padding=None):
         # Transposing uint8 to (B, 3, H, W) first makes the float32 copy contiguous for free.
         images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
         labels = np.ascontiguousarray(labels, dtype=np.int64)
@@ -98,6 +116,8 @@ class DataLoader:
         pixels /= np.float32(255)
         pixels -= mean
         pixels /= std
+        if padding is not None:
+            pixels *= backend.to_device(~padding[:, None], self.device)  # 0 is the mean colour after normalizing
         return Tensor(pixels), Tensor(labels)
 
     # --- resuming --------------------------------------------------------------------------
@@ -119,6 +139,29 @@ class DataLoader:
     def __repr__(self):
         return (f"DataLoader({len(self.dataset)} samples, batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"augment={self.augment!r}, seed={self.seed}, device={self.device!r})")
+
+
+def _gather(dataset, indices):
+    """The samples at ``indices``: fancy indexing of an in-memory array, else ``dataset[i]`` one by one."""
+    images = getattr(dataset, "images", None)
+    if isinstance(images, np.ndarray):
+        return images[indices], dataset.labels[indices]
+    pairs = [dataset[int(i)] for i in indices]
+    return [image for image, _ in pairs], [label for _, label in pairs]
+
+
+def _pad_batch(images, labels, multiple):
+    """uint8 images, labels padded at the bottom/right to the batch's size rounded up to ``multiple``,
+    and a boolean (B, H, W) mask of the padded pixels."""
+    height = -(-max(label.shape[0] for label in labels) // multiple) * multiple
+    width = -(-max(label.shape[1] for label in labels) // multiple) * multiple
+    batch = np.zeros((len(images), height, width, 3), dtype=np.uint8)
+    targets = np.full((len(images), height, width), IGNORE_INDEX, dtype=np.int64)
+    padding = np.ones((len(images), height, width), dtype=bool)
+    for k, (image, label) in enumerate(zip(images, labels)):
+        rows, cols = label.shape
+        batch[k, :rows, :cols], targets[k, :rows, :cols], padding[k, :rows, :cols] = image, label, False
+    return batch, targets, padding if padding.any() else None
 
 
 def _channel_vector(values, default, name):
