@@ -3,7 +3,9 @@
 The figures are built with ``matplotlib.figure.Figure`` directly, not ``pyplot``: no global
 backend is switched, no window opens, nothing accumulates in pyplot's figure list, and it
 works the same in a script, on a headless server or in a notebook (which displays the
-returned figure). Class colours come from CamVid's own 32-colour palette.
+returned figure). Class colours are the dataset's own when it has them (pass ``colors=``, e.g.
+``dataset.class_colors``: CamVid's label_colors.txt, VOC's palette) and otherwise ``palette(C)``,
+Kelly's 20 colours of maximum contrast followed by spread-out hues.
 
 Images may come in either of the two forms minseg handles: uint8 (N, H, W, 3) arrays as a
 ``SegmentationDataset`` stores them, or normalized float (N, 3, H, W) batches (Tensors or
@@ -16,34 +18,50 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from . import backend
 from .autograd import Tensor
+from .data.layouts import CAMVID_COLORS
 
-__all__ = ["CAMVID_PALETTE", "palette", "colorize", "show_batch", "show_results", "plot_history",
-           "plot_per_class_iou", "plot_confusion_matrix", "plot_lr_find"]
+__all__ = ["CAMVID_PALETTE", "KELLY_COLORS", "palette", "class_colors", "colorize", "show_batch", "show_results",
+           "plot_history", "plot_per_class_iou", "plot_confusion_matrix", "plot_lr_find"]
 
-# The colours of CamVid's label_colors.txt, in the (alphabetical) order of codes.txt.
-CAMVID_PALETTE = np.array([
-    (64, 128, 64), (192, 0, 128), (0, 128, 192), (0, 128, 64), (128, 0, 0), (64, 0, 128),
-    (64, 0, 192), (192, 128, 64), (192, 192, 128), (64, 64, 128), (128, 0, 192), (192, 0, 64),
-    (128, 128, 64), (192, 0, 192), (128, 64, 64), (64, 192, 128), (64, 64, 0), (128, 64, 128),
-    (128, 128, 192), (0, 0, 192), (192, 128, 128), (128, 128, 128), (64, 128, 192), (0, 0, 64),
-    (0, 64, 64), (192, 64, 128), (128, 128, 0), (192, 128, 192), (64, 0, 64), (192, 192, 0),
-    (0, 0, 0), (64, 192, 0),
-], dtype=np.uint8)
+# CamVid's label_colors.txt, in the (alphabetical) order of codes.txt (kept under its old name).
+CAMVID_PALETTE = CAMVID_COLORS
+
+# Kelly (1965), "twenty-two colors of maximum contrast", without white, black, and the two yellows
+# (orange yellow, greenish yellow) that sit too close to his yellow when drawn small.
+KELLY_COLORS = np.array([
+    (243, 195, 0), (135, 86, 146), (243, 132, 0), (161, 202, 241), (190, 0, 50), (194, 178, 128),
+    (132, 132, 130), (0, 136, 86), (230, 143, 172), (0, 103, 165), (249, 147, 121), (96, 78, 151),
+    (179, 68, 108), (136, 45, 23), (141, 182, 0), (101, 69, 34),
+    (226, 88, 34), (43, 61, 38)], dtype=np.uint8)
 
 
 def palette(num_classes):
-    """(num_classes, 3) uint8 colours: CamVid's 32, then evenly spread hues for any further classes."""
-    extra = [colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.65, 0.95) for k in range(max(num_classes - 32, 0))]
+    """(num_classes, 3) uint8 colours that are easy to tell apart: Kelly's 18, then spread-out hues."""
+    extra = [colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.65, 0.95)
+             for k in range(max(num_classes - len(KELLY_COLORS), 0))]
     extra = np.array(extra, dtype=np.float64).reshape(-1, 3)
-    return np.concatenate([CAMVID_PALETTE, np.round(extra * 255).astype(np.uint8)])[:num_classes]
+    return np.concatenate([KELLY_COLORS, np.round(extra * 255).astype(np.uint8)])[:num_classes]
 
 
-def colorize(label, num_classes=32):
-    """Class ids (..., H, W) → RGB uint8 (..., H, W, 3)."""
-    return palette(num_classes)[_numpy(label)]
+def class_colors(num_classes, colors=None):
+    """``colors`` (the dataset's own, (C, 3) uint8) when given, else ``palette(num_classes)``."""
+    if colors is None:
+        return palette(num_classes)
+    colors = np.asarray(colors, dtype=np.uint8)
+    if colors.shape != (num_classes, 3) and not (colors.ndim == 2 and len(colors) >= num_classes):
+        raise ValueError(f"class_colors: colors must have shape ({num_classes}, 3), got {colors.shape}")
+    return colors[:num_classes]
+
+
+def colorize(label, num_classes=32, colors=None):
+    """Class ids (..., H, W) → RGB uint8 (..., H, W, 3); ignored pixels (negative ids) are black."""
+    label = _numpy(label)
+    table = np.concatenate([class_colors(num_classes, colors), np.zeros((1, 3), np.uint8)])
+    return table[np.where(label < 0, num_classes, label)]
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -69,7 +87,9 @@ def _display_images(images, mean=None, std=None):
 
 
 def _overlay(image, label, colours, alpha):
-    return (1 - alpha) * image + alpha * (colours[label] / 255.0)
+    """``image`` with the class colours blended in; ignored pixels (negative ids) keep the image."""
+    blended = (1 - alpha) * image + alpha * (colours[np.maximum(label, 0)] / 255.0)
+    return np.where((label < 0)[..., None], image, blended)
 
 
 def _class_names(codes, num_classes):
@@ -97,13 +117,26 @@ def _num_classes(codes, *labels):
     return int(max(label.max() for label in labels)) + 1
 
 
+def spread_indices(count, shown):
+    """``shown`` indices spread evenly over ``range(count)`` (all of them when count <= shown)."""
+    if count <= shown:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, shown).round().astype(np.int64))
+
+
 # --- data and predictions ---------------------------------------------------------------------
-def show_batch(images, labels, path=None, codes=None, mean=None, std=None, max_images=8, ncols=4, alpha=0.5):
-    """A grid of images with their label masks blended in, and a legend of the classes shown."""
-    pictures = _display_images(images, mean, std)[:max_images]
-    labels = _numpy(labels)[:max_images]
+def show_batch(images, labels, path=None, codes=None, mean=None, std=None, max_images=8, ncols=4, alpha=0.5,
+               colors=None):
+    """A grid of images with their label masks blended in, and a legend of the classes shown.
+
+    With more than ``max_images`` images, the ones shown are spread evenly over all of them (neighbouring
+    video frames are near-duplicates, so the first eight would show one scene eight times).
+    """
+    chosen = spread_indices(len(labels), max_images)
+    pictures = _display_images(images, mean, std)[chosen]
+    labels = _numpy(labels)[chosen]
     num_classes = _num_classes(codes, labels)
-    colours, names = palette(num_classes), _class_names(codes, num_classes)
+    colours, names = class_colors(num_classes, colors), _class_names(codes, num_classes)
     nrows = -(-len(pictures) // ncols)
     ncols = min(ncols, len(pictures))
     height, width = pictures.shape[1:3]
@@ -113,29 +146,31 @@ def show_batch(images, labels, path=None, codes=None, mean=None, std=None, max_i
         ax.axis("off")
         if index < len(pictures):
             ax.imshow(_overlay(pictures[index], labels[index], colours, alpha))
-    _legend(axes[0, -1], np.unique(labels), names, colours)
+    _legend(axes[0, -1], np.unique(labels[labels >= 0]), names, colours)
     return _save(figure, path)
 
 
-def show_results(images, targets, predictions, path=None, codes=None, mean=None, std=None, max_rows=6):
-    """One row per image: the image | its ground truth | the model's prediction."""
+def show_results(images, targets, predictions, path=None, codes=None, mean=None, std=None, max_rows=6,
+                 colors=None):
+    """One row per image: the image | its ground truth | the model's prediction (ignored pixels black)."""
     pictures = _display_images(images, mean, std)[:max_rows]
     targets, predictions = _numpy(targets)[:max_rows], _numpy(predictions)[:max_rows]
     num_classes = _num_classes(codes, targets, predictions)
-    colours, names = palette(num_classes), _class_names(codes, num_classes)
+    colours, names = class_colors(num_classes, colors), _class_names(codes, num_classes)
     height, width = pictures.shape[1:3]
     figure = Figure(figsize=(3 * 2.4 * width / height + 1.8, 2.4 * len(pictures)))
     axes = figure.subplots(len(pictures), 3, squeeze=False)
     for row, (picture, target, prediction) in enumerate(zip(pictures, targets, predictions)):
         axes[row, 0].imshow(picture)
-        axes[row, 1].imshow(colours[target])
-        axes[row, 2].imshow(colours[prediction])
-        accuracy = f"pixel accuracy {(target == prediction).mean():.3f}"
+        axes[row, 1].imshow(colorize(target, num_classes, colours))
+        axes[row, 2].imshow(colorize(prediction, num_classes, colours))
+        counted = target >= 0
+        accuracy = f"pixel accuracy {(target == prediction)[counted].mean():.3f}"
         titles = ("image", "ground truth", "prediction\n" + accuracy) if row == 0 else ("", "", accuracy)
         for ax, title in zip(axes[row], titles):
             ax.set_title(title, fontsize=9)
             ax.axis("off")
-    _legend(axes[0, 2], np.union1d(np.unique(targets), np.unique(predictions)), names, colours)
+    _legend(axes[0, 2], np.union1d(np.unique(targets[targets >= 0]), np.unique(predictions)), names, colours)
     return _save(figure, path)
 
 
@@ -157,29 +192,37 @@ def plot_history(history, path=None):
         if key in history[0]:
             metric_ax.plot(epochs, [record[key] for record in history], marker=".", label=label)
     metric_ax.set(xlabel="epoch", title="validation metrics", ylim=(0, 1))
+    for ax in (loss_ax, metric_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 1.5" ticks on short runs
     metric_ax.grid(alpha=0.3)
     metric_ax.legend()
     figure.tight_layout()
     return _save(figure, path)
 
 
-def plot_per_class_iou(per_class_iou, path=None, codes=None):
-    """Horizontal bars of each class's IoU; classes absent from the data (NaN) are marked, not drawn."""
+def plot_per_class_iou(per_class_iou, path=None, codes=None, colors=None):
+    """Horizontal bars of each class's IoU, each with its number; a zero shows as "0.00" on a thin tick,
+    and a class absent from the data (NaN) is marked "absent" instead of a bar."""
     values = np.asarray(per_class_iou, dtype=np.float64)
     names = _class_names(codes, len(values))
-    colours = palette(len(values)) / 255.0
+    colours = class_colors(len(values), colors) / 255.0
     figure = Figure(figsize=(7, 0.28 * len(values) + 1.2))
     ax = figure.subplots()
     positions = np.arange(len(values))
     absent = np.isnan(values)
     ax.barh(positions, np.where(absent, 0, values), color=colours, edgecolor="black", linewidth=0.5)
-    for position in positions[absent]:
-        ax.text(0.01, position, "absent", va="center", fontsize=7, color="grey")
+    for position, value in zip(positions, values):
+        if np.isnan(value):
+            ax.text(0.01, position, "absent", va="center", fontsize=7, color="grey")
+        else:
+            if value == 0:
+                ax.plot([0, 0.004], [position, position], color="black", linewidth=3, solid_capstyle="butt")
+            ax.text(value + 0.01, position, f"{value:.2f}", va="center", fontsize=7)
     ax.set_yticks(positions, labels=names, fontsize=8)
     ax.invert_yaxis()
     mean = np.nanmean(values) if not absent.all() else float("nan")
     ax.axvline(mean, color="black", linestyle="--", linewidth=1, label=f"mean IoU {mean:.3f}")
-    ax.set(xlim=(0, 1), xlabel="IoU", title="IoU per class")
+    ax.set(xlim=(0, 1.08), xlabel="IoU", title="IoU per class")
     ax.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     return _save(figure, path)

@@ -5,8 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from minseg import Tensor
-from minseg import viz
+from minseg import Tensor, viz
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CODES = ["Road", "Sky", "Car", "Void", "Tree"]
@@ -33,7 +32,27 @@ def test_camvid_palette_and_colorize():
     colours = viz.palette(40)
     assert colours.shape == (40, 3) and len({tuple(c) for c in colours}) == 40
     label = np.array([[0, 17], [30, 4]])
-    np.testing.assert_array_equal(viz.colorize(label), viz.CAMVID_PALETTE[label])
+    np.testing.assert_array_equal(viz.colorize(label), viz.palette(32)[label])
+    np.testing.assert_array_equal(viz.colorize(label, 32, viz.CAMVID_PALETTE), viz.CAMVID_PALETTE[label])
+    np.testing.assert_array_equal(viz.colorize(np.array([[-100, 1]]), 3), [[(0, 0, 0), viz.palette(3)[1]]])
+
+
+def test_default_palette_colours_are_far_apart():
+    colours = viz.palette(18).astype(np.int64)
+    distances = np.abs(colours[:, None] - colours[None]).sum(-1) + 1000 * np.eye(18, dtype=np.int64)
+    assert distances.min() >= 50  # no two of the first 18 within 50 RGB steps of each other
+
+
+def test_show_batch_spreads_its_samples_and_uses_the_dataset_colours(tmp_path):
+    images = np.zeros((40, 4, 6, 3), np.uint8)
+    labels = np.repeat(np.arange(40) % 3, 24).reshape(40, 4, 6)
+    assert viz.spread_indices(40, 8).tolist() == [0, 6, 11, 17, 22, 28, 33, 39]
+    colors = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255)], np.uint8)
+    figure = viz.show_batch(images, labels, codes=["a", "b", "c"], colors=colors, alpha=1.0)
+    shown = [ax.get_images()[0].get_array() for ax in figure.axes if ax.get_images()]
+    assert len(shown) == 8
+    for picture, index in zip(shown, viz.spread_indices(40, 8)):
+        np.testing.assert_allclose(picture[0, 0], colors[index % 3] / 255)
 
 
 def test_normalized_batches_are_denormalized_for_display():
@@ -91,6 +110,18 @@ def test_plot_per_class_iou_marks_absent_classes(tmp_path):
     assert [t.get_text() for t in ax.get_yticklabels()] == CODES
     assert "absent" in [t.get_text() for t in ax.texts]
     assert "0.425" in ax.get_legend().get_texts()[0].get_text()  # nanmean of the four present
+    numbers = [t.get_text() for t in ax.texts if t.get_text() != "absent"]
+    assert numbers == ["0.90", "0.30", "0.00", "0.50"]  # every bar carries its number, the zero too
+    assert len(ax.lines) == 2  # the mean line and the tick that makes the zero bar visible
+
+
+def test_plot_history_has_whole_number_epoch_ticks():
+    history = [{"epoch": k, "train_loss": 1 / k, "valid_loss": 1.1 / k, "pixel_accuracy": 0.5} for k in (1, 2, 3)]
+    figure = viz.plot_history(history)
+    figure.canvas.draw() if hasattr(figure.canvas, "draw") else None
+    for ax in figure.axes:
+        ticks = [tick for tick in ax.get_xticks() if 1 <= tick <= 3]
+        assert ticks and all(float(tick).is_integer() for tick in ticks)
 
 
 def test_plot_confusion_matrix_is_row_normalized(tmp_path):
