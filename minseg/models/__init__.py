@@ -1,23 +1,58 @@
 """Segmentation models, one file each, in the order the course contrasts them.
 
+From scratch (the course's first models, small enough to train on a laptop CPU):
+
 * ``Naive``: convolutions down, transposed convolutions up, no skip connections.
 * ``UNet``: skip connections by concatenation (like a DenseNet).
 * ``LinkNet``: skip connections by addition (like a ResNet).
 
-``create("unet", num_classes=32)`` picks one by name, for examples and command lines.
+On a ResNet-18/34 encoder (``resnet.py``), as segmentation_models_pytorch 0.6.0 builds them, with its state-dict
+names and defaults (``encoder_decoder.py`` says what they share), so weights move between the two:
+
+* ``Unet`` and ``Linknet``: the same two ideas on a ResNet encoder.
+* ``FPN``: a feature pyramid, each level upsampled and summed.
+* ``PSPNet``: pyramid pooling.
+* ``DeepLabV3``, ``DeepLabV3Plus``: atrous convolution and a wider field of view.
+
+``create("unet", num_classes=32)`` picks one by name, for examples and command lines; ``save_weights`` and
+``load_weights`` (``weights.py``) move weights to and from ``.safetensors`` files.
 """
+from .deeplab import DeepLabV3, DeepLabV3Plus
+from .fpn import FPN
+from .linknet import LinkNet, Linknet
 from .naive import Naive
-from .unet import UNet
-from .linknet import LinkNet
+from .pspnet import PSPNet
+from .resnet import ResNetEncoder
+from .unet import UNet, Unet
+from .weights import LoadReport, load_weights, save_weights
 
-__all__ = ["Naive", "UNet", "LinkNet", "MODELS", "create"]
+__all__ = ["Naive", "UNet", "LinkNet", "Unet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
+           "ResNetEncoder", "MODELS", "ENCODER_MODELS", "create", "save_weights", "load_weights", "LoadReport"]
 
-MODELS = {"naive": Naive, "unet": UNet, "linknet": LinkNet}
+# Every name create() knows. Without an encoder, "unet" and "linknet" are the from-scratch paper models; the other
+# encoder models default to smp's encoder, "resnet34".
+MODELS = {"naive": Naive, "unet": UNet, "linknet": LinkNet, "fpn": FPN, "pspnet": PSPNet,
+          "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus}
+# The models that take an encoder=... ("resnet18" or "resnet34").
+ENCODER_MODELS = {"unet": Unet, "linknet": Linknet, "fpn": FPN, "pspnet": PSPNet,
+                  "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus}
 
 
-def create(name, num_classes, in_channels=3, **kwargs):
-    """Build the model called ``name`` ('naive', 'unet' or 'linknet'); kwargs go to its constructor."""
+def create(name, num_classes, encoder=None, in_channels=3, **options):
+    """Build the model called ``name`` (a key of ``MODELS``); ``options`` go to its constructor.
+
+    ``encoder`` ("resnet18" or "resnet34") picks the segmentation_models version of ``name`` on that encoder;
+    ``create("unet", 32, encoder="resnet18")`` has exactly the state dict of
+    ``smp.Unet("resnet18", classes=32)``. Without it, "unet" and "linknet" are the paper models (``UNet``,
+    ``LinkNet``, with ``base`` channels) and the encoder-only models use smp's default encoder, "resnet34".
+    """
     if name not in MODELS:
         choices = ", ".join(repr(choice) for choice in MODELS)
         raise ValueError(f"create: unknown model name {name!r}; choose one of {choices}")
-    return MODELS[name](num_classes, in_channels=in_channels, **kwargs)
+    if encoder is None:
+        return MODELS[name](num_classes, in_channels=in_channels, **options)
+    if name not in ENCODER_MODELS:
+        choices = ", ".join(repr(choice) for choice in ENCODER_MODELS)
+        raise ValueError(f"create: model {name!r} takes no encoder, got encoder={encoder!r}; the models with an "
+                         f"encoder are {choices}")
+    return ENCODER_MODELS[name](num_classes, encoder=encoder, in_channels=in_channels, **options)

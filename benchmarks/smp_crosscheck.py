@@ -1,0 +1,97 @@
+"""minseg's encoder models against segmentation_models_pytorch itself: same weights in, same scores out.
+
+    flock /tmp/minseg-heavy.lock python benchmarks/smp_crosscheck.py
+
+For each model and encoder: build smp's model (``encoder_weights=None``, so nothing is downloaded) with random
+weights, including random BatchNorm running statistics (fresh ones, 0 and 1, would hide a mix-up of mean and
+variance), write its ``state_dict()`` to a .safetensors file with ``safetensors.torch``, load that file into
+``minseg.models.create(name, classes, encoder=...)`` with ``load_weights(..., strict=True)`` (which fails unless
+every key and shape matches), and compare the eval-mode outputs on the same random batch.
+
+"worst rel. diff." is max |minseg − smp| / max |smp| over the whole output, in float32. Needs torch and smp
+(imported only here, never by minseg).
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+SMP_NAMES = {"unet": "Unet", "linknet": "Linknet", "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3",
+             "deeplabv3plus": "DeepLabV3Plus"}
+
+
+def randomize(model, torch):
+    """Random parameters and BatchNorm/GroupNorm statistics, so that every term of every layer shows."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.dtype == torch.int64:           # num_batches_tracked
+                tensor.fill_(int(torch.randint(0, 1000, (), generator=generator)))
+            elif name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            elif name.endswith(("running_mean", "bias")):
+                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
+            elif tensor.ndim == 1:                     # a norm's scale
+                tensor.copy_(1 + 0.1 * torch.randn(tensor.shape, generator=generator))
+            else:                                      # conv weights: keep smp's init scale, new values
+                tensor.copy_(tensor.std() * torch.randn(tensor.shape, generator=generator))
+
+
+def compare(name, encoder, batch, height, width, classes, directory):
+    import segmentation_models_pytorch as smp
+    import torch
+    from safetensors.torch import save_file
+
+    import minseg
+    from minseg.models import create, load_weights
+
+    torch.manual_seed(0)
+    reference = getattr(smp, SMP_NAMES[name])(encoder, encoder_weights=None, classes=classes).eval()
+    randomize(reference, torch)
+    path = os.path.join(directory, f"{name}-{encoder}.safetensors")
+    save_file({key: value.contiguous() for key, value in reference.state_dict().items()}, path)
+
+    model = create(name, classes, encoder=encoder)
+    load_weights(model, path, strict=True)
+    model.eval()
+    x = np.random.default_rng(1).standard_normal((batch, 3, height, width)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    with minseg.no_grad():
+        got = model(minseg.Tensor(x)).numpy()
+    if got.shape != expected.shape:
+        return f"shape {got.shape} vs smp {expected.shape}", None
+    worst = float(np.abs(got - expected).max() / np.abs(expected).max())
+    return worst, sum(p.size for p in model.parameters())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("HEIGHT", "WIDTH"))
+    parser.add_argument("--classes", type=int, default=32)
+    parser.add_argument("--models", nargs="+", default=list(SMP_NAMES), choices=list(SMP_NAMES))
+    args = parser.parse_args()
+    import segmentation_models_pytorch as smp
+    import torch
+    torch.set_num_threads(2)
+    print(f"smp {smp.__version__}, torch {torch.__version__}; batch {args.batch}, 3x{args.size[0]}x{args.size[1]}, "
+          f"{args.classes} classes, float32, eval mode, random weights and BatchNorm statistics")
+    print(f"{'model':<16}{'encoder':<10}{'parameters':>12}{'worst rel. diff.':>18}{'seconds':>9}")
+    with tempfile.TemporaryDirectory() as directory:
+        for name in args.models:
+            for encoder in ("resnet18", "resnet34"):
+                start = time.perf_counter()
+                worst, parameters = compare(name, encoder, args.batch, *args.size, args.classes, directory)
+                shown = f"{worst:.2e}" if isinstance(worst, float) else worst
+                print(f"{name:<16}{encoder:<10}{parameters or 0:>12,}{shown:>18}{time.perf_counter() - start:>9.1f}",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

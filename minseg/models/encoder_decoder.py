@@ -1,0 +1,55 @@
+"""What the segmentation_models family shares: a model is an encoder, a decoder and a segmentation head.
+
+The encoder (``ResNetEncoder``) turns the image into feature maps at strides 1, 2, 4, 8, 16 and 32; the decoder
+combines some of them into one map (how it does so is what distinguishes UNet, LinkNet, FPN, PSPNet and DeepLab);
+the head maps that to one score per class and, where the decoder stopped short of the input's resolution,
+upsamples bilinearly. The modules and their names follow segmentation_models_pytorch (smp) 0.6.0, so its state
+dicts load here and these models compute what smp's do (``benchmarks/smp_crosscheck.py`` compares them).
+"""
+from .. import nn
+from .resnet import ResNetEncoder
+from .sizes import check_divisible
+
+__all__ = ["SegmentationModel", "SegmentationHead", "conv_bn_relu", "make_encoder"]
+
+
+def conv_bn_relu(in_channels, out_channels, kernel_size, stride=1, padding=0, use_norm=True):
+    """smp's ``Conv2dReLU``: conv → BatchNorm → ReLU, or conv (with a bias) → ReLU when ``use_norm=False``.
+
+    The conv has no bias before a BatchNorm, whose mean subtraction would cancel it. Without the norm smp keeps
+    an ``Identity`` in its place, so the ReLU stays module 2 and the names match.
+    """
+    norm = nn.BatchNorm2d(out_channels) if use_norm else nn.Identity()
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=not use_norm),
+                         norm, nn.ReLU())
+
+
+class SegmentationHead(nn.Sequential):
+    """conv (kernel_size, 'same' padding) to ``num_classes`` scores, then bilinear upsampling by ``upsampling``."""
+
+    def __init__(self, in_channels, num_classes, kernel_size=3, upsampling=1):
+        resize = (nn.Upsample(scale_factor=upsampling, mode="bilinear", align_corners=True) if upsampling > 1
+                  else nn.Identity())
+        super().__init__(nn.Conv2d(in_channels, num_classes, kernel_size, padding=kernel_size // 2), resize)
+
+
+def make_encoder(encoder, in_channels, depth=5, output_stride=32):
+    """The encoder called ``encoder`` ("resnet18" or "resnet34"), as smp's ``get_encoder``."""
+    return ResNetEncoder(encoder, in_channels=in_channels, output_stride=output_stride, depth=depth)
+
+
+class SegmentationModel(nn.Module):
+    """``segmentation_head(decoder(encoder(x)))``; subclasses build the three parts in ``__init__``.
+
+    An input whose height or width is not a multiple of the encoder's output stride would come out of the decoder
+    at a different size than it went in, so ``forward`` refuses it first (``requires_divisible_input``, as smp; a
+    UNet, which resizes to each skip's size, takes any size).
+    """
+
+    requires_divisible_input = True
+
+    def forward(self, x):
+        if self.requires_divisible_input:
+            check_divisible(x, self.encoder.output_stride,
+                            f"{type(self).__name__} with output stride {self.encoder.output_stride}")
+        return self.segmentation_head(self.decoder(self.encoder(x)))
