@@ -2,11 +2,12 @@
 
 One module per concept; each defines ``__all__`` and is re-exported here.
 """
-from ..ops import cat, stack, relu, sigmoid, tanh, softmax, log_softmax  # noqa: F401
-from .one_hot import one_hot, to_class_ids  # noqa: F401
-from .loss import cross_entropy, focal_loss, dice_loss, jaccard_loss  # noqa: F401
-from .pooling import *  # noqa: F401,F403
+from ..ops import cat, log_softmax, relu, sigmoid, softmax, stack, tanh  # noqa: F401
+from .activation import prelu  # noqa: F401
 from .conv import *  # noqa: F401,F403
-from .upsampling import *  # noqa: F401,F403
-from .normalization import *  # noqa: F401,F403
 from .dropout import *  # noqa: F401,F403
+from .loss import cross_entropy, dice_loss, focal_loss, jaccard_loss  # noqa: F401
+from .normalization import *  # noqa: F401,F403
+from .one_hot import one_hot, to_class_ids  # noqa: F401
+from .pooling import *  # noqa: F401,F403
+from .upsampling import *  # noqa: F401,F403
