@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import minseg  # noqa: E402
 import minseg.functional as F  # noqa: E402
-from minseg.functional.conv import FOLD_BATCH_BELOW  # noqa: E402
+from minseg.functional.conv_numpy import FOLD_BATCH_BELOW  # noqa: E402
 from minseg.functional.im2col import conv_output_size, im2col  # noqa: E402
 
 # (name, kind, x shape, weight shape (None: no weight), keyword arguments)

@@ -14,12 +14,13 @@ import minseg
 import minseg.functional as F
 from minseg import Tensor, gradcheck
 from minseg.functional import conv as conv_module
+from minseg.functional import conv_numpy
 
 
 @pytest.fixture(params=["per_image", "fold_batch"])
 def layout(request, monkeypatch):
     """Run the test once with each col layout, whatever the image size."""
-    monkeypatch.setattr(conv_module, "FOLD_BATCH_BELOW", 0 if request.param == "per_image" else 10 ** 9)
+    monkeypatch.setattr(conv_numpy, "FOLD_BATCH_BELOW", 0 if request.param == "per_image" else 10 ** 9)
     return request.param
 
 
@@ -30,30 +31,40 @@ def rand(rng, *shape):
 # ---------------------------------------------------------------------------
 # Reference implementations straight from the definitions
 # ---------------------------------------------------------------------------
-def naive_conv2d(x, weight, bias, stride, padding, dilation):
-    """y[n, o, oh, ow] = b[o] + Σ_c,i,j W[o, c, i, j] · x_padded[n, c, oh·sh + i·dh, ow·sw + j·dw]."""
+def naive_conv2d(x, weight, bias, stride, padding, dilation, groups=1):
+    """y[n, o, oh, ow] = b[o] + Σ_c,i,j W[o, c, i, j] · x_padded[n, g·C/G + c, oh·sh + i·dh, ow·sw + j·dw].
+
+    g = o // (O/G) is output channel o's group; c runs over its C/G input channels.
+    """
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     n, _, h, w = x.shape
-    o, _, kh, kw = weight.shape
+    o, c_group, kh, kw = weight.shape
     x_padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     # Count the window positions that fit, rather than trusting a formula.
     ho = sum(1 for top in range(0, x_padded.shape[2], sh) if top + dh * (kh - 1) < x_padded.shape[2])
     wo = sum(1 for left in range(0, x_padded.shape[3], sw) if left + dw * (kw - 1) < x_padded.shape[3])
     y = np.zeros((n, o, ho, wo))
     for b, out_c, oh, ow in itertools.product(range(n), range(o), range(ho), range(wo)):
-        window = x_padded[b, :, oh * sh:oh * sh + dh * (kh - 1) + 1:dh, ow * sw:ow * sw + dw * (kw - 1) + 1:dw]
+        first = out_c // (o // groups) * c_group
+        window = x_padded[b, first:first + c_group, oh * sh:oh * sh + dh * (kh - 1) + 1:dh,
+                          ow * sw:ow * sw + dw * (kw - 1) + 1:dw]
         y[b, out_c, oh, ow] = np.sum(window * weight[out_c]) + (0 if bias is None else bias[out_c])
     return y
 
 
-def naive_conv_transpose2d(x, weight, bias, stride, padding, output_padding, dilation):
-    """Every input pixel stamps its value times the kernel onto the output, s pixels apart; overlaps add."""
+def naive_conv_transpose2d(x, weight, bias, stride, padding, output_padding, dilation, groups=1):
+    """Every input pixel stamps its value times the kernel onto the output, s pixels apart; overlaps add.
+
+    With groups, input channel c stamps only onto the C_out/G output channels of its group c // (C_in/G).
+    """
     (sh, sw), (ph, pw), (oph, opw), (dh, dw) = stride, padding, output_padding, dilation
     n, c_in, h, w = x.shape
-    _, c_out, kh, kw = weight.shape
-    canvas = np.zeros((n, c_out, (h - 1) * sh + dh * (kh - 1) + 1 + oph, (w - 1) * sw + dw * (kw - 1) + 1 + opw))
+    _, c_group, kh, kw = weight.shape
+    canvas = np.zeros((n, c_group * groups, (h - 1) * sh + dh * (kh - 1) + 1 + oph,
+                       (w - 1) * sw + dw * (kw - 1) + 1 + opw))
     for b, c, r, col, i, j in itertools.product(range(n), range(c_in), range(h), range(w), range(kh), range(kw)):
-        canvas[b, :, r * sh + i * dh, col * sw + j * dw] += x[b, c, r, col] * weight[c, :, i, j]
+        first = c // (c_in // groups) * c_group
+        canvas[b, first:first + c_group, r * sh + i * dh, col * sw + j * dw] += x[b, c, r, col] * weight[c, :, i, j]
     y = canvas[:, :, ph:canvas.shape[2] - ph, pw:canvas.shape[3] - pw]  # padding removes a border
     return y + (0 if bias is None else bias.reshape(1, -1, 1, 1))
 
@@ -238,9 +249,9 @@ W = np.zeros((4, 3, 3, 3), np.float32)
     (lambda: F.conv2d(X, np.zeros((4, 3, 11, 3), np.float32)), ValueError,
      "weight's kernel spans 11 pixels in height"),
     (lambda: F.conv2d(X, W, dilation=(1, 5)), ValueError, "weight's kernel spans 11 pixels in width"),
-    (lambda: F.conv2d(X, W, padding=-1), ValueError, "padding must be non-negative"),
-    (lambda: F.conv2d(X, W, stride=0), ValueError, "stride must be positive"),
-    (lambda: F.conv2d(X, W, dilation=(1, 0)), ValueError, "dilation must be positive"),
+    (lambda: F.conv2d(X, W, padding=-1), ValueError, "conv2d: padding must be at least 0, got -1"),
+    (lambda: F.conv2d(X, W, stride=0), ValueError, "conv2d: stride must be at least 1, got 0"),
+    (lambda: F.conv2d(X, W, dilation=(1, 0)), ValueError, r"conv2d: dilation must be at least 1, got \(1, 0\)"),
     (lambda: F.conv2d(X, W, stride=(1, 2, 3)), TypeError, "stride must be an int or a pair"),
     (lambda: F.conv2d(X, W, padding=1.5), TypeError, "padding must be an int or a pair"),
     (lambda: F.conv2d(X, W.astype(np.float64)), TypeError, "weight is float64 but x is float32"),
@@ -250,10 +261,12 @@ W = np.zeros((4, 3, 3, 3), np.float32)
     (lambda: F.conv_transpose2d(X, np.zeros((16, 4, 3, 3), np.float32)), ValueError,
      "weight has 16 input channels but x has 3"),
     (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), stride=2, output_padding=2), ValueError,
-     "output_padding must be non-negative and smaller than either stride or dilation"),
+     "output_padding must be smaller than either stride or dilation"),
+    (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), output_padding=-1), ValueError,
+     "output_padding must be at least 0"),
     (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), output_padding=1), ValueError, "output_padding"),
     (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), padding=6), ValueError, "output height would be -2"),
-    (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), padding=-1), ValueError, "padding must be non-negative"),
+    (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), padding=-1), ValueError, "padding must be at least 0"),
 ])
 def test_bad_arguments_raise_errors_naming_them(call, error, message):
     with pytest.raises(error, match=message):
@@ -266,58 +279,86 @@ def test_conv_on_a_tensor_graph_trains_like_a_layer():
     x = Tensor(rand(rng, 2, 2, 6, 6), requires_grad=True)
     weight = Tensor(rand(rng, 2, 2, 3, 3), requires_grad=True)
     assert gradcheck(lambda a, w: F.conv2d((a * 2.0).relu(), w, padding=1).relu().sum(), [x, weight])
-    assert isinstance(minseg.functional.Conv2dFunction, type)
 
 
 # ---------------------------------------------------------------------------
-# The GPU route (no GPU here): CuPy arrays go to minseg.cuda's three kernels
+# The GPU route (no GPU here): float32 CuPy arrays go to minseg.cuda's kernels, others to the plain path
 # ---------------------------------------------------------------------------
 class _FakeGPUArrayModule:
-    """Stands in for cupy: conv.py sends arrays whose module is not numpy to minseg.cuda."""
+    """Stands in for cupy: conv.py sends arrays whose module is not numpy to minseg.cuda or the plain path."""
     zeros = staticmethod(np.zeros)
     ascontiguousarray = staticmethod(np.ascontiguousarray)
+    concatenate = staticmethod(np.concatenate)
 
 
-@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
-def test_gpu_route_calls_the_cuda_kernels_with_the_right_roles(monkeypatch, op):
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """conv.py believes every array is a CuPy array; minseg.cuda's kernels are recorded, then run the plain code."""
     import minseg.cuda
-    from minseg.backend import get_array_module
     calls = []
 
-    def fake_kernel(name):  # record the call, then compute it with the NumPy code
-        numpy_version = getattr(conv_module, name)
+    def recorded(name):
+        plain = getattr(conv_module, name + "_plain")
 
         def kernel(*args):
             calls.append((name, tuple(a.shape if hasattr(a, "shape") else a for a in args[:3])))
-            with monkeypatch.context() as m:
-                m.setattr(conv_module, "get_array_module", get_array_module)
-                return numpy_version(*args)
+            return plain(*args)
         return kernel
 
     for name in ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight"):
-        monkeypatch.setattr(minseg.cuda, name, fake_kernel(name))
+        monkeypatch.setattr(minseg.cuda, name, recorded(name))
     monkeypatch.setattr(conv_module, "get_array_module", lambda *arrays: _FakeGPUArrayModule)
+    return calls
 
+
+def _float32_gradients(op, x, weight, bias, grad_y, **options):
+    tensors = [Tensor(a.astype(np.float32), requires_grad=True) for a in (x, weight, bias)]
+    y = op(*tensors, **options)
+    y.backward(grad_y.astype(np.float32))
+    return [y.data] + [t.grad for t in tensors]
+
+
+@pytest.mark.parametrize("op, weight_shape, options, y_shape, expected", [
+    ("conv2d", (4, 3, 3, 2), dict(padding=1), (2, 4, 5, 7),
+     {("conv2d_forward", ((2, 3, 5, 6), (4, 3, 3, 2), (1, 1))),
+      ("conv2d_backward_input", ((2, 4, 5, 7), (4, 3, 3, 2), (2, 3, 5, 6))),
+      ("conv2d_backward_weight", ((2, 3, 5, 6), (2, 4, 5, 7), (4, 3, 3, 2)))}),
+    # forward = the convolution's input gradient; backward swaps x and y
+    ("conv_transpose2d", (3, 4, 2, 2), dict(stride=2), (2, 4, 10, 12),
+     {("conv2d_backward_input", ((2, 3, 5, 6), (3, 4, 2, 2), (2, 4, 10, 12))),
+      ("conv2d_forward", ((2, 4, 10, 12), (3, 4, 2, 2), (2, 2))),
+      ("conv2d_backward_weight", ((2, 4, 10, 12), (2, 3, 5, 6), (3, 4, 2, 2)))}),
+    # one kernel call per group, on that group's channels
+    ("conv2d", (4, 1, 3, 3), dict(padding=1, groups=3), (2, 4, 5, 6), None),
+])
+def test_float32_gpu_arrays_go_to_the_cuda_kernels_with_the_right_roles(fake_gpu, op, weight_shape, options,
+                                                                        y_shape, expected):
     rng = np.random.default_rng(13)
-    x, bias = Tensor(rand(rng, 2, 3, 5, 6), requires_grad=True), Tensor(rand(rng, 4), requires_grad=True)
-    if op == "conv2d":
-        weight = Tensor(rand(rng, 4, 3, 3, 2), requires_grad=True)
-        assert gradcheck(lambda a, w, b: F.conv2d(a, w, b, stride=1, padding=1), [x, weight, bias])
-        y_shape = (2, 4, 5, 7)
-        expected = {("conv2d_forward", ((2, 3, 5, 6), (4, 3, 3, 2), (1, 1))),
-                    ("conv2d_backward_input", ((2, 4, 5, 7), (4, 3, 3, 2), (2, 3, 5, 6))),
-                    ("conv2d_backward_weight", ((2, 3, 5, 6), y_shape, (4, 3, 3, 2)))}
-    else:  # forward = the convolution's input gradient; backward swaps x and y
-        weight = Tensor(rand(rng, 3, 4, 2, 2), requires_grad=True)
-        assert gradcheck(lambda a, w, b: F.conv_transpose2d(a, w, b, stride=2), [x, weight, bias])
-        y_shape = (2, 4, 10, 12)
-        expected = {("conv2d_backward_input", ((2, 3, 5, 6), (3, 4, 2, 2), y_shape)),
-                    ("conv2d_forward", (y_shape, (3, 4, 2, 2), (2, 2))),
-                    ("conv2d_backward_weight", (y_shape, (2, 3, 5, 6), (3, 4, 2, 2)))}
-    assert set(calls) == expected
+    if options.get("groups"):  # 3 groups need channels divisible by 3
+        weight_shape = (6, 1, 3, 3)
+    x, weight, bias = rand(rng, 2, 3, 5, 6), rand(rng, *weight_shape), rand(rng, weight_shape[0])
+    if op == "conv_transpose2d":
+        bias = rand(rng, weight_shape[1])
+    grad_y = rand(rng, *(y_shape[:1] + (len(bias),) + y_shape[2:]))
+    on_gpu = _float32_gradients(getattr(F, op), x, weight, bias, grad_y, **options)
+    if expected is not None:
+        assert set(fake_gpu) == expected
+    else:  # groups=3: three calls of each kernel, each with one input channel and two output channels
+        assert sorted(fake_gpu) == sorted(
+            [("conv2d_forward", ((2, 1, 5, 6), (2, 1, 3, 3), (1, 1)))] * 3
+            + [("conv2d_backward_input", ((2, 2, 5, 6), (2, 1, 3, 3), (2, 1, 5, 6)))] * 3
+            + [("conv2d_backward_weight", ((2, 1, 5, 6), (2, 2, 5, 6), (2, 1, 3, 3)))] * 3)
+    with pytest.MonkeyPatch.context() as undo:
+        undo.setattr(conv_module, "get_array_module", minseg.backend.get_array_module)
+        on_cpu = _float32_gradients(getattr(F, op), x, weight, bias, grad_y, **options)
+    for gpu_result, cpu_result in zip(on_gpu, on_cpu):
+        np.testing.assert_allclose(gpu_result, cpu_result, rtol=1e-5, atol=1e-5)
 
 
-def test_conv_transpose2d_is_the_function_checked_above():
-    x = Tensor(np.random.default_rng(0).standard_normal((1, 2, 3, 3)), requires_grad=True)
-    weight = Tensor(np.random.default_rng(1).standard_normal((2, 1, 2, 2)))
-    assert type(F.conv_transpose2d(x, weight, stride=2).creator).__name__ == "ConvTranspose2dFunction"
+@pytest.mark.parametrize("groups", [1, 2])
+def test_float64_gpu_arrays_take_the_plain_path_not_the_kernels(fake_gpu, groups):
+    rng = np.random.default_rng(14)
+    x, weight, bias = (Tensor(rand(rng, *s), requires_grad=True) for s in [(2, 4, 5, 6), (4, 4 // groups, 3, 2), (4,)])
+    assert gradcheck(lambda a, w, b: F.conv2d(a, w, b, stride=(2, 1), padding=1, groups=groups), [x, weight, bias])
+    assert gradcheck(lambda a, w, b: F.conv_transpose2d(a, w, b, stride=2, groups=groups), [x, weight, bias])
+    assert fake_gpu == []  # float64: no kernel was called

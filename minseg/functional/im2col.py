@@ -33,12 +33,17 @@ import numpy as np
 
 from ..backend import get_array_module
 
-__all__ = ["conv_output_size", "im2col", "col2im", "workspace"]
+__all__ = ["conv_output_size", "conv2d_output_size", "im2col", "col2im", "workspace"]
 
 
 def conv_output_size(size, kernel_size, stride, padding, dilation):
     """PyTorch's output length along one axis: ⌊(size + 2p - d(k-1) - 1) / s⌋ + 1."""
     return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+def conv2d_output_size(height_width, kernel_size, stride, padding, dilation):
+    """(Ho, Wo): ``conv_output_size`` along both axes; the arguments are (int, int) pairs."""
+    return tuple(conv_output_size(*args) for args in zip(height_width, kernel_size, stride, padding, dilation))
 
 
 # Large NumPy arrays come from the operating system as fresh pages, and touching each
@@ -108,10 +113,6 @@ def _windows(x_padded, kernel_size, stride, dilation, out_size):
         strides=(*x_padded.strides[:2], row * dilation[0], col * dilation[1], row * stride[0], col * stride[1]))
 
 
-def _output_size(height_width, kernel_size, stride, padding, dilation):
-    return tuple(conv_output_size(*args) for args in zip(height_width, kernel_size, stride, padding, dilation))
-
-
 def im2col(x, kernel_size, stride, padding, dilation, fold_batch=False, rotate=False, out=None):
     """Every convolution window of x (N, C, H, W) as a column.
 
@@ -123,7 +124,7 @@ def im2col(x, kernel_size, stride, padding, dilation, fold_batch=False, rotate=F
     ``out``: an array to fill instead of a new one.
     """
     n, c, h, w = x.shape
-    out_size = _output_size((h, w), kernel_size, stride, padding, dilation)
+    out_size = conv2d_output_size((h, w), kernel_size, stride, padding, dilation)
     kh, kw = kernel_size
     ho, wo = out_size
     if kernel_size == (1, 1) and stride == (1, 1) and padding == (0, 0) and not fold_batch:
@@ -154,7 +155,7 @@ def col2im(col, x_shape, kernel_size, stride, padding, dilation, fold_batch=Fals
     n, c, h, w = x_shape
     kh, kw = kernel_size
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    ho, wo = _output_size((h, w), kernel_size, stride, padding, dilation)
+    ho, wo = conv2d_output_size((h, w), kernel_size, stride, padding, dilation)
     # An image-ordered view (N, C, kh, kw, Ho, Wo) of col, whichever layout it has.
     if fold_batch:
         col6 = col.reshape(c, kh, kw, n, ho, wo).transpose(3, 0, 1, 2, 4, 5)

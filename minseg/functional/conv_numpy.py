@@ -1,0 +1,201 @@
+"""The NumPy fast path of the convolution array functions in conv.py: the same numbers, faster on a CPU.
+
+``conv.py`` shows each array function plainly (``conv2d_forward_plain`` and its two
+gradients: im2col, then one matrix product per group) and sends NumPy arrays here.
+The functions below compute exactly what those plain versions compute; each speed-up
+is one private function whose docstring says what it equals, and
+``tests/test_conv_numpy.py`` forces every one of them and compares it with the plain
+version. Why each is faster is measured by ``benchmarks/layers.py``.
+
+* ``_col``: im2col into the scratch workspace (``im2col.workspace``), in the layout
+  ``_folds_batch`` picks (per image, or the batch folded into one wide matrix);
+* ``_stride_one_gradients``: with stride 1 both gradients of a convolution come from
+  one im2col of dL/dy, the input gradient being a convolution with the rotated kernel
+  (derived in ``Conv2dFunction``'s docstring);
+* ``_swap_channel_axes``: the kernel-by-kernel transpose that rotated-kernel trick needs;
+* ``_tiled_backward_input``: windows that tile the image (kernel = stride, the UNet's
+  ``ConvTranspose2d(k=2, stride=2)``) make col2im a reordering: one GEMM and one copy.
+"""
+import numpy as np
+
+from .im2col import col2im, conv2d_output_size, im2col, workspace
+
+# Images with fewer output pixels than this get the batch-folded col layout (see _folds_batch).
+FOLD_BATCH_BELOW = 256
+
+
+# ---------------------------------------------------------------------------
+# Layout helpers
+# ---------------------------------------------------------------------------
+def _folds_batch(out_hw):
+    """Whether col is laid out batch-folded, (C·kh·kw, N·Ho·Wo), rather than per image, (N, C·kh·kw, Ho·Wo).
+
+    Both hold the same numbers. With few output pixels per image (deep layers: 6×8) the
+    per-image products are too thin for BLAS to run fast, and one wide product wins
+    despite the transposes it needs; from 24×32 pixels on the per-image layout is as
+    fast and needs none (``benchmarks/layers.py``, the 6×8 and 24×32 cases).
+    """
+    return out_hw[0] * out_hw[1] < FOLD_BATCH_BELOW
+
+
+def _rows_by_channel(array):
+    """(N, C, H, W) -> (C, N·H·W): every channel's values of the whole batch on one row."""
+    n, c, h, w = array.shape
+    return array.transpose(1, 0, 2, 3).reshape(c, n * h * w)
+
+
+def _col(source, kernel_size, stride, padding, dilation, rotate=False):
+    """(im2col(source, ...), folded): the window matrix in the scratch workspace, in ``_folds_batch``'s layout.
+
+    Equals ``im2col(source, kernel_size, stride, padding, dilation, rotate=rotate)``, or
+    its batch-folded twin when ``folded``. The workspace's memory is reused by the next
+    convolution: use col before calling another one.
+    """
+    n, c = source.shape[:2]
+    out_hw = conv2d_output_size(source.shape[2:], kernel_size, stride, padding, dilation)
+    rows, pixels = c * kernel_size[0] * kernel_size[1], out_hw[0] * out_hw[1]
+    folded = _folds_batch(out_hw)
+    out = workspace((rows, n * pixels) if folded else (n, rows, pixels), source.dtype)
+    return im2col(source, kernel_size, stride, padding, dilation, fold_batch=folded, rotate=rotate, out=out), folded
+
+
+def _weight_times_col(weight, col, folded, y_shape):
+    """y_g = weight_g @ col_g for every group g, as the images y of ``y_shape`` (N, G·M, Ho, Wo); a new array.
+
+    weight (G, M, K); col in either layout, its G·K rows grouped like the channels.
+    """
+    n, _, ho, wo = y_shape
+    groups = weight.shape[0]
+    if folded:
+        y = np.matmul(weight, col.reshape(groups, -1, n * ho * wo))  # (G, M, N·Ho·Wo)
+        return np.ascontiguousarray(y.reshape(-1, n, ho, wo).transpose(1, 0, 2, 3))
+    return np.matmul(weight, col.reshape(n, groups, -1, ho * wo)).reshape(y_shape)  # (N, G, M, Ho·Wo) is NCHW
+
+
+def _products_with_col(images, col, folded, groups):
+    """Σ_n images_g[n] @ col_g[n]ᵀ for every group g, shape (G, M, K): a weight gradient's product.
+
+    images (N, G·M, Ho, Wo); col in either layout, with G·K rows.
+    """
+    n, m, ho, wo = images.shape
+    if folded:
+        return np.matmul(_rows_by_channel(images).reshape(groups, m // groups, -1),
+                         col.reshape(groups, -1, n * ho * wo).transpose(0, 2, 1))
+    # Computed transposed, (G, K, M): BLAS runs this orientation faster for these tall col
+    # matrices (benchmarks/layers.py, the fwd+bwd rows).
+    per_image = np.matmul(col.reshape(n, groups, -1, ho * wo),
+                          images.reshape(n, groups, m // groups, ho * wo).transpose(0, 1, 3, 2))
+    return per_image.sum(axis=0).transpose(0, 2, 1)
+
+
+def _swap_channel_axes(weight):
+    """(G, A, B, kh, kw) -> (G, B, A, kh, kw) as a new contiguous array: ``weight.swapaxes(1, 2)``.
+
+    Each kh×kw kernel stays in one piece, so NumPy moves whole kernels: viewed as one
+    opaque item of kh·kw floats, the swap is a transpose of (A, B) items, cheaper than
+    moving single floats.
+    """
+    groups, a, b, kh, kw = weight.shape
+    kernel = np.dtype((np.void, kh * kw * weight.itemsize))
+    kernels = np.ascontiguousarray(weight).reshape(groups, a, b * kh * kw).view(kernel)  # (G, A, B) kernels
+    return np.ascontiguousarray(kernels.transpose(0, 2, 1)).view(weight.dtype).reshape(groups, b, a, kh, kw)
+
+
+# ---------------------------------------------------------------------------
+# The speed-ups of the backward pass
+# ---------------------------------------------------------------------------
+def _stride_one_applies(stride, padding, dilation, kernel_size):
+    """Stride 1 and padding ≤ d·(k-1), so that the rotated convolution's padding d·(k-1) - p is not negative."""
+    return tuple(stride) == (1, 1) and all(p <= d * (k - 1) for p, d, k in zip(padding, dilation, kernel_size))
+
+
+def _stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, groups):
+    """(conv2d_backward_input_plain(...), conv2d_backward_weight_plain(...)) at stride 1, from one im2col of grad_y.
+
+    Pass weight = None or x = None for a gradient that is not wanted. col holds the
+    windows of grad_y padded by d·(k-1) - p, each rotated 180°: row (o, i, j), column
+    q is the gradient that tap (i, j) of filter o sent back to pixel q of x (why, in
+    ``Conv2dFunction``'s docstring). Hence grad_x = W_swapped @ col, a convolution
+    with the rotated kernel, and grad_weight = swap(x @ colᵀ).
+    """
+    o, c_group, kh, kw = weight_shape
+    n, _, ho, wo = grad_y.shape
+    rotated_padding = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
+    col, folded = _col(grad_y, (kh, kw), (1, 1), rotated_padding, dilation, rotate=True)
+    grad_x = grad_weight = None
+    if weight is not None:
+        swapped = _swap_channel_axes(weight.reshape(groups, o // groups, c_group, kh, kw))
+        x_hw = conv2d_output_size((ho, wo), (kh, kw), (1, 1), rotated_padding, dilation)
+        grad_x = _weight_times_col(swapped.reshape(groups, c_group, -1), col, folded, (n, c_group * groups, *x_hw))
+    if x is not None:
+        products = _products_with_col(x, col, folded, groups)  # (G, C/G, O/G·kh·kw)
+        grad_weight = _swap_channel_axes(products.reshape(groups, c_group, o // groups, kh, kw)).reshape(weight_shape)
+    return grad_x, grad_weight
+
+
+def _tiles(x_shape, kernel_size, stride, padding, dilation, out_hw):
+    """Whether the windows tile x exactly: kernel = stride, no padding or dilation, x = Ho·kh × Wo·kw."""
+    return (tuple(stride) == tuple(kernel_size) and tuple(padding) == (0, 0) and tuple(dilation) == (1, 1)
+            and tuple(x_shape[2:]) == (out_hw[0] * kernel_size[0], out_hw[1] * kernel_size[1]))
+
+
+def _tiled_backward_input(grad_y, weight, x_shape):
+    """conv2d_backward_input_plain(grad_y, weight, x_shape, ...) when the windows tile x (see ``_tiles``), groups 1.
+
+    Every pixel of x lies in exactly one window, so col2im only reorders: grad_col, as
+    one product (N·Ho·Wo, O) @ (O, C·kh·kw), is copied once into place. This is the
+    forward of the UNet's ``ConvTranspose2d(k=2, stride=2)``.
+    """
+    n, o, ho, wo = grad_y.shape
+    _, c, kh, kw = weight.shape
+    pixels_by_channel = grad_y.transpose(0, 2, 3, 1).reshape(n * ho * wo, o)  # one copy, to (N·Ho·Wo, O)
+    grad_col = np.matmul(pixels_by_channel, weight.reshape(o, c * kh * kw))
+    return np.ascontiguousarray(grad_col.reshape(n, ho, wo, c, kh, kw).transpose(0, 3, 1, 4, 2, 5)).reshape(x_shape)
+
+
+# ---------------------------------------------------------------------------
+# The array functions, NumPy's fast versions (same arguments as conv.py's)
+# ---------------------------------------------------------------------------
+def conv2d_forward(x, weight, stride, padding, dilation, groups):
+    """Equals ``conv2d_forward_plain``: y = W2d @ im2col(x) per group, col in the workspace."""
+    o, _, kh, kw = weight.shape
+    col, folded = _col(x, (kh, kw), stride, padding, dilation)
+    y_shape = (x.shape[0], o, *conv2d_output_size(x.shape[2:], (kh, kw), stride, padding, dilation))
+    return _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y_shape)
+
+
+def conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation, groups):
+    """Equals ``conv2d_backward_input_plain``: col2im(W2dᵀ @ grad_y) per group, or one of the two shortcuts."""
+    n, o, ho, wo = grad_y.shape
+    kernel_size = weight.shape[2:]
+    if _stride_one_applies(stride, padding, dilation, kernel_size):
+        return _stride_one_gradients(grad_y, weight, None, weight.shape, padding, dilation, groups)[0]
+    if groups == 1 and _tiles(x_shape, kernel_size, stride, padding, dilation, (ho, wo)):
+        return _tiled_backward_input(grad_y, weight, x_shape)
+    weight_t = weight.reshape(groups, o // groups, -1).transpose(0, 2, 1)  # (G, C/G·kh·kw, O/G)
+    rows = weight_t.shape[1]
+    folded = _folds_batch((ho, wo))
+    if folded:
+        grad_col = np.matmul(weight_t, _rows_by_channel(grad_y).reshape(groups, o // groups, -1),
+                             out=workspace((groups, rows, n * ho * wo), grad_y.dtype))
+    else:
+        grad_col = np.matmul(weight_t, grad_y.reshape(n, groups, o // groups, ho * wo),
+                             out=workspace((n, groups, rows, ho * wo), grad_y.dtype))
+    return col2im(grad_col, x_shape, kernel_size, stride, padding, dilation, fold_batch=folded)
+
+
+def conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation, groups):
+    """Equals ``conv2d_backward_weight_plain``: Σ_n grad_y[n] @ im2col(x)[n]ᵀ per group, col in the workspace."""
+    col, folded = _col(x, weight_shape[2:], stride, padding, dilation)
+    return np.ascontiguousarray(_products_with_col(grad_y, col, folded, groups)).reshape(weight_shape)
+
+
+def conv2d_backward(grad_y, x, weight, x_shape, weight_shape, stride, padding, dilation, groups):
+    """Equals (conv2d_backward_input(...), conv2d_backward_weight(...)); with stride 1 both from one im2col."""
+    if _stride_one_applies(stride, padding, dilation, weight_shape[2:]):
+        return _stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, groups)
+    grad_x = None if weight is None else conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation,
+                                                                groups)
+    grad_weight = None if x is None else conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation,
+                                                                 groups)
+    return grad_x, grad_weight
