@@ -9,5 +9,6 @@ from .dropout import *  # noqa: F401,F403
 from .loss import cross_entropy, dice_loss, focal_loss, jaccard_loss  # noqa: F401
 from .normalization import *  # noqa: F401,F403
 from .one_hot import one_hot, to_class_ids  # noqa: F401
+from .point_sample import point_sample  # noqa: F401
 from .pooling import *  # noqa: F401,F403
 from .upsampling import *  # noqa: F401,F403
