@@ -159,6 +159,14 @@ def test_module_list_registers_appended_modules():
     assert list(plain.parameters()) == []
 
 
+def test_sequential_and_module_list_index_append_and_iterate_alike():
+    conv, relu = nn.Conv2d(3, 4, 1), nn.ReLU()
+    for container in (nn.Sequential(conv), nn.ModuleList([conv])):
+        container.append(relu)
+        assert len(container) == 2 and container[1] is relu and list(container) == [conv, relu]
+        assert [name for name, _ in container.named_parameters()] == ["0.weight", "0.bias"]
+
+
 def test_zero_grad_clears_every_parameter_gradient():
     net = Net()
     for out in net(image()):

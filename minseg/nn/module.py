@@ -174,33 +174,10 @@ class Module:
         return ""
 
 
-class Sequential(Module):
-    """Modules applied one after another: ``Sequential(conv, bn, relu)(x)``."""
+class _ModuleSequence(Module):
+    """Modules registered in order under the names "0", "1", ...: what Sequential and ModuleList share."""
 
-    def __init__(self, *modules):
-        super().__init__()
-        for index, module in enumerate(modules):
-            setattr(self, str(index), module)
-
-    def __getitem__(self, index):
-        return list(self._modules.values())[index]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
-        return x
-
-
-class ModuleList(Module):
-    """A list of modules whose parameters are registered (a plain Python list would hide them)."""
-
-    def __init__(self, modules=()):
+    def __init__(self, modules):
         super().__init__()
         for module in modules:
             self.append(module)
@@ -217,3 +194,22 @@ class ModuleList(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
+
+
+class Sequential(_ModuleSequence):
+    """Modules applied one after another: ``Sequential(conv, bn, relu)(x)``."""
+
+    def __init__(self, *modules):
+        super().__init__(modules)
+
+    def forward(self, x):
+        for module in self:
+            x = module(x)
+        return x
+
+
+class ModuleList(_ModuleSequence):
+    """A list of modules whose parameters are registered (a plain Python list would hide them)."""
+
+    def __init__(self, modules=()):
+        super().__init__(modules)
