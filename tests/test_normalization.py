@@ -1,4 +1,4 @@
-"""batch_norm (minseg/functional/normalization.py): statistics, running averages, train vs eval, gradients."""
+"""batch_norm and group_norm (minseg/functional/normalization.py): statistics, train vs eval, gradients."""
 import numpy as np
 import pytest
 
@@ -140,3 +140,92 @@ def test_bad_arguments_raise_errors_naming_them(kwargs, error, pattern):
 def test_eval_without_running_statistics_raises():
     with pytest.raises(ValueError, match="running_mean and running_var are required"):
         F.batch_norm(Tensor(np.zeros((2, 3, 2, 2))), None, None, training=False)
+
+
+# --- group_norm ------------------------------------------------------------------------
+def loop_group_norm(x, num_groups, weight, bias, eps=EPS):
+    """Sample by sample, group by group, from the definition: biased variance, then a per-channel affine map."""
+    y = np.empty_like(x)
+    size = x.shape[1] // num_groups
+    for n in range(x.shape[0]):
+        for g in range(num_groups):
+            group = x[n, g * size:(g + 1) * size]
+            y[n, g * size:(g + 1) * size] = (group - group.mean()) / np.sqrt(group.var() + eps)
+    channel = (1, -1) + (1,) * (x.ndim - 2)
+    return y * weight.reshape(channel) + bias.reshape(channel)
+
+
+def test_group_norm_by_hand():
+    # one group of 1, 2, 3, 4: mean 2.5, variance 1.25; the second channel is scaled by 2 and shifted by 1
+    x = np.array([[[[1.0, 2.0]], [[3.0, 4.0]]]])
+    y = F.group_norm(Tensor(x), 1, Tensor(np.array([1.0, 2.0])), Tensor(np.array([0.0, 1.0]))).numpy()
+    z = (np.array([1.0, 2.0, 3.0, 4.0]) - 2.5) / np.sqrt(1.25 + EPS)
+    np.testing.assert_allclose(y.ravel(), [z[0], z[1], 2 * z[2] + 1, 2 * z[3] + 1], rtol=1e-12)
+
+
+# (shape, num_groups): one group, two, one channel per group (instance norm), 3 groups of 3 channels,
+# batch 1, odd pixel counts, inputs without (or with a long) spatial axis
+GROUP_CASES = [((2, 6, 5, 3), 1), ((2, 6, 5, 3), 2), ((2, 6, 3, 4), 6), ((1, 9, 3, 5), 3), ((3, 4, 1, 1), 2),
+               ((2, 6, 7), 3), ((4, 6), 2)]
+
+
+@pytest.mark.parametrize("shape, num_groups", GROUP_CASES)
+def test_group_norm_matches_a_loop_reference(shape, num_groups):
+    x = rng.standard_normal(shape) * 3 + 2
+    weight, bias = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    y = F.group_norm(Tensor(x), num_groups, Tensor(weight), Tensor(bias)).numpy()
+    np.testing.assert_allclose(y, loop_group_norm(x, num_groups, weight, bias), rtol=1e-10, atol=1e-10)
+    plain = F.group_norm(Tensor(x), num_groups).numpy()
+    np.testing.assert_allclose(plain, loop_group_norm(x, num_groups, np.ones(shape[1]), np.zeros(shape[1])),
+                               rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape, num_groups", GROUP_CASES)
+def test_group_norm_gradcheck_with_affine(shape, num_groups):
+    x = Tensor(rng.standard_normal(shape) * 2 + 1, requires_grad=True)
+    weight = Tensor(rng.standard_normal(shape[1]), requires_grad=True)
+    bias = Tensor(rng.standard_normal(shape[1]), requires_grad=True)
+    assert gradcheck(lambda t, w, b: F.group_norm(t, num_groups, w, b), [x, weight, bias])
+
+
+@pytest.mark.parametrize("shape, num_groups", [((1, 6, 3, 5), 3), ((2, 4, 3, 3), 1), ((1, 5, 2, 3), 5)])
+def test_group_norm_gradcheck_without_affine_and_for_parameters_alone(shape, num_groups):
+    x = Tensor(rng.standard_normal(shape), requires_grad=True)
+    assert gradcheck(lambda t: F.group_norm(t, num_groups), [x])
+    weight = Tensor(rng.standard_normal(shape[1]), requires_grad=True)
+    fixed_x = Tensor(x.numpy())
+    assert gradcheck(lambda w: F.group_norm(fixed_x, num_groups, w, None), [weight])
+
+
+def test_group_norm_never_looks_across_the_batch_and_its_gradient_sums_to_zero_per_group():
+    x = rng.standard_normal((3, 6, 4, 5))
+    together = F.group_norm(Tensor(x), 2).numpy()
+    for n in range(3):
+        np.testing.assert_allclose(together[n:n + 1], F.group_norm(Tensor(x[n:n + 1]), 2).numpy(), rtol=1e-12)
+    # shifting a group's inputs by a constant cannot change y, so each group's input gradient sums to zero
+    t = Tensor(x, requires_grad=True)
+    F.group_norm(t, 2, Tensor(rng.standard_normal(6))).backward(rng.standard_normal(x.shape))
+    np.testing.assert_allclose(t.grad.reshape(3, 2, -1).sum(axis=2), 0, atol=1e-10)
+
+
+def test_group_norm_float32_in_float32_out():
+    x = Tensor(rng.standard_normal((2, 4, 3, 5)).astype(np.float32), requires_grad=True)
+    weight = Tensor(np.ones(4, np.float32), requires_grad=True)
+    bias = Tensor(np.zeros(4, np.float32), requires_grad=True)
+    y = F.group_norm(x, 2, weight, bias)
+    assert y.dtype == np.float32
+    y.backward(np.ones(y.shape, np.float32))
+    assert x.grad.dtype == weight.grad.dtype == bias.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("call, error, pattern", [
+    (lambda x: F.group_norm(x, 4), ValueError, r"divisible by num_groups, got 6 channels .* num_groups=4"),
+    (lambda x: F.group_norm(x, 0), ValueError, "num_groups must be a positive int"),
+    (lambda x: F.group_norm(x, 2.0), ValueError, "num_groups must be a positive int"),
+    (lambda x: F.group_norm(x, 2, Tensor(np.ones(4))), ValueError, "weight has shape"),
+    (lambda x: F.group_norm(x, 2, None, Tensor(np.ones(6, np.float32))), TypeError, "bias is float32"),
+    (lambda x: F.group_norm(x[0, 0, 0], 1), ValueError, "x must have a channel axis"),
+])
+def test_group_norm_bad_arguments_raise_errors_naming_them(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call(Tensor(rng.standard_normal((2, 6, 3, 3))))

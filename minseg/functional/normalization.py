@@ -1,102 +1,188 @@
-"""Batch normalization: normalize each channel by its mean and variance, then scale and shift.
+"""Normalization: standardize groups of values by their mean and variance, then scale and shift per channel.
 
-In training the statistics are the current batch's own (so the gradient must flow
-through them too), and running averages of them are kept for evaluation, where the
-normalization becomes a fixed per-channel affine map.
+Batch norm's groups are the channels, each over the whole batch (N, H, W); in training the statistics are
+the current batch's own, and running averages of them are kept for evaluation, where the normalization
+becomes a fixed per-channel affine map. Group norm's groups are C/G channels of one sample (and their H, W),
+so it never looks across the batch and is the same in training and evaluation.
+
+Both view x as a 3-D array (A, B, K) whose statistics run over some of its axes: batch norm's is
+(N, C, H·W) over axes (0, 2), one mean per channel; group norm's is (N, G, C/G·H·W) over axis 2, one mean per
+sample and group. The standardization and its gradient, written once for such a view, are
+``_standardize`` and ``_standardize_backward``; ``BatchNormFunction`` has the derivation.
 """
+from ..arguments import positive_int
 from ..autograd import Function, Tensor, as_tensor
 from ..backend import get_array_module
 
-__all__ = ["batch_norm"]
+__all__ = ["batch_norm", "group_norm"]
 
 
-def _channel_view(values, ndim):
-    """A per-channel vector (C,) shaped (1, C, 1, ...) to broadcast against an ndim-d input."""
-    return values.reshape((1, -1) + (1,) * (ndim - 2))
+# ---------------------------------------------------------------------------
+# Standardization over some axes of an (A, B, K) view, and its gradient
+# ---------------------------------------------------------------------------
+def _dot_over(a, b, axes):
+    """Σ a·b over ``axes`` ((0, 2) or (2,)) of two (A, B, K) arrays, kept as size-1 axes, without forming a·b.
 
-
-def _channel_sum(x):
-    """Σ over every axis but the channel axis 1, as a (C,) array."""
-    return x.sum(axis=(0,) + tuple(range(2, x.ndim)))
-
-
-def _channel_dot(a, b):
-    """Σ a·b over every axis but the channel axis 1, without materializing a·b.
-
-    Written as a batch of (1 × M) @ (M × 1) products, one per (sample, channel): BLAS
-    reads both arrays once and allocates nothing the size of x.
+    Written as a batch of (1 × K) @ (K × 1) products, one per (a, b) row: BLAS reads both arrays once and
+    allocates nothing the size of x.
     """
-    n, c = a.shape[:2]
-    products = a.reshape(n, c, 1, -1) @ b.reshape(n, c, -1, 1)
-    return products.reshape(n, c).sum(axis=0)
+    products = (a[:, :, None, :] @ b[:, :, :, None])[:, :, 0]  # (A, B, 1)
+    return products.sum(axis=0, keepdims=True) if 0 in axes else products
 
 
-class BatchNorm(Function):
-    """y = γ·x̂ + β per channel, x̂ = (x − μ) / √(σ² + ε).
+def _count(z, axes):
+    """How many values each statistic is taken over, in z's dtype."""
+    count = 1
+    for axis in axes:
+        count *= z.shape[axis]
+    return z.dtype.type(count)
 
-    Training (μ, σ² = this batch's mean and biased variance over the M = N·H·W values of
+
+def _standardize(z, axes, eps):
+    """(z − μ, μ, σ², 1/√(σ² + ε)): μ and the biased variance σ² over ``axes``, kept as size-1 axes."""
+    mean = z.mean(axis=axes, keepdims=True)
+    centered = z - mean
+    var = _dot_over(centered, centered, axes) / _count(z, axes)
+    return centered, mean, var, 1 / get_array_module(z).sqrt(var + z.dtype.type(eps))
+
+
+def _standardize_backward(grad, centered, inv_std, sum_grad, sum_grad_centered, count, scale):
+    """scale · (g − mean(g) − x̂·mean(g·x̂)), g = ``grad``, x̂ = ``centered``·inv_std, means over ``count`` values.
+
+    ``BatchNormFunction``'s docstring derives it. The callers pass Σg and Σg·(x − μ) per statistic (they
+    need them for their parameter gradients too). Built in the ``centered`` buffer, which it overwrites.
+    """
+    grad_z = centered
+    grad_z *= inv_std * inv_std * (sum_grad_centered / count)  # x̂·mean(g·x̂)
+    grad_z += sum_grad / count
+    get_array_module(grad).subtract(grad, grad_z, out=grad_z)
+    grad_z *= scale
+    return grad_z
+
+
+def _by_channel(x):
+    """x as (N, C, H·W...): the view in which the per-channel weight and bias broadcast as (1, C, 1)."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+# ---------------------------------------------------------------------------
+# Functions
+# ---------------------------------------------------------------------------
+class BatchNormFunction(Function):
+    """y = γ·x̂ + β per channel, x̂ = (x − μ) / σ, σ = √(σ² + ε).
+
+    Training (μ, σ² = this batch's mean and biased variance over the K = N·H·W values of
     each channel): μ and σ² depend on every x, which adds two terms to the gradient.
-    With g = γ·gy the gradient for x̂, the chain rule through μ and σ² gives
+    With g = γ·grad_y the gradient for x̂, and dμ/dx = 1/K, dσ/dx = x̂/K, the chain rule gives
 
-        dx = (1/σ) · (g − mean(g) − x̂ · mean(g · x̂))      (means per channel)
+        grad_x = (1/σ) · (g − mean(g) − x̂ · mean(g · x̂))      (means over the K values)
 
     the gradient with its component along the constant direction (what the mean
     subtraction removes) and along x̂ (what the variance scaling removes) projected
-    out. Equivalently dx = γ/(M·σ) · (M·gy − Σgy − x̂·Σ(gy·x̂)).
-    Evaluation (μ, σ² = running statistics, constants): dx = γ/σ · gy.
-    Both modes: dγ = Σ gy·x̂ and dβ = Σ gy.
+    out. γ is constant over a channel, so this is γ/σ · (grad_y − mean(grad_y) − x̂·mean(grad_y·x̂)).
+    Evaluation (μ, σ² = running statistics, constants): grad_x = γ/σ · grad_y.
+    Both modes: grad_γ = Σ grad_y·x̂ and grad_β = Σ grad_y.
     """
 
+    axes = (0, 2)  # statistics over the batch and the pixels of the (N, C, H·W) view: one per channel
+
     def __init__(self, eps, mean=None, var=None):
-        """Batch statistics when ``mean``/``var`` are None, otherwise these fixed ones."""
+        """Batch statistics when ``mean``/``var`` are None, otherwise these fixed (C,) ones."""
         self.eps, self.training = eps, mean is None
-        self.mean, self.var = mean, var
+        if not self.training:
+            self.mean, self.var = mean.reshape(1, -1, 1), var.reshape(1, -1, 1)
 
     def forward(self, x, weight, bias):
-        dtype = x.dtype.type
-        centered = None
+        z, weight, bias = _by_channel(x), weight.reshape(1, -1, 1), bias.reshape(1, -1, 1)
         if self.training:
-            self.mean = x.mean(axis=(0,) + tuple(range(2, x.ndim)))
-            centered = x - _channel_view(self.mean, x.ndim)
-            self.var = _channel_dot(centered, centered) / dtype(x.size // x.shape[1])  # biased
-        self.inv_std = 1 / get_array_module(x).sqrt(self.var + dtype(self.eps))
-        self.weight = weight
-        scale = weight * self.inv_std
-        # Keep x, not x̂ (as PyTorch does): the centering buffer can then become y in place,
-        # so forward allocates one x-sized array; backward rebuilds x̂ from x.
+            y, self.mean, self.var, self.inv_std = _standardize(z, self.axes, self.eps)
+            y *= weight * self.inv_std  # the centering buffer becomes y, in place
+            y += bias
+        else:  # one fixed affine map per channel
+            self.inv_std = 1 / get_array_module(x).sqrt(self.var + x.dtype.type(self.eps))
+            y = z * (weight * self.inv_std)
+            y += bias - self.mean * (weight * self.inv_std)
+        # Keep x, not x̂ (as PyTorch does): the centering buffer became y, so forward allocates
+        # one x-sized array; backward rebuilds x − μ from x.
         self.x = x if (self.training or self.needs_input_grad[1]) else None
-        if centered is None:  # evaluation: one fixed affine map per channel
-            y = x * _channel_view(scale, x.ndim)
-            y += _channel_view(bias - self.mean * scale, x.ndim)
-            return y
-        centered *= _channel_view(scale, x.ndim)  # becomes y, in place
-        centered += _channel_view(bias, x.ndim)
-        return centered
+        self.weight = weight
+        return y.reshape(x.shape)
 
     def backward(self, grad_y):
-        ndim, needs = grad_y.ndim, self.needs_input_grad
-        grad_bias = _channel_sum(grad_y) if (needs[2] or self.training) else None
-        grad_weight = None
+        needs, grad_z = self.needs_input_grad, _by_channel(grad_y)
+        sum_grad = grad_z.sum(axis=self.axes, keepdims=True) if (needs[2] or self.training) else None
+        sum_grad_centered = centered = None
         if self.x is not None:
-            centered = self.x - _channel_view(self.mean, ndim)  # x̂·σ
-            grad_weight = _channel_dot(grad_y, centered) * self.inv_std  # Σ gy·x̂
-
+            centered = _by_channel(self.x) - self.mean
+            sum_grad_centered = _dot_over(grad_z, centered, self.axes)
         grad_x = None
-        if needs[0] and not self.training:
-            grad_x = grad_y * _channel_view(self.weight * self.inv_std, ndim)
+        if needs[0] and self.training:
+            grad_x = _standardize_backward(grad_z, centered, self.inv_std, sum_grad, sum_grad_centered,
+                                           _count(grad_z, self.axes), self.weight * self.inv_std)
         elif needs[0]:
-            count = grad_y.dtype.type(grad_y.size // grad_y.shape[1])
-            # dx = γ/σ · (gy − mean(gy) − x̂·mean(gy·x̂)), built in place in the x̂·σ buffer
-            grad_x = centered
-            grad_x *= _channel_view(self.inv_std * grad_weight / count, ndim)  # x̂·mean(gy·x̂)
-            grad_x += _channel_view(grad_bias / count, ndim)
-            get_array_module(grad_y).subtract(grad_y, grad_x, out=grad_x)
-            grad_x *= _channel_view(self.weight * self.inv_std, ndim)
+            grad_x = grad_z * (self.weight * self.inv_std)
+        return (None if grad_x is None else grad_x.reshape(grad_y.shape),
+                (sum_grad_centered * self.inv_std).reshape(-1) if needs[1] else None,  # Σ grad_y·x̂
+                sum_grad.reshape(-1) if needs[2] else None)
+
+
+class GroupNormFunction(Function):
+    """y = γ_c·x̂ + β_c, x̂ = (x − μ)/σ with μ, σ² the mean and biased variance of each sample's group.
+
+    Group g of sample n holds the C/G channels g·C/G … (g+1)·C/G − 1 and their pixels, K = C/G·H·W
+    values. The standardization is batch norm's over another set of values, so its gradient is too
+    (``BatchNormFunction``): with g = γ·grad_y, grad_x = (1/σ)·(g − mean(g) − x̂·mean(g·x̂)), means over
+    each group's K values. γ now varies inside a group, so g is formed first. grad_γ_c = Σ_{n,h,w}
+    grad_y·x̂ and grad_β_c = Σ_{n,h,w} grad_y.
+    """
+
+    axes = (2,)  # statistics over the (N, G, C/G·H·W) view's last axis: one per sample and group
+
+    def __init__(self, num_groups, eps):
+        self.num_groups, self.eps = num_groups, eps
+
+    def _by_group(self, x):
+        return x.reshape(x.shape[0], self.num_groups, -1)
+
+    def forward(self, x, weight, bias):
+        y, self.mean, _, self.inv_std = _standardize(self._by_group(x), self.axes, self.eps)
+        y *= self.inv_std
+        y = y.reshape(x.shape[0], x.shape[1], -1)
+        y *= weight.reshape(1, -1, 1)
+        y += bias.reshape(1, -1, 1)
+        self.x, self.weight = x, weight  # backward rebuilds x − μ from x, as batch norm does
+        return y.reshape(x.shape)
+
+    def _inv_std_by_channel(self):
+        """1/σ of each channel's group, as (N, C, 1)."""
+        channels_per_group = self.weight.shape[0] // self.num_groups
+        return get_array_module(self.inv_std).repeat(self.inv_std, channels_per_group, axis=1)
+
+    def _sum_by_group(self, per_channel):
+        """Σ over each group's channels of an (N, C, 1) array, as (N, G, 1)."""
+        return per_channel.reshape(per_channel.shape[0], self.num_groups, -1).sum(axis=2, keepdims=True)
+
+    def backward(self, grad_y):
+        needs, grad_by_channel = self.needs_input_grad, _by_channel(grad_y)
+        centered = self._by_group(self.x) - self.mean
+        # Σ grad_y and Σ grad_y·(x − μ) per (n, c): every sum below is built from these two
+        sums = grad_by_channel.sum(axis=2, keepdims=True)
+        dots = _dot_over(grad_by_channel, centered.reshape(grad_by_channel.shape), (2,))
+        weight = self.weight.reshape(1, -1, 1)
+        grad_x = None
+        if needs[0]:
+            grad_x_hat = self._by_group(grad_by_channel * weight)
+            grad_x = _standardize_backward(grad_x_hat, centered, self.inv_std, self._sum_by_group(sums * weight),
+                                           self._sum_by_group(dots * weight), _count(grad_x_hat, self.axes),
+                                           self.inv_std).reshape(grad_y.shape)
         return (grad_x,
-                grad_weight if needs[1] else None,
-                grad_bias if needs[2] else None)
+                (dots * self._inv_std_by_channel()).sum(axis=(0, 2)) if needs[1] else None,  # Σ grad_y·x̂
+                sums.sum(axis=(0, 2)) if needs[2] else None)
 
 
+# ---------------------------------------------------------------------------
+# Public functions: argument checks, then one Function each
+# ---------------------------------------------------------------------------
 def _as_array(values):
     return values.data if isinstance(values, Tensor) else values
 
@@ -106,6 +192,26 @@ def _update_running(running, batch_value, momentum):
     array = _as_array(running)
     array *= 1 - momentum
     array += momentum * batch_value.astype(array.dtype, copy=False)
+
+
+def _check_channel_vectors(where, x, vectors):
+    """Each given (name, value) must be a (C,) vector; weight and bias must also have x's dtype."""
+    if x.ndim < 2:
+        raise ValueError(f"{where}: x must have a channel axis (N, C, ...), got shape {x.shape}")
+    channels = x.shape[1]
+    for name, value in vectors:
+        if value is not None and tuple(value.shape) != (channels,):
+            raise ValueError(f"{where}: {name} has shape {tuple(value.shape)} but x has {channels} channels")
+        if value is not None and name in ("weight", "bias") and value.dtype != x.dtype:
+            raise TypeError(f"{where}: {name} is {value.dtype} but x is {x.dtype}; convert one with .astype()")
+
+
+def _affine_tensors(x, weight, bias):
+    """weight (γ) and bias (β) as Tensors, 1 and 0 where not given."""
+    xp, channels = get_array_module(x.data), x.shape[1]
+    weight = Tensor(xp.ones(channels, x.dtype)) if weight is None else as_tensor(weight)
+    bias = Tensor(xp.zeros(channels, x.dtype)) if bias is None else as_tensor(bias)
+    return weight, bias
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
@@ -118,37 +224,45 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     weight (γ) and bias (β) default to 1 and 0.
     """
     x = as_tensor(x)
-    if x.ndim < 2:
-        raise ValueError(f"batch_norm: x must have a channel axis (N, C, ...), got shape {x.shape}")
-    channels = x.shape[1]
-    for name, value in (("running_mean", running_mean), ("running_var", running_var),
-                        ("weight", weight), ("bias", bias)):
-        if value is not None and tuple(value.shape) != (channels,):
-            raise ValueError(f"batch_norm: {name} has shape {tuple(value.shape)} but x has {channels} channels")
-    for name, value in (("weight", weight), ("bias", bias)):
-        if value is not None and value.dtype != x.dtype:
-            raise TypeError(f"batch_norm: {name} is {value.dtype} but x is {x.dtype}; convert one with .astype()")
+    _check_channel_vectors("batch_norm", x, (("running_mean", running_mean), ("running_var", running_var),
+                                             ("weight", weight), ("bias", bias)))
     if (running_mean is None) != (running_var is None):
         raise ValueError("batch_norm: give both running_mean and running_var, or neither")
     if not training and running_mean is None:
         raise ValueError("batch_norm: running_mean and running_var are required when training=False")
-    values_per_channel = x.size // channels
+    values_per_channel = x.size // x.shape[1]
     if training and values_per_channel <= 1:
         raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input of shape "
                          f"{x.shape} (a batch of one 1×1 image has no variance to normalize by)")
 
-    xp = get_array_module(x.data)
-    weight = Tensor(xp.ones(channels, x.dtype)) if weight is None else as_tensor(weight)
-    bias = Tensor(xp.zeros(channels, x.dtype)) if bias is None else as_tensor(bias)
+    weight, bias = _affine_tensors(x, weight, bias)
     if not training:
         mean = _as_array(running_mean).astype(x.dtype, copy=False)
         var = _as_array(running_var).astype(x.dtype, copy=False)
-        return BatchNorm(eps, mean, var)(x, weight, bias)
+        return BatchNormFunction(eps, mean, var)(x, weight, bias)
 
-    function = BatchNorm(eps)
+    function = BatchNormFunction(eps)
     y = function(x, weight, bias)
     if running_mean is not None:
-        unbiased_var = function.var * x.dtype.type(values_per_channel / (values_per_channel - 1))
-        _update_running(running_mean, function.mean, momentum)
+        unbiased_var = function.var.reshape(-1) * x.dtype.type(values_per_channel / (values_per_channel - 1))
+        _update_running(running_mean, function.mean.reshape(-1), momentum)
         _update_running(running_var, unbiased_var, momentum)
     return y
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalization (Wu & He, 2018), as ``torch.nn.functional.group_norm``.
+
+    Each sample's C channels form ``num_groups`` groups of C/num_groups consecutive channels; each group is
+    normalized by its own mean and biased variance over its channels and pixels, then each channel is
+    scaled by weight (γ, default 1) and shifted by bias (β, default 0). The same in training and evaluation.
+    """
+    x = as_tensor(x)
+    _check_channel_vectors("group_norm", x, (("weight", weight), ("bias", bias)))
+    num_groups = positive_int("group_norm", "num_groups", num_groups)
+    if x.shape[1] % num_groups:
+        raise ValueError(f"group_norm: the number of channels must be divisible by num_groups, got "
+                         f"{x.shape[1]} channels (x of shape {x.shape}) and num_groups={num_groups}; "
+                         f"pick num_groups among the divisors of {x.shape[1]}")
+    weight, bias = _affine_tensors(x, weight, bias)
+    return GroupNormFunction(num_groups, eps)(x, weight, bias)
