@@ -75,3 +75,63 @@ def test_float32_in_float32_out():
 def test_p_outside_zero_one_raises_naming_p(p):
     with pytest.raises(ValueError, match="p is a probability"):
         F.dropout(Tensor(np.ones(3)), p=p)
+
+
+# --- dropout2d ---------------------------------------------------------------------
+def test_dropout2d_zeroes_whole_channels_about_p_of_them_and_scales_the_rest():
+    x = rng.uniform(1, 2, size=(64, 50, 3, 5))  # never zero, so a zero in y means "dropped"
+    y = F.dropout2d(Tensor(x), p=0.3).numpy()
+    dropped = (y == 0).reshape(64, 50, -1)
+    assert np.all(dropped.all(axis=2) | ~dropped.any(axis=2))  # each map all dropped or all kept
+    rate = dropped.all(axis=2).mean()
+    assert abs(rate - 0.3) < 0.04  # 3200 channels: the standard error is 0.008
+    kept = ~dropped.all(axis=2)
+    np.testing.assert_allclose(y[kept], x[kept] / 0.7, rtol=1e-12)
+
+
+def test_dropout2d_draws_per_sample_and_per_channel():
+    y = F.dropout2d(Tensor(np.ones((200, 2, 2, 2))), p=0.5).numpy()[:, :, 0, 0] != 0
+    # the same channel is dropped in some samples and kept in others, and channels of one sample differ
+    assert 0.35 < y[:, 0].mean() < 0.65 and 0.35 < y[:, 1].mean() < 0.65
+    assert 0.3 < np.mean(y[:, 0] != y[:, 1]) < 0.7
+
+
+def test_dropout2d_expectation_is_preserved():
+    x = np.full((500, 40, 2, 2), 2.0)
+    assert abs(F.dropout2d(Tensor(x), p=0.6).numpy().mean() - 2.0) < 0.05
+
+
+def test_dropout2d_gradcheck_with_a_fixed_mask_and_the_gradient_uses_that_mask():
+    x = Tensor(rng.standard_normal((3, 4, 3, 5)), requires_grad=True)
+
+    def fixed_mask_dropout2d(t):
+        minseg.manual_seed(11)  # every evaluation draws the same mask
+        return F.dropout2d(t, p=0.4)
+    assert gradcheck(fixed_mask_dropout2d, [x])
+    y = fixed_mask_dropout2d(x)
+    grad = rng.standard_normal(x.shape)
+    x.grad = None
+    y.backward(grad)
+    kept = (y.numpy() != 0).any(axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(x.grad, np.where(kept, grad / 0.6, 0.0), rtol=1e-12)
+
+
+def test_dropout2d_eval_p_zero_and_p_one():
+    x = Tensor(rng.standard_normal((2, 3, 4, 4)), requires_grad=True)
+    np.testing.assert_array_equal(F.dropout2d(x, p=0.5, training=False).numpy(), x.numpy())
+    np.testing.assert_array_equal(F.dropout2d(x, p=0.0).numpy(), x.numpy())
+    y = F.dropout2d(x, p=1.0)
+    np.testing.assert_array_equal(y.numpy(), 0)
+    y.backward(np.ones(x.shape))
+    np.testing.assert_array_equal(x.grad, 0)
+
+
+def test_dropout2d_float32_and_bad_arguments():
+    x = Tensor(rng.standard_normal((2, 3, 4, 4)).astype(np.float32), requires_grad=True)
+    y = F.dropout2d(x, p=0.25)
+    y.sum().backward()
+    assert y.dtype == np.float32 and x.grad.dtype == np.float32
+    with pytest.raises(ValueError, match="dropout2d: p is a probability"):
+        F.dropout2d(x, p=1.5)
+    with pytest.raises(ValueError, match=r"dropout2d: x must be 4-D \(N, C, H, W\), got shape \(3, 4, 4\)"):
+        F.dropout2d(x[0], p=0.5)
