@@ -6,7 +6,7 @@ import pytest
 
 import minseg
 import minseg.functional as F
-from minseg import Tensor, nn
+from minseg import Tensor, gradcheck, nn
 
 rng = np.random.default_rng(0)
 
@@ -83,6 +83,58 @@ def test_conv_gradients_reach_weight_and_bias():
     np.testing.assert_allclose(conv.bias.grad, 2 * 5 * 5)  # dΣy/db = number of output pixels
 
 
+def in_float64(module):
+    """The module with its parameters as float64 leaves, for a gradient check."""
+    for parameter in module.parameters():
+        parameter.data = parameter.data.astype(np.float64)
+    return module
+
+
+def image64(*shape):
+    return Tensor(rng.standard_normal(shape), requires_grad=True)
+
+
+@pytest.mark.parametrize("in_channels, out_channels, groups", [(4, 6, 2), (6, 6, 6), (3, 6, 3), (4, 4, 1)])
+def test_grouped_conv2d_weight_layout_and_fan_in(in_channels, out_channels, groups):
+    conv = nn.Conv2d(in_channels, out_channels, 3, groups=groups)
+    assert conv.weight.shape == (out_channels, in_channels // groups, 3, 3) and conv.groups == groups
+    bound = 1 / math.sqrt(in_channels // groups * 3 * 3)  # PyTorch: fan_in = in_channels/groups·kH·kW
+    assert np.abs(conv.weight.numpy()).max() <= bound and np.abs(conv.weight.numpy()).max() > 0.9 * bound
+    assert [name for name, _ in conv.named_parameters()] == ["weight", "bias"]
+
+
+@pytest.mark.parametrize("groups, stride, padding, dilation", [(2, 1, 1, 1), (3, 2, 0, 1), (6, 1, 2, 2),
+                                                              (2, (2, 1), 1, 1)])
+def test_grouped_conv2d_is_independent_convolutions_of_the_channel_groups(groups, stride, padding, dilation):
+    # Fails (TypeError) rather than skips if F.conv2d does not take groups.
+    conv = nn.Conv2d(6, 6, 3, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    x = image(1, 6, 9, 8)
+    size = 6 // groups
+    group = [slice(g * size, (g + 1) * size) for g in range(groups)]
+    per_group = [F.conv2d(x[:, part], conv.weight[part], conv.bias[part], stride, padding, dilation) for part in group]
+    np.testing.assert_allclose(conv(x).numpy(), minseg.cat(per_group, dim=1).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(conv(x).numpy(),
+                                  F.conv2d(x, conv.weight, conv.bias, stride, padding, dilation, groups).numpy())
+
+
+@pytest.mark.parametrize("groups, stride, padding, dilation, batch", [(2, 1, 1, 1, 1), (3, 2, 0, 1, 2),
+                                                                      (6, 1, 1, 2, 1), (2, (2, 1), (1, 0), 1, 2)])
+def test_grouped_conv2d_layer_gradients(groups, stride, padding, dilation, batch):
+    conv = in_float64(nn.Conv2d(6, 12, (3, 2), stride=stride, padding=padding, dilation=dilation, groups=groups))
+    assert gradcheck(conv, [image64(batch, 6, 7, 6)])
+    x = Tensor(rng.standard_normal((batch, 6, 7, 6)))
+    assert gradcheck(lambda w, b: F.conv2d(x, w, b, stride, padding, dilation, groups), [conv.weight, conv.bias])
+
+
+def test_grouped_conv_transpose2d_layer():
+    up = in_float64(nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2))
+    assert up.weight.shape == (4, 3, 3, 3)
+    x = image64(1, 4, 3, 5)
+    np.testing.assert_array_equal(up(x).numpy(), F.conv_transpose2d(x, up.weight, up.bias, 2, 1, output_padding=1,
+                                                                     groups=2).numpy())
+    assert gradcheck(up, [x])
+
+
 # --- batch norm -----------------------------------------------------------------
 def test_batchnorm2d_parameters_and_buffers():
     bn = nn.BatchNorm2d(4)
@@ -142,6 +194,54 @@ def test_batchnorm2d_rejects_wrong_input():
         bn(image(1, 3, 1, 1))
 
 
+def reference_group_norm(x, num_groups, weight, bias, eps):
+    """From the definition: each sample's channel group normalized by its own mean and biased variance."""
+    n, c = x.shape[:2]
+    y = np.empty_like(x)
+    for sample in range(n):
+        for group in range(num_groups):
+            part = slice(group * c // num_groups, (group + 1) * c // num_groups)
+            values = x[sample, part]
+            y[sample, part] = (values - values.mean()) / np.sqrt(values.var() + eps)
+    view = (1, c) + (1,) * (x.ndim - 2)
+    return y * weight.reshape(view) + bias.reshape(view)
+
+
+@pytest.mark.parametrize("num_groups, shape", [(2, (2, 6, 5, 4)), (1, (1, 4, 3, 3)), (4, (3, 4, 2, 5)),
+                                               (3, (2, 6, 7))])
+def test_groupnorm_matches_the_definition_and_ignores_the_mode(num_groups, shape):
+    norm = nn.GroupNorm(num_groups, shape[1])
+    norm.weight.data = rng.uniform(0.5, 1.5, shape[1]).astype(np.float32)
+    norm.bias.data = rng.standard_normal(shape[1]).astype(np.float32)
+    x = image(*shape)
+    expected = reference_group_norm(x.numpy().astype(np.float64), num_groups, norm.weight.numpy(), norm.bias.numpy(),
+                                    1e-5)
+    np.testing.assert_allclose(norm(x).numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(norm.eval()(x).numpy(), norm.train()(x).numpy())  # no batch statistics
+
+
+def test_groupnorm_parameters_and_state_dict_are_pytorchs():
+    norm = nn.GroupNorm(4, 8)
+    assert list(norm.state_dict()) == ["weight", "bias"]
+    assert norm.weight.shape == norm.bias.shape == (8,)
+    np.testing.assert_array_equal(norm.weight.numpy(), 1)
+    np.testing.assert_array_equal(norm.bias.numpy(), 0)
+    plain = nn.GroupNorm(2, 8, affine=False)
+    assert list(plain.parameters()) == [] and plain.weight is None
+    assert repr(norm) == "GroupNorm(4, 8, eps=1e-05, affine=True)"
+
+
+@pytest.mark.parametrize("num_groups, shape", [(2, (2, 6, 3, 4)), (1, (1, 3, 3, 3)), (3, (1, 3, 5, 2)),
+                                               (4, (2, 8, 3, 1))])
+def test_groupnorm_layer_gradients(num_groups, shape):
+    norm = in_float64(nn.GroupNorm(num_groups, shape[1]))
+    norm.weight.data = rng.uniform(0.5, 1.5, shape[1])
+    norm.bias.data = rng.standard_normal(shape[1])
+    assert gradcheck(norm, [image64(*shape)])
+    x = Tensor(rng.standard_normal(shape))
+    assert gradcheck(lambda w, b: F.group_norm(x, num_groups, w, b), [norm.weight, norm.bias])
+
+
 # --- pooling, resizing, activations ---------------------------------------------------
 def test_maxpool_with_indices_and_maxunpool_round_trip():
     pool, unpool = nn.MaxPool2d(2, return_indices=True), nn.MaxUnpool2d(2)
@@ -178,9 +278,54 @@ def test_relu_identity_and_dropout_modes():
         nn.Dropout(1.5)
 
 
+def test_dropout2d_zeroes_whole_channels_and_scales_the_rest():
+    x = Tensor(rng.uniform(1, 2, size=(8, 16, 5, 5)).astype(np.float32))  # never zero: a zero means "dropped"
+    drop = nn.Dropout2d(0.25)
+    y = drop(x).numpy()
+    dropped = (y == 0).all(axis=(2, 3))
+    assert np.array_equal((y == 0).any(axis=(2, 3)), dropped)  # a channel goes entirely or not at all
+    assert 0.1 < dropped.mean() < 0.4  # 128 channels, p = 0.25
+    np.testing.assert_allclose(y[~dropped], x.numpy()[~dropped] / 0.75, rtol=1e-6)
+    drop.eval()
+    np.testing.assert_array_equal(drop(x).numpy(), x.numpy())
+    assert repr(drop) == "Dropout2d(p=0.25, inplace=False)"
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (1, 3, 1, 1)])
+def test_dropout2d_layer_gradient_with_a_fixed_mask(shape):
+    drop = nn.Dropout2d(0.4)
+
+    def same_mask(x):
+        minseg.manual_seed(7)  # gradcheck calls the function many times: draw the same mask each time
+        return drop(x)
+
+    assert gradcheck(same_mask, [image64(*shape)])
+
+
+def test_prelu_layer_one_shared_or_one_slope_per_channel():
+    shared, per_channel = nn.PReLU(), nn.PReLU(num_parameters=3, init=0.1)
+    assert shared.weight.shape == (1,) and shared.weight.dtype == np.float32
+    np.testing.assert_array_equal(shared.weight.numpy(), [0.25])
+    np.testing.assert_allclose(per_channel.weight.numpy(), [0.1] * 3)
+    assert list(per_channel.state_dict()) == ["weight"]
+    x = image(2, 3, 4, 4)
+    np.testing.assert_array_equal(shared(x).numpy(), np.where(x.numpy() > 0, x.numpy(), np.float32(0.25) * x.numpy()))
+    np.testing.assert_array_equal(per_channel(x).numpy(), F.prelu(x, per_channel.weight).numpy())
+    assert repr(per_channel) == "PReLU(num_parameters=3)"
+
+
+@pytest.mark.parametrize("num_parameters, shape", [(1, (2, 3, 4, 5)), (3, (1, 3, 3, 3)), (4, (2, 4))])
+def test_prelu_layer_gradients(num_parameters, shape):
+    prelu = in_float64(nn.PReLU(num_parameters))
+    x = rng.standard_normal(shape)
+    x[np.abs(x) < 1e-3] = 0.5  # away from the kink
+    assert gradcheck(prelu, [Tensor(x, requires_grad=True)])
+
+
 def test_layers_keep_float32():
     x = Tensor(rng.standard_normal((2, 4, 8, 8)).astype(np.float32), requires_grad=True)
     model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(6, 6, 3, padding=1, groups=3), nn.GroupNorm(2, 6), nn.PReLU(6), nn.Dropout2d(0.2),
                           nn.ConvTranspose2d(6, 4, 2, stride=2), nn.Upsample(scale_factor=0.5, mode="bilinear"),
                           nn.Dropout(0.2), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Identity())
     y = model(x)
@@ -202,7 +347,6 @@ def test_repr_reads_like_pytorch():
 
 
 @pytest.mark.parametrize("build, pattern", [
-    (lambda: nn.Conv2d(3, 4, 3, groups=2), "groups"),
     (lambda: nn.Conv2d(3, 4, 3, padding_mode="reflect"), "padding_mode"),
     (lambda: nn.MaxPool2d(2, dilation=2), "dilation"),
     (lambda: nn.MaxPool2d(2, ceil_mode=True), "ceil_mode"),
@@ -219,6 +363,15 @@ def test_unsupported_pytorch_options_are_refused_by_name(build, pattern):
     (lambda: nn.Conv2d(3, 4, (3, 3, 3)), TypeError, "kernel_size"),
     (lambda: nn.ConvTranspose2d(3, 4, 2, stride=1.5), TypeError, "stride"),
     (lambda: nn.BatchNorm2d(0), ValueError, "num_features"),
+    (lambda: nn.Conv2d(3, 4, 3, groups=2), ValueError,
+     "Conv2d: in_channels must be divisible by groups, got in_channels=3 and groups=2"),
+    (lambda: nn.Conv2d(4, 6, 3, groups=4), ValueError, "out_channels must be divisible by groups"),
+    (lambda: nn.Conv2d(4, 4, 3, groups=0), ValueError, "Conv2d: groups must be a positive int, got 0"),
+    (lambda: nn.ConvTranspose2d(4, 6, 2, groups=4), ValueError, "ConvTranspose2d: out_channels must be divisible"),
+    (lambda: nn.GroupNorm(3, 8), ValueError, "GroupNorm: num_channels must be divisible by num_groups"),
+    (lambda: nn.GroupNorm(0, 8), ValueError, "GroupNorm: num_groups must be a positive int"),
+    (lambda: nn.PReLU(0), ValueError, "PReLU: num_parameters must be a positive int"),
+    (lambda: nn.Dropout2d(-0.1), ValueError, "Dropout2d: p is a probability"),
 ])
 def test_bad_constructor_arguments_raise_errors_naming_them(build, error, pattern):
     with pytest.raises(error, match=pattern):

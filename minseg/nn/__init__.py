@@ -1,3 +1,3 @@
 """Layers as Modules that own their parameters (``import minseg.nn as nn``)."""
-from .module import *  # noqa: F401,F403
 from .layers import *  # noqa: F401,F403
+from .module import *  # noqa: F401,F403

@@ -9,11 +9,13 @@ import math
 import numpy as np
 
 from .. import functional as F
+from ..arguments import pair, positive_int
+from ..functional.conv import conv_transpose2d_output_size
 from ..random import generator
 from .module import Module, Parameter
 
-__all__ = ["Conv2d", "ConvTranspose2d", "BatchNorm2d", "MaxPool2d", "MaxUnpool2d", "AvgPool2d",
-           "AdaptiveAvgPool2d", "ReLU", "Dropout", "Upsample", "Identity"]
+__all__ = ["Conv2d", "ConvTranspose2d", "BatchNorm2d", "GroupNorm", "MaxPool2d", "MaxUnpool2d", "AvgPool2d",
+           "AdaptiveAvgPool2d", "ReLU", "PReLU", "Dropout", "Dropout2d", "Upsample", "Identity"]
 
 
 # ---------------------------------------------------------------------------
@@ -35,23 +37,6 @@ def kaiming_uniform_bound(fan_in, a=math.sqrt(5)):
     return gain * math.sqrt(3.0 / fan_in)
 
 
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _pair(value, name, layer):
-    pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
-    if pair is None or len(pair) != 2 or not all(_is_int(v) for v in pair):
-        raise TypeError(f"{layer}: {name} must be an int or a pair of ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def _positive_int(value, name, layer):
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def _only_default(layer, name, value, default):
     """PyTorch options that minseg does not implement: accepted at their default, refused otherwise."""
     if value != default:
@@ -62,69 +47,31 @@ def _only_default(layer, name, value, default):
 # ---------------------------------------------------------------------------
 # Convolutions
 # ---------------------------------------------------------------------------
-class Conv2d(Module):
-    """2-D convolution layer: weight (out_channels, in_channels, kH, kW), bias (out_channels,).
+class _ConvNd(Module):
+    """What Conv2d and ConvTranspose2d share: arguments, PyTorch's initialization, repr.
 
-    Initialized as PyTorch: weight and bias ~ U(±1/√fan_in), fan_in = in_channels·kH·kW.
+    ``weight_shape`` is the layer's layout: (out, in/groups, kH, kW) for the convolution,
+    (in, out/groups, kH, kW) for the transposed one. PyTorch initializes both with
+    weight and bias ~ U(±1/√fan_in), fan_in = weight.shape[1]·kH·kW.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros"):
+    def __init__(self, layer, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                 padding_mode, transposed):
         super().__init__()
-        _only_default("Conv2d", "groups", groups, 1)
-        _only_default("Conv2d", "padding_mode", padding_mode, "zeros")
-        self.in_channels = _positive_int(in_channels, "in_channels", "Conv2d")
-        self.out_channels = _positive_int(out_channels, "out_channels", "Conv2d")
-        self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2d")
-        self.stride = _pair(stride, "stride", "Conv2d")
-        self.padding = _pair(padding, "padding", "Conv2d")
-        self.dilation = _pair(dilation, "dilation", "Conv2d")
-        self.weight = Parameter(np.empty((out_channels, in_channels) + self.kernel_size, np.float32))
-        self.bias = Parameter(np.empty(out_channels, np.float32)) if bias else None
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-        self.weight.data = _uniform(self.weight.shape, kaiming_uniform_bound(fan_in))
-        if self.bias is not None:
-            self.bias.data = _uniform(self.bias.shape, 1 / math.sqrt(fan_in))
-
-    def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
-
-    def extra_repr(self):
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            text += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
-
-
-class ConvTranspose2d(Module):
-    """Transposed convolution layer (learned upsampling): weight (in_channels, out_channels, kH, kW).
-
-    Initialized as PyTorch, whose fan_in comes from the weight's dimension 1 — here
-    out_channels·kH·kW — since it reuses the convolution's formula on this layout.
-    ``forward(x, output_size)`` may ask for a specific (H, W) (or (N, C, H, W)) among the
-    sizes the stride allows; it sets output_padding accordingly, as PyTorch.
-    """
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
-                 bias=True, dilation=1, padding_mode="zeros"):
-        super().__init__()
-        _only_default("ConvTranspose2d", "groups", groups, 1)
-        _only_default("ConvTranspose2d", "padding_mode", padding_mode, "zeros")
-        self.in_channels = _positive_int(in_channels, "in_channels", "ConvTranspose2d")
-        self.out_channels = _positive_int(out_channels, "out_channels", "ConvTranspose2d")
-        self.kernel_size = _pair(kernel_size, "kernel_size", "ConvTranspose2d")
-        self.stride = _pair(stride, "stride", "ConvTranspose2d")
-        self.padding = _pair(padding, "padding", "ConvTranspose2d")
-        self.output_padding = _pair(output_padding, "output_padding", "ConvTranspose2d")
-        self.dilation = _pair(dilation, "dilation", "ConvTranspose2d")
-        self.weight = Parameter(np.empty((in_channels, out_channels) + self.kernel_size, np.float32))
+        _only_default(layer, "padding_mode", padding_mode, "zeros")
+        self.in_channels = positive_int(layer, "in_channels", in_channels)
+        self.out_channels = positive_int(layer, "out_channels", out_channels)
+        self.groups = positive_int(layer, "groups", groups)
+        for name, channels in (("in_channels", self.in_channels), ("out_channels", self.out_channels)):
+            if channels % self.groups:
+                raise ValueError(f"{layer}: {name} must be divisible by groups, got {name}={channels} and "
+                                 f"groups={self.groups}; pick groups that divides both channel counts")
+        self.kernel_size = pair(layer, "kernel_size", kernel_size, minimum=1)
+        self.stride = pair(layer, "stride", stride, minimum=1)
+        self.padding = pair(layer, "padding", padding, minimum=0)
+        self.dilation = pair(layer, "dilation", dilation, minimum=1)
+        first, second = (in_channels, out_channels) if transposed else (out_channels, in_channels)
+        self.weight = Parameter(np.empty((first, second // self.groups) + self.kernel_size, np.float32))
         self.bias = Parameter(np.empty(out_channels, np.float32)) if bias else None
         self.reset_parameters()
 
@@ -134,36 +81,65 @@ class ConvTranspose2d(Module):
         if self.bias is not None:
             self.bias.data = _uniform(self.bias.shape, 1 / math.sqrt(fan_in))
 
-    def _output_padding_for(self, x, output_size):
-        """The output_padding that makes the output (H, W) equal ``output_size``."""
-        wanted = tuple(output_size)[-2:]
-        padding = []
-        for axis in range(2):
-            k, s, p, d = self.kernel_size[axis], self.stride[axis], self.padding[axis], self.dilation[axis]
-            smallest = (x.shape[2 + axis] - 1) * s - 2 * p + d * (k - 1) + 1
-            if not smallest <= wanted[axis] <= smallest + s - 1:
-                raise ValueError(f"ConvTranspose2d: output_size {tuple(output_size)} is not reachable: for an "
-                                 f"input of size {x.shape[2:]} the valid sizes along axis {2 + axis} range from "
-                                 f"{smallest} to {smallest + s - 1}")
-            padding.append(wanted[axis] - smallest)
-        return tuple(padding)
-
-    def forward(self, x, output_size=None):
-        output_padding = self.output_padding if output_size is None else self._output_padding_for(x, output_size)
-        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, output_padding,
-                                  self.dilation)
-
     def extra_repr(self):
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            text += f", padding={self.padding}"
-        if self.output_padding != (0, 0):
-            text += f", output_padding={self.output_padding}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
+        for name, default in (("padding", (0, 0)), ("output_padding", (0, 0)), ("dilation", (1, 1)), ("groups", 1)):
+            if getattr(self, name, default) != default:
+                text += f", {name}={getattr(self, name)}"
         if self.bias is None:
             text += ", bias=False"
         return text
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution layer: weight (out_channels, in_channels/groups, kH, kW), bias (out_channels,).
+
+    ``groups`` splits the channels into that many independent convolutions (groups =
+    in_channels is a depthwise convolution); fan_in for the initialization is
+    in_channels/groups·kH·kW, as PyTorch.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros"):
+        super().__init__("Conv2d", in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, transposed=False)
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, dilation=self.dilation,
+                        groups=self.groups)
+
+
+class ConvTranspose2d(_ConvNd):
+    """Transposed convolution layer (learned upsampling): weight (in_channels, out_channels/groups, kH, kW).
+
+    Initialized as PyTorch, whose fan_in comes from the weight's dimension 1 — here
+    out_channels·kH·kW — since it reuses the convolution's formula on this layout.
+    ``forward(x, output_size)`` may ask for a specific (H, W) (or (N, C, H, W)) among the
+    sizes the stride allows; it sets output_padding accordingly, as PyTorch.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1, padding_mode="zeros"):
+        super().__init__("ConvTranspose2d", in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, transposed=True)
+        self.output_padding = pair("ConvTranspose2d", "output_padding", output_padding, minimum=0)
+
+    def _output_padding_for(self, x, output_size):
+        """The output_padding that makes the output (H, W) equal ``output_size``."""
+        wanted = tuple(output_size)[-2:]
+        smallest = conv_transpose2d_output_size(x.shape[2:], self.kernel_size, self.stride, self.padding, (0, 0),
+                                                self.dilation)
+        for axis in range(2):
+            if not smallest[axis] <= wanted[axis] <= smallest[axis] + self.stride[axis] - 1:
+                raise ValueError(f"ConvTranspose2d: output_size {tuple(output_size)} is not reachable: for an "
+                                 f"input of size {x.shape[2:]} the valid sizes along dim {2 + axis} range from "
+                                 f"{smallest[axis]} to {smallest[axis] + self.stride[axis] - 1}")
+        return tuple(w - s for w, s in zip(wanted, smallest))
+
+    def forward(self, x, output_size=None):
+        output_padding = self.output_padding if output_size is None else self._output_padding_for(x, output_size)
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, output_padding=output_padding,
+                                  groups=self.groups, dilation=self.dilation)
 
 
 # ---------------------------------------------------------------------------
@@ -179,7 +155,7 @@ class BatchNorm2d(Module):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
         super().__init__()
-        self.num_features = _positive_int(num_features, "num_features", "BatchNorm2d")
+        self.num_features = positive_int("BatchNorm2d", "num_features", num_features)
         self.eps, self.momentum = eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
@@ -221,20 +197,64 @@ class BatchNorm2d(Module):
                 f"track_running_stats={self.track_running_stats}")
 
 
-class Dropout(Module):
-    """Zeroes each element with probability p in training mode (scaling the rest by 1/(1−p)); identity in eval."""
+class GroupNorm(Module):
+    """Group normalization (Wu & He, 2018): each sample's channels in ``num_groups`` groups, each group
+    normalized by its own mean and variance, then a learned per-channel scale (weight) and shift (bias).
+
+    Unlike BatchNorm it never looks across the batch, so it behaves the same in training and
+    evaluation and with a batch of one. The math is ``F.group_norm``'s.
+    """
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
+        super().__init__()
+        self.num_groups = positive_int("GroupNorm", "num_groups", num_groups)
+        self.num_channels = positive_int("GroupNorm", "num_channels", num_channels)
+        if self.num_channels % self.num_groups:
+            raise ValueError(f"GroupNorm: num_channels must be divisible by num_groups, got num_channels="
+                             f"{num_channels} and num_groups={num_groups}")
+        self.eps, self.affine = eps, affine
+        if affine:
+            self.weight = Parameter(np.ones(num_channels, np.float32))
+            self.bias = Parameter(np.zeros(num_channels, np.float32))
+        else:
+            self.weight = self.bias = None
+
+    def forward(self, x):
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class _DropoutNd(Module):
+    """What Dropout and Dropout2d share: the probability p, checked once, and PyTorch's repr."""
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p is a probability and must be between 0 and 1, got {p}")
+            raise ValueError(f"{type(self).__name__}: p is a probability and must be between 0 and 1, got {p}")
         self.p, self.inplace = p, inplace
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout(_DropoutNd):
+    """Zeroes each element with probability p in training mode (scaling the rest by 1/(1−p)); identity in eval."""
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
 
-    def extra_repr(self):
-        return f"p={self.p}, inplace={self.inplace}"
+
+class Dropout2d(_DropoutNd):
+    """Spatial dropout: zeroes whole channels (N, C) with probability p in training mode; identity in eval.
+
+    Neighbouring pixels of a feature map are strongly correlated, so dropping single pixels
+    hardly regularizes a convolution; dropping a whole map does (Tompson et al., 2015; ENet).
+    """
+
+    def forward(self, x):
+        return F.dropout2d(x, self.p, self.training)
 
 
 # ---------------------------------------------------------------------------
@@ -343,6 +363,25 @@ class ReLU(Module):
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
+
+
+class PReLU(Module):
+    """max(x, 0) + a · min(x, 0) with a learned slope a: one shared (num_parameters=1) or one per channel.
+
+    weight has shape (num_parameters,), initialized to ``init`` (PyTorch's 0.25); the math is
+    ``F.prelu``'s.
+    """
+
+    def __init__(self, num_parameters=1, init=0.25):
+        super().__init__()
+        self.num_parameters = positive_int("PReLU", "num_parameters", num_parameters)
+        self.weight = Parameter(np.full(self.num_parameters, init, np.float32))
+
+    def forward(self, x):
+        return F.prelu(x, self.weight)
+
+    def extra_repr(self):
+        return f"num_parameters={self.num_parameters}"
 
 
 class Identity(Module):
