@@ -179,6 +179,64 @@ def test_gradients_at_a_size_that_uses_the_per_image_layout():
 
 
 # ---------------------------------------------------------------------------
+# Grouped and depthwise convolution
+# ---------------------------------------------------------------------------
+# (groups, in_channels, out_channels): plain, two groups, depthwise, depthwise with channel multiplier 2
+GROUPINGS = [(1, 3, 2), (2, 4, 6), (4, 4, 4), (3, 3, 6)]
+GROUP_GEOMETRIES = [(1, 1, 1), (2, 1, 1), ((2, 1), (0, 2), (1, 2)), (1, 2, 2), (1, 0, 1)]
+
+
+@pytest.mark.parametrize("groups, c_in, c_out", GROUPINGS)
+@pytest.mark.parametrize("stride, padding, dilation", GROUP_GEOMETRIES)
+def test_grouped_conv2d_forward_matches_direct_loops(layout, groups, c_in, c_out, stride, padding, dilation):
+    rng = np.random.default_rng(20)
+    x, weight, bias = rand(rng, 2, c_in, 7, 6), rand(rng, c_out, c_in // groups, 3, 2), rand(rng, c_out)
+    pairs = [tuple(np.broadcast_to(v, 2)) for v in (stride, padding, dilation)]
+    y = F.conv2d(x, weight, bias, stride, padding, dilation, groups=groups)
+    np.testing.assert_allclose(y.numpy(), naive_conv2d(x, weight, bias, *pairs, groups=groups),
+                               rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("groups, c_in, c_out", GROUPINGS)
+@pytest.mark.parametrize("stride, padding, dilation", GROUP_GEOMETRIES)
+def test_grouped_conv2d_gradcheck(layout, groups, c_in, c_out, stride, padding, dilation):
+    rng = np.random.default_rng(21)
+    x = Tensor(rand(rng, 1, c_in, 7, 5), requires_grad=True)  # batch 1, odd sizes
+    weight = Tensor(rand(rng, c_out, c_in // groups, 3, 2), requires_grad=True)
+    bias = Tensor(rand(rng, c_out), requires_grad=True)
+    assert gradcheck(lambda a, w, b: F.conv2d(a, w, b, stride, padding, dilation, groups), [x, weight, bias])
+
+
+@pytest.mark.parametrize("groups, c_in, c_out", GROUPINGS)
+@pytest.mark.parametrize("stride, padding, dilation", [(1, 0, 1), (2, 1, 1), ((2, 1), (1, 0), (1, 2))])
+def test_grouped_conv_transpose2d_forward_and_gradcheck(layout, groups, c_in, c_out, stride, padding, dilation):
+    rng = np.random.default_rng(22)
+    x = Tensor(rand(rng, 1, c_in, 3, 4), requires_grad=True)
+    weight = Tensor(rand(rng, c_in, c_out // groups, 2, 3), requires_grad=True)
+    bias = Tensor(rand(rng, c_out), requires_grad=True)
+    y = F.conv_transpose2d(x, weight, bias, stride, padding, dilation=dilation, groups=groups)
+    pairs = [tuple(np.broadcast_to(v, 2)) for v in (stride, padding, 0, dilation)]
+    np.testing.assert_allclose(y.numpy(), naive_conv_transpose2d(x.data, weight.data, bias.data, *pairs, groups),
+                               rtol=1e-10, atol=1e-12)
+    assert gradcheck(lambda a, w, b: F.conv_transpose2d(a, w, b, stride, padding, dilation=dilation, groups=groups),
+                     [x, weight, bias])
+
+
+def test_groups_are_independent_convolutions():
+    """Grouped = the groups' convolutions side by side; a depthwise one touches each channel alone."""
+    rng = np.random.default_rng(23)
+    x, weight = rand(rng, 2, 4, 6, 6), rand(rng, 6, 2, 3, 3)
+    y = F.conv2d(x, weight, padding=1, groups=2).numpy()
+    halves = [F.conv2d(x[:, 2 * g:2 * g + 2], weight[3 * g:3 * g + 3], padding=1).numpy() for g in range(2)]
+    np.testing.assert_allclose(y, np.concatenate(halves, axis=1), rtol=1e-12)
+    depthwise = rand(rng, 4, 1, 3, 3)
+    x_one_channel = np.zeros_like(x)
+    x_one_channel[:, 1] = x[:, 1]
+    y = F.conv2d(x_one_channel, depthwise, padding=1, groups=4).numpy()
+    assert np.abs(y[:, [0, 2, 3]]).max() == 0 and np.abs(y[:, 1]).max() > 0
+
+
+# ---------------------------------------------------------------------------
 # Properties
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 1, 1), ((3, 2), (0, 2), (2, 1)), (2, 0, 2)])
@@ -267,6 +325,14 @@ W = np.zeros((4, 3, 3, 3), np.float32)
     (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), output_padding=1), ValueError, "output_padding"),
     (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), padding=6), ValueError, "output height would be -2"),
     (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), padding=-1), ValueError, "padding must be at least 0"),
+    (lambda: F.conv2d(X, W, groups=2), ValueError, "conv2d: x's 3 channels must be divisible by groups, got groups=2"),
+    (lambda: F.conv2d(np.zeros((2, 6, 8, 8), np.float32), np.zeros((4, 3, 3, 3), np.float32), groups=3),
+     ValueError, "weight has 3 input channels per group \\(groups=3\\) but x has 6"),
+    (lambda: F.conv2d(np.zeros((2, 6, 8, 8), np.float32), np.zeros((4, 2, 3, 3), np.float32), groups=3),
+     ValueError, "conv2d: weight's 4 output channels must be divisible by groups, got groups=3"),
+    (lambda: F.conv2d(X, W, groups=0), ValueError, "conv2d: groups must be a positive int, got 0"),
+    (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), groups=2), ValueError,
+     "conv_transpose2d: x's 3 channels must be divisible by groups"),
 ])
 def test_bad_arguments_raise_errors_naming_them(call, error, message):
     with pytest.raises(error, match=message):

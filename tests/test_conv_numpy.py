@@ -1,0 +1,111 @@
+"""Tests for minseg/functional/conv_numpy.py: every NumPy speed-up, forced, against conv.py's plain versions.
+
+The plain versions (im2col and one matrix product per group) are checked against loop
+references and by gradient checks in test_conv.py; here each fast path is made to run
+(the layout by FOLD_BATCH_BELOW, the shortcuts by choosing shapes that take them) and
+must give the same numbers.
+"""
+import numpy as np
+import pytest
+
+from minseg.functional import conv, conv_numpy
+from minseg.functional.im2col import conv2d_output_size, workspace
+
+
+@pytest.fixture(params=["per_image", "fold_batch"])
+def layout(request, monkeypatch):
+    monkeypatch.setattr(conv_numpy, "FOLD_BATCH_BELOW", 0 if request.param == "per_image" else 10 ** 9)
+    return request.param
+
+
+def arrays(seed, x_shape, weight_shape, y_shape=None):
+    rng = np.random.default_rng(seed)
+    x, weight = rng.standard_normal(x_shape), rng.standard_normal(weight_shape)
+    return (x, weight) if y_shape is None else (x, weight, rng.standard_normal(y_shape))
+
+
+# (x shape, weight shape, stride, padding, dilation, groups)
+CASES = [((2, 4, 7, 6), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2),        # stride 1: the rotated-kernel backward
+         ((1, 3, 9, 8), (3, 1, 3, 2), (1, 1), (2, 0), (2, 1), 3),        # depthwise, dilated
+         ((2, 3, 7, 9), (4, 3, 2, 3), (2, 1), (1, 0), (1, 2), 1),        # strided: col2im
+         ((2, 4, 6, 8), (4, 2, 2, 2), (2, 2), (0, 0), (1, 1), 2),        # windows tile the image, grouped
+         ((1, 2, 5, 5), (3, 2, 3, 3), (1, 1), (3, 3), (1, 1), 1)]        # stride 1, padding > k-1: no shortcut
+
+
+def _y_shape(x_shape, weight_shape, stride, padding, dilation):
+    return (x_shape[0], weight_shape[0], *conv2d_output_size(x_shape[2:], weight_shape[2:], stride, padding, dilation))
+
+
+@pytest.mark.parametrize("x_shape, weight_shape, stride, padding, dilation, groups", CASES)
+def test_each_array_function_equals_its_plain_version(layout, x_shape, weight_shape, stride, padding, dilation,
+                                                       groups):
+    y_shape = _y_shape(x_shape, weight_shape, stride, padding, dilation)
+    x, weight, grad_y = arrays(0, x_shape, weight_shape, y_shape)
+    geometry = stride, padding, dilation, groups
+    np.testing.assert_allclose(conv_numpy.conv2d_forward(x, weight, *geometry),
+                               conv.conv2d_forward_plain(x, weight, *geometry), rtol=1e-12, atol=1e-12)
+    grad_x = conv.conv2d_backward_input_plain(grad_y, weight, x_shape, *geometry)
+    grad_weight = conv.conv2d_backward_weight_plain(x, grad_y, weight_shape, *geometry)
+    np.testing.assert_allclose(conv_numpy.conv2d_backward_input(grad_y, weight, x_shape, *geometry), grad_x,
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv_numpy.conv2d_backward_weight(x, grad_y, weight_shape, *geometry), grad_weight,
+                               rtol=1e-12, atol=1e-12)
+    both = conv_numpy.conv2d_backward(grad_y, x, weight, x_shape, weight_shape, *geometry)
+    np.testing.assert_allclose(both[0], grad_x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(both[1], grad_weight, rtol=1e-12, atol=1e-12)
+    assert conv_numpy.conv2d_backward(grad_y, None, weight, x_shape, weight_shape, *geometry)[1] is None
+    assert conv_numpy.conv2d_backward(grad_y, x, None, x_shape, weight_shape, *geometry)[0] is None
+
+
+@pytest.mark.parametrize("x_shape, weight_shape, stride, padding, dilation, groups",
+                         [case for case in CASES if conv_numpy._stride_one_applies(*case[2:5], case[1][2:])])
+def test_stride_one_gradients_from_one_im2col_equal_the_plain_gradients(layout, x_shape, weight_shape, stride,
+                                                                        padding, dilation, groups):
+    y_shape = _y_shape(x_shape, weight_shape, stride, padding, dilation)
+    x, weight, grad_y = arrays(1, x_shape, weight_shape, y_shape)
+    grad_x, grad_weight = conv_numpy._stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, groups)
+    geometry = stride, padding, dilation, groups
+    np.testing.assert_allclose(grad_x, conv.conv2d_backward_input_plain(grad_y, weight, x_shape, *geometry),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad_weight, conv.conv2d_backward_weight_plain(x, grad_y, weight_shape, *geometry),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_the_cases_above_take_every_shortcut():
+    """The grid must reach the stride-1 path, the tiled path and the general col2im path."""
+    applies = [conv_numpy._stride_one_applies(stride, padding, dilation, weight_shape[2:])
+               for _, weight_shape, stride, padding, dilation, _ in CASES]
+    tiles = [conv_numpy._tiles(x_shape, weight_shape[2:], stride, padding, dilation,
+                               _y_shape(x_shape, weight_shape, stride, padding, dilation)[2:])
+             for x_shape, weight_shape, stride, padding, dilation, _ in CASES]
+    assert applies == [True, True, False, False, False] and tiles == [False, False, False, True, False]
+
+
+@pytest.mark.parametrize("x_shape, out_channels", [((2, 3, 6, 8), 4), ((1, 5, 4, 10), 2)])
+def test_tiled_backward_input_equals_the_plain_version(x_shape, out_channels):
+    """Kernel 2 = stride 2 (the UNet's transposed convolution): one GEMM and a reordering copy."""
+    y_shape = (x_shape[0], out_channels, x_shape[2] // 2, x_shape[3] // 2)
+    _, weight, grad_y = arrays(2, x_shape, (out_channels, x_shape[1], 2, 2), y_shape)
+    expected = conv.conv2d_backward_input_plain(grad_y, weight, x_shape, (2, 2), (0, 0), (1, 1))
+    result = conv_numpy._tiled_backward_input(grad_y, weight, x_shape)
+    assert result.flags.c_contiguous
+    np.testing.assert_allclose(result, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_swap_channel_axes_is_swapaxes():
+    weight = np.random.default_rng(3).standard_normal((2, 3, 5, 3, 2)).astype(np.float32)
+    swapped = conv_numpy._swap_channel_axes(weight[:, :, :, ::-1])  # a strided view, too
+    np.testing.assert_array_equal(swapped, weight[:, :, :, ::-1].swapaxes(1, 2))
+    assert swapped.flags.c_contiguous and swapped.dtype == np.float32
+
+
+def test_results_do_not_live_in_the_workspace(layout):
+    x, weight, grad_y = arrays(4, (2, 3, 6, 6), (4, 3, 3, 3), (2, 4, 6, 6))
+    geometry = (1, 1), (1, 1), (1, 1), 1
+    results = [conv_numpy.conv2d_forward(x, weight, *geometry),
+               *conv_numpy.conv2d_backward(grad_y, x, weight, x.shape, weight.shape, *geometry)]
+    copies = [r.copy() for r in results]
+    for buffer in workspace.buffers.values():
+        buffer[...] = 0xFF  # the next convolution overwrites the scratch memory
+    for result, copy in zip(results, copies):
+        np.testing.assert_array_equal(result, copy)
