@@ -108,13 +108,14 @@ class Learner:
     left out of the foreground accuracy; ``ignore_index`` pixels (default -100, the value
     ``F.cross_entropy`` ignores and the padding transforms write) are left out of every metric.
     With ``checkpoint_path`` a checkpoint is written after every epoch; resume a run with
-    ``learner.load_checkpoint()`` and then ``fit`` the remaining epochs. ``run`` (a dict of JSON values
+    ``learner.load_checkpoint()`` and then ``fit`` the remaining epochs. ``progress`` shows tqdm bars and
+    the epoch table; ``table`` (default: ``progress``) the table alone. ``run`` (a dict of JSON values
     and arrays) travels with every checkpoint: ``minseg.cli`` stores there what rebuilds the run.
     """
 
     def __init__(self, model, train_loader, valid_loader, loss_fn, optimizer, scheduler=None,
                  num_classes=None, void_class=None, ignore_index=-100, checkpoint_path=None, progress=True,
-                 run=None):
+                 run=None, table=None):
         if num_classes is None:
             num_classes = getattr(getattr(train_loader, "dataset", None), "num_classes", None)
             if num_classes is None:
@@ -125,6 +126,7 @@ class Learner:
         self.num_classes, self.void_class, self.ignore_index = num_classes, void_class, ignore_index
         self.checkpoint_path = checkpoint_path
         self.progress = progress
+        self.table = progress if table is None else table  # the epoch table; progress alone hides the bars
         self.run = run     # JSON-able description of the run, stored in every checkpoint
         self.epoch = 0     # epochs completed
         self.history = []  # one dict per completed epoch
@@ -191,7 +193,7 @@ class Learner:
             "Try a lower learning rate (see lr_find).")
 
     def _report(self, record, header):
-        if not self.progress:
+        if not self.table:
             return
         columns = [(key, heading, spec) for key, heading, spec in _TABLE if key in record]
         if header:
@@ -229,17 +231,22 @@ class Learner:
         return results
 
     def predict(self, images, batch_size=16):
-        """Class ids (N, H, W) int64 NumPy array for normalized images (N, C, H, W) (a Tensor or array)."""
+        """Class ids (N, H, W) int64 NumPy array for normalized images (N, C, H, W) (a Tensor or array).
+
+        Any H and W: the images are padded with 0 to the model's multiple and the padding cropped off
+        (``minseg.predict.pad_to_multiple``), as ``minseg predict`` does."""
         data = images.data if isinstance(images, Tensor) else images
         if getattr(data, "ndim", None) != 4:
             raise ValueError(f"predict: images must have shape (N, C, H, W), got {getattr(data, 'shape', type(data))}")
+        from .predict import pad_to_multiple, size_multiple  # predict draws with viz (matplotlib): on demand
         device = next(self.model.parameters()).device
-        data = backend.to_device(data, device)
+        height, width = data.shape[-2:]
+        data = backend.to_device(pad_to_multiple(data, size_multiple(self.model)), device)
         was_training = self.model.training
         self.model.eval()
         try:
             with no_grad():
-                ids = [to_class_ids(self.model(Tensor(data[start:start + batch_size]))).numpy()
+                ids = [to_class_ids(self.model(Tensor(data[start:start + batch_size]))).numpy()[:, :height, :width]
                        for start in range(0, len(data), batch_size)]
         finally:
             self.model.train(was_training)

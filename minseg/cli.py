@@ -1,0 +1,489 @@
+"""The ``minseg`` command: ``minseg train``, ``minseg evaluate``, ``minseg predict``.
+
+``examples/camvid_tiny.py`` and ``examples/membrane.py`` are this module's ``train`` with their own
+defaults. A run lives in its ``--out`` folder: ``checkpoint.npz`` (after every epoch) carries the
+run's description next to the weights (model name and options, normalization, classes and colours,
+every training option), so ``--resume`` needs only ``--out`` and ``predict`` only the checkpoint.
+
+A user's mistake (a missing folder, a bad dataset, a missing checkpoint, a flag that contradicts
+the checkpoint being resumed, ``--device cuda`` without a GPU, an offline download) prints one line
+``error: ...`` and exits 2. Divergence prints the ``TrainingDiverged`` message and exits 1. Ctrl-C
+says what was saved and prints the command that continues the run, and exits 130.
+"""
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from . import backend
+from .checkpoint import CheckpointError, load_checkpoint
+from .data import DatasetError, DownloadError, layouts
+from .models import MODELS
+
+__all__ = ["main", "UsageError", "TRAIN_DEFAULTS", "CHANGEABLE_ON_RESUME"]
+
+TRAIN_DEFAULTS = dict(data=None, layout="auto", classes=None, mask_values=None, colors=None, ignore=None,
+                      valid_every=5, valid_fraction=None, resize=None, crop=None, scale=None, flip=True,
+                      lazy=False, model="unet", encoder=None, base=16, weights=None, loss="ce", epochs=100, lr=3e-3,
+                      batch_size=8, weight_decay=1e-2, seed=0, device="cpu", threads=None,
+                      out="runs/camvid_tiny", resume=False, progress=True)
+# Flags that may differ from the checkpoint being resumed: more (or fewer) epochs re-plan the one-cycle
+# schedule over the new total from the step reached; the rest do not change what is computed.
+CHANGEABLE_ON_RESUME = ("epochs", "device", "threads", "data", "out", "resume", "progress")
+
+
+class UsageError(ValueError):
+    """A mistake in how the command was called; printed as one ``error:`` line, exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# argument parsing
+# ---------------------------------------------------------------------------------------------
+def _size(text):
+    """``"128"`` → (128, 128); ``"96x128"`` → (96, 128)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"must be a positive size like 128 or 96x128, got {text!r}")
+    return (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+
+
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if not value > 0 or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+# What a default of None means, in words, for --help.
+_NONE_MEANS = dict(data="download CamVid tiny", classes="the layout's own", mask_values="masks hold class ids",
+                   colors="none", ignore="none", valid_fraction="none: --valid-every splits", resize="none",
+                   crop="none: whole images", scale="none", encoder="none: the from-scratch model",
+                   weights="none: random initial weights", threads="the cores not busy with other work")
+
+
+def _option(parser, flag, help, defaults, **kwargs):
+    """An option whose parsed default is None (so an explicit flag can be told apart) and whose
+    help shows the real default from ``defaults``."""
+    name = flag.lstrip("-").replace("-", "_")
+    shown = defaults.get(name)
+    shown = _NONE_MEANS.get(name, "none") if shown is None else "x".join(map(str, shown)) if isinstance(
+        shown, (tuple, list)) else shown
+    parser.add_argument(flag, default=None, help=f"{help} (default: {shown})", **kwargs)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (``error: ...``), not the usage block first."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _train_options(parser, defaults):
+    data = parser.add_argument_group("data")
+    _option(data, "--data", "dataset folder; CamVid tiny is downloaded when not given", defaults, type=Path)
+    _option(data, "--layout", "folder layout", defaults, choices=["auto", *layouts.LAYOUTS])
+    _option(data, "--classes", "class names, comma-separated, or a file of one name per line", defaults)
+    _option(data, "--mask-values", "value map, e.g. 0=membrane,255=cell", defaults)
+    _option(data, "--colors", "colour table file of 'R G B Name' lines, for RGB masks", defaults, type=Path)
+    _option(data, "--ignore", "mask values left out of the loss and metrics, comma-separated", defaults)
+    _option(data, "--valid-every", "every k-th image validates (fastai, folders layouts)", defaults, type=int)
+    _option(data, "--valid-fraction", "instead: this seeded fraction validates", defaults, type=float)
+    _option(data, "--resize", "resize the shorter side to N, or to HxW exactly", defaults, type=_size)
+    _option(data, "--crop", "train on random HxW crops", defaults, type=_size)
+    _option(data, "--scale", "random zoom LOW,HIGH for training, e.g. 0.75,1.25", defaults)
+    data.add_argument("--no-flip", dest="flip", action="store_const", const=False, default=None,
+                      help=f"no random horizontal flips (default: flips {'on' if defaults['flip'] else 'off'})")
+    data.add_argument("--lazy", action="store_const", const=True, default=None,
+                      help=f"read files per item instead of into memory (default: {defaults['lazy']})")
+    model = parser.add_argument_group("model")
+    _option(model, "--model", "architecture", defaults, choices=list(MODELS))
+    _option(model, "--encoder", "ResNet encoder for unet, linknet, fpn, pspnet, deeplabv3(plus)", defaults,
+            choices=["resnet18", "resnet34"])
+    _option(model, "--base", "width of the first stage of the from-scratch models", defaults, type=_positive(int))
+    _option(model, "--weights", "initial weights (.safetensors): whole model, or encoder only", defaults, type=Path)
+    run = parser.add_argument_group("training")
+    _option(run, "--loss", "loss function", defaults, choices=["ce", "dice+ce"])
+    _option(run, "--epochs", "total epochs of the run (may change on --resume)", defaults, type=_positive(int))
+    _option(run, "--lr", "peak learning rate of the one cycle", defaults, type=_positive(float))
+    _option(run, "--batch-size", "images per step", defaults, type=_positive(int))
+    _option(run, "--weight-decay", "AdamW's decoupled weight decay", defaults, type=float)
+    _option(run, "--seed", "seeds weights, shuffling and augmentation", defaults, type=int)
+    _option(run, "--device", "cpu or cuda", defaults, choices=list(backend.DEVICES))
+    _option(run, "--threads", "BLAS threads", defaults,
+            type=_positive(int))
+    _option(run, "--out", "folder for metrics, figures and checkpoint.npz", defaults, type=Path)
+    run.add_argument("--resume", action="store_const", const=True, default=None,
+                     help="continue the run in --out; every other flag is then read from its checkpoint")
+    run.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None,
+                     help="no progress bars (default: shown)")
+    parser.set_defaults(command="train")
+    return parser
+
+
+def _checkpoint_parser(subparsers, name, help):
+    parser = subparsers.add_parser(name, help=help, description=help)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="RUN/checkpoint.npz written by minseg train")
+    parser.add_argument("--device", choices=list(backend.DEVICES), default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--threads", type=_positive(int), default=None,
+                        help="BLAS threads (default: the cores not busy with other work)")
+    return parser
+
+
+TRAIN_DESCRIPTION = "Train a segmentation model and write metrics, figures and checkpoint.npz into --out."
+
+
+def build_parser(prog="minseg", defaults=None, train_only=False):
+    """The parser of ``minseg``, or with ``train_only`` of ``minseg train`` alone (what the examples run)."""
+    defaults = {**TRAIN_DEFAULTS, **(defaults or {})}
+    if train_only:
+        return _train_options(_Parser(prog=prog, description=TRAIN_DESCRIPTION), defaults), defaults
+    parser = _Parser(prog=prog, description="Semantic segmentation from scratch in NumPy.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
+    _train_options(subparsers.add_parser("train", help="train a model; results and checkpoint go to --out",
+                                         description=TRAIN_DESCRIPTION), defaults)
+    evaluate = _checkpoint_parser(subparsers, "evaluate", "evaluate a checkpoint on its run's validation images")
+    evaluate.add_argument("--data", type=Path, default=None, help="dataset folder (default: the run's own)")
+    predict = _checkpoint_parser(subparsers, "predict", "write class-id masks and overlays for images of any size")
+    predict.add_argument("images", nargs="+", type=Path, help="image files, or folders of them")
+    predict.add_argument("--out", type=Path, required=True, help="folder for <stem>_mask.png and <stem>_overlay.png")
+    predict.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return parser, defaults
+
+
+# ---------------------------------------------------------------------------------------------
+# threads
+# ---------------------------------------------------------------------------------------------
+def default_threads():
+    """The cores this process may use, less the ones other processes keep busy (the 1-minute load
+    average), at least 1. An OpenBLAS thread that shares its core with another busy process makes every
+    GEMM wait for the slowest thread (see benchmarks/threads.py), so fewer threads degrade gracefully."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, round(cores - busy + 0.25)))
+
+
+def limit_threads(threads):
+    """A context limiting BLAS (and OpenMP) pools to ``threads`` (threadpoolctl)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+def _check_device(device):
+    if device == "cuda" and not backend.cupy_available():
+        raise UsageError("--device cuda needs CuPy and an NVIDIA GPU, and this machine has none usable; "
+                         "use --device cpu")
+
+
+def main(argv=None, prog="minseg", defaults=None, train_only=False):
+    """Run one command; returns the process exit status (the console script passes it to sys.exit).
+
+    ``prog``, ``defaults`` and ``train_only`` let an example be ``minseg train`` with its own defaults."""
+    parser, defaults = build_parser(prog, defaults, train_only)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    args.train_only = train_only
+    from .train import TrainingDiverged  # train and the figures are imported on demand (matplotlib is slow)
+    try:
+        command = {"train": lambda: train(args, defaults, prog, argv), "evaluate": lambda: evaluate(args),
+                   "predict": lambda: predict(args)}[args.command]
+        return command()
+    except (UsageError, DatasetError, CheckpointError, DownloadError, FileNotFoundError, NotADirectoryError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+def _resolve(args, defaults):
+    """The run's options: the checkpoint's on --resume (an explicit flag that contradicts one is an
+    error, except CHANGEABLE_ON_RESUME), else the flags over the defaults. Also returns the checkpoint."""
+    explicit = {key: value for key, value in vars(args).items() if value is not None and key in defaults}
+    out = Path(explicit.get("out", defaults["out"]))
+    path = out / "checkpoint.npz"
+    if not explicit.get("resume"):
+        if path.exists():
+            raise UsageError(f"--out {out} already holds a run (checkpoint.npz); pass --resume to continue it, "
+                             "or choose another --out")
+        return {**defaults, **explicit}, None
+    if not path.is_file():
+        raise UsageError(f"--resume: there is no checkpoint at {path}; start the run without --resume")
+    state = load_checkpoint(path)
+    saved = (state.get("run") or {}).get("args")
+    if saved is None:
+        raise UsageError(f"--resume: {path} was not written by minseg train (it holds no run description)")
+    for key, value in explicit.items():
+        if key not in CHANGEABLE_ON_RESUME and _jsonable(value) != saved.get(key):
+            raise UsageError(f"--{key.replace('_', '-')} {_jsonable(value)} contradicts the checkpoint being resumed, "
+                             f"which has {saved.get(key)}; drop the flag, or start a new run in another --out")
+    return {**defaults, **saved, **{key: explicit[key] for key in explicit if key in CHANGEABLE_ON_RESUME}}, state
+
+
+def _jsonable(value):
+    return str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+
+
+def train(args, defaults, prog, argv):
+    options, state = _resolve(args, defaults)
+    _check_device(options["device"])
+    options["out"] = str(options["out"])
+    threads = options["threads"] or default_threads()
+    with limit_threads(threads):
+        run = TrainingRun(options, state)
+        train_word = [] if args.train_only else ["train"]
+        resume_command = command_line(prog, [*train_word, "--out", options["out"], "--resume"])
+        try:
+            run.fit()
+        except KeyboardInterrupt:
+            saved = (f"{run.checkpoint_path} holds the run after epoch {run.saved_epoch()} of {options['epochs']}"
+                     if run.saved_epoch() else "no epoch finished, so nothing was saved")
+            print(f"\ninterrupted: {saved}; continue with:\n  {resume_command}", file=sys.stderr)
+            return 130
+        run.report()
+    return 0
+
+
+class TrainingRun:
+    """Everything one ``minseg train`` builds from its options: data, model, Learner; then figures and metrics."""
+
+    def __init__(self, options, state):
+        from .data import DataLoader, channel_stats, download_camvid_tiny
+        from .data.recipe import augmentation, open_splits
+        from .optim import AdamW, OneCycleLR
+        from .predict import size_multiple
+        from .train import Learner
+
+        self.options = options
+        if options["data"] is None:
+            options["data"] = str(download_camvid_tiny())
+        try:
+            self.layout, self.train_set, self.valid_set = open_splits(options)
+        except ValueError as error:
+            if isinstance(error, DatasetError):
+                raise
+            raise UsageError(str(error)) from error
+        self.classes = list(self.train_set.classes)
+        saved = state["run"] if state is not None else None
+        self.mean, self.std = (saved["mean"], saved["std"]) if saved else channel_stats(self.train_set)
+        import minseg
+        minseg.manual_seed(options["seed"])
+        self.model_spec = _model_spec(options)
+        self.model = _build(self.model_spec, len(self.classes), options["weights"]).to(options["device"])
+        multiple = size_multiple(self.model)
+        crop = options["crop"]
+        if crop is not None and (crop[0] % multiple or crop[1] % multiple):
+            raise UsageError(f"--crop {crop[0]}x{crop[1]}: {options['model']} needs sizes divisible by {multiple}; "
+                             f"use --crop {crop[0] // multiple * multiple or multiple}x"
+                             f"{crop[1] // multiple * multiple or multiple}")
+        self.train_loader = DataLoader(self.train_set, batch_size=options["batch_size"], shuffle=True,
+                                       augment=augmentation(options), mean=self.mean, std=self.std,
+                                       seed=options["seed"], device=options["device"],
+                                       pad_to_multiple=None if crop else _padding(self.train_set, multiple))
+        self.valid_loader = DataLoader(self.valid_set, batch_size=options["batch_size"], mean=self.mean, std=self.std,
+                                       device=options["device"], pad_to_multiple=_padding(self.valid_set, multiple))
+        optimizer = AdamW(self.model.parameters(), lr=options["lr"], weight_decay=options["weight_decay"])
+        total_steps = options["epochs"] * len(self.train_loader)
+        scheduler = OneCycleLR(optimizer, max_lr=options["lr"], total_steps=total_steps)
+        void = self.classes.index("Void") if "Void" in self.classes else None
+        self.checkpoint_path = Path(options["out"]) / "checkpoint.npz"
+        Path(options["out"]).mkdir(parents=True, exist_ok=True)
+        self.learner = Learner(self.model, self.train_loader, self.valid_loader, _loss(options["loss"]), optimizer,
+                               scheduler, num_classes=len(self.classes), void_class=void,
+                               checkpoint_path=self.checkpoint_path, progress=options["progress"], table=True,
+                               run=self._run())
+        if state is not None:
+            state["scheduler"]["total_steps"] = total_steps  # --epochs may change: re-plan the cycle from here
+            self.learner.load_state_dict(state)
+            self.learner.run = self._run()
+            print(f"resumed {self.checkpoint_path} after epoch {self.learner.epoch} of {options['epochs']}")
+
+    def _run(self):
+        colors = self.train_set.class_colors
+        return {"model": self.model_spec, "classes": self.classes, "colors": colors, "mean": self.mean,
+                "std": self.std, "ignore_index": self.train_set.ignore_index, "layout": self.layout,
+                "args": {key: _jsonable(value) for key, value in self.options.items()}}
+
+    def saved_epoch(self):
+        return load_checkpoint(self.checkpoint_path)["epoch"] if self.checkpoint_path.is_file() else 0
+
+    def fit(self):
+        options, train_set = self.options, self.train_set
+        size = "x".join(map(str, train_set[0][0].shape[:2])) if len(train_set) else "?"
+        print(f"{options['model']}{' ' + options['encoder'] if options['encoder'] else ''}: "
+              f"{sum(p.size for p in self.model.parameters()):,} parameters; {len(train_set)} training and "
+              f"{len(self.valid_set)} validation images ({self.layout} layout, first {size}), "
+              f"{len(self.classes)} classes")
+        self.started = time.perf_counter()
+        self.learner.fit(max(options["epochs"] - self.learner.epoch, 0))
+
+    def report(self):
+        """Figures, metrics.json and the last line; returns the metrics."""
+        from . import viz
+        out, learner, classes = Path(self.options["out"]), self.learner, self.classes
+        colors = self.train_set.class_colors
+        results = learner.evaluate()
+        from .data import DataLoader
+        shown = self.train_set.subset(viz.spread_indices(len(self.train_set), 8))
+        images, labels = next(iter(DataLoader(shown, batch_size=8, mean=self.mean, std=self.std, pad_to_multiple=1)))
+        viz.show_batch(images, labels, out / "batch.png", codes=classes, mean=self.mean, std=self.std, colors=colors)
+        images, targets = next(iter(self.valid_loader))
+        viz.show_results(images, targets, learner.predict(images), out / "results.png", codes=classes,
+                         mean=self.mean, std=self.std, colors=colors)
+        if learner.history:
+            viz.plot_history(learner.history, out / "history.png")
+        viz.plot_per_class_iou(results["per_class_iou"], out / "per_class_iou.png", codes=classes, colors=colors)
+        viz.plot_confusion_matrix(results["confusion_matrix"], out / "confusion_matrix.png", codes=classes)
+        metrics = {"model": self.options["model"], "encoder": self.options["encoder"], "base": self.options["base"],
+                   **{key: _finite_or_none(results.get(key)) for key in
+                      ("pixel_accuracy", "foreground_accuracy", "mean_iou", "mean_dice")},
+                   "per_class_iou": dict(zip(classes, map(_finite_or_none, results["per_class_iou"]))),
+                   "per_class_dice": dict(zip(classes, map(_finite_or_none, results["per_class_dice"]))),
+                   "epochs": learner.epoch,
+                   "seconds": sum(record["seconds"] for record in learner.history),  # training + validation
+                   "wall_seconds": time.perf_counter() - self.started}
+        write_json(out / "metrics.json", metrics)
+        print(f"validation after {learner.epoch} epochs ({metrics['seconds']:.0f} s): pixel accuracy "
+              f"{results['pixel_accuracy']:.4f}, mean IoU {results['mean_iou']:.4f}, mean Dice "
+              f"{results['mean_dice']:.4f}; results in {out}/")
+        return metrics
+
+
+def _finite_or_none(value):
+    """JSON has no NaN: a class absent from the validation images gets null."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _padding(dataset, multiple):
+    """``multiple`` when batches of ``dataset`` need padding for the model (mixed or indivisible sizes), else None."""
+    if dataset.same_size and not (dataset.images.shape[1] % multiple or dataset.images.shape[2] % multiple):
+        return None
+    return multiple
+
+
+def _model_spec(options):
+    """``{"name", "options"}`` for ``models.create``: the encoder, or the base width of a from-scratch model."""
+    import inspect
+    name, encoder, base = options["model"], options["encoder"], options["base"]
+    if encoder is not None:
+        return {"name": name, "options": {"encoder": encoder}}
+    parameters = inspect.signature(MODELS[name]).parameters
+    if "base" in parameters:
+        return {"name": name, "options": {"base": base}}
+    if name == "naive":
+        return {"name": name, "options": {"widths": [base, 2 * base, 4 * base, 8 * base]}}
+    return {"name": name, "options": {}}
+
+
+def _build(spec, num_classes, weights):
+    from .models import load_weights
+    from .predict import build_model
+    try:
+        model = build_model(spec, num_classes)
+    except ValueError as error:  # an unknown model or encoder name
+        raise UsageError(str(error)) from error
+    if weights is None:
+        return model
+    try:
+        load_weights(model, weights)
+        print(f"initial weights: {weights} (whole model)")
+    except ValueError as whole_error:
+        if not hasattr(model, "encoder"):
+            raise UsageError(f"--weights {weights}: {whole_error}") from whole_error
+        try:
+            report = load_weights(model.encoder, weights, strict=False)
+        except ValueError as error:
+            raise UsageError(f"--weights {weights}: fits neither the whole model nor its encoder: {error}") from error
+        skipped = list(report.unexpected_keys) + [key for key, _, _ in report.mismatched_keys]
+        print(f"initial weights: {weights} into model.encoder; not used: {', '.join(skipped) or 'nothing'}")
+    return model
+
+
+def _loss(name):
+    import minseg.functional as F
+    if name == "ce":
+        return F.cross_entropy
+
+    def dice_plus_cross_entropy(logits, targets):
+        """Soft Dice + cross-entropy, both skipping ignored pixels (-100)."""
+        return F.cross_entropy(logits, targets) + F.dice_loss(logits, targets, ignore_index=-100)
+    return dice_plus_cross_entropy
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate and predict
+# ---------------------------------------------------------------------------------------------
+def evaluate(args):
+    _check_device(args.device)
+    with limit_threads(args.threads or default_threads()):
+        from .predict import evaluate_checkpoint
+        results = evaluate_checkpoint(args.checkpoint, args.data, args.device)
+    scalars = {key: value for key, value in results.items() if not isinstance(value, dict)}
+    print("  ".join(f"{key} {value:.4f}" for key, value in scalars.items()))
+    for key in (key for key, value in results.items() if isinstance(value, dict)):
+        print(f"{key}: " + ", ".join(f"{name} {value:.3f}" for name, value in results[key].items()))
+    return 0
+
+
+def _image_files(paths):
+    from .data.dataset import list_images
+    files = []
+    for path in paths:
+        if path.is_dir():
+            files += list_images(path, where="minseg predict")
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"minseg predict: {path}: no such image file or folder")
+    return files
+
+
+def predict(args):
+    _check_device(args.device)
+    files = _image_files(args.images)
+    if not args.checkpoint.is_file():
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
+    with limit_threads(args.threads or default_threads()):
+        from .predict import Predictor, predict_files
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+        written = predict_files(predictor, files, args.out, progress=args.progress)
+    print(f"wrote {len(written)} masks (<stem>_mask.png, palette PNGs of class ids) and overlays to {args.out}/")
+    return 0
+
+
+def _one_line(error):
+    """An error's message on one line; a dataset report keeps its first problems after a colon."""
+    if isinstance(error, DatasetError):
+        shown = "; ".join(error.problems[:3])
+        more = f" (and {len(error.problems) - 3} more; see the list above)" if len(error.problems) > 3 else ""
+        if len(error.problems) > 3:
+            print(str(error), file=sys.stderr)
+        return f"{str(error).splitlines()[0]} {shown}{more}"
+    return " ".join(str(error).split())
+
+
+def command_line(prog, argv):
+    """The shell command that runs ``prog`` with ``argv``, quoted so it can be pasted."""
+    return " ".join([prog] + [shlex.quote(str(part)) for part in argv])
+
+
+def write_json(path, document):
+    """``document`` to ``path`` as JSON, atomically (temporary file + rename)."""
+    temporary = Path(f"{path}.tmp")
+    temporary.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""A training run's data from plain options (what ``minseg train`` reads from its command line).
+
+``open_splits(options)`` finds the layout, reads the dataset, checks every file (one report for all
+problems), and splits it: VOC and SegNet's CamVid bring their own train/val lists; the other layouts
+are split every k-th image or by a seeded fraction. ``augmentation(options)`` composes the random
+crop, zoom and flip the options ask for.
+"""
+from pathlib import Path
+
+from . import layouts
+from .masks import read_color_table
+from .transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale
+
+__all__ = ["open_splits", "augmentation", "parse_value_map", "parse_list"]
+
+
+def parse_list(text, kind=str):
+    """``"a,b , c"`` → ["a", "b", "c"] (each converted with ``kind``); None stays None."""
+    if text is None:
+        return None
+    return [kind(part.strip()) for part in str(text).split(",") if part.strip()]
+
+
+def parse_value_map(text):
+    """``"0=membrane,255=cell"`` → {0: "membrane", 255: "cell"}; ValueError saying the form otherwise."""
+    mapping = {}
+    for item in parse_list(text):
+        value, _, name = item.partition("=")
+        if not value.strip().isdigit() or not name.strip():
+            raise ValueError(f"--mask-values must look like 0=membrane,255=cell, got {text!r}")
+        mapping[int(value)] = name.strip()
+    return mapping
+
+
+def _classes(text):
+    """A class list from a comma-separated string or a file of one name per line."""
+    if text is None:
+        return None
+    return str(text) if Path(text).is_file() else parse_list(text)
+
+
+def _dataset_options(options, layout):
+    fixed = {"fastai": ("classes", "mask_values", "colors"), "membrane": ("mask_values", "colors", "classes"),
+             "segnet": ("classes", "mask_values", "colors"), "voc": ("classes", "mask_values", "colors")}
+    for name in fixed.get(layout, ()):
+        if options[name] is not None:
+            raise ValueError(f"--{name.replace('_', '-')} does not apply to --layout {layout}, which names its "
+                             "own classes; use --layout folders to describe the masks yourself")
+    kwargs = dict(resize=options["resize"], lazy=options["lazy"], cache=options["lazy"])
+    if options["mask_values"] is not None:
+        kwargs["values"] = parse_value_map(options["mask_values"])
+    if options["colors"] is not None:
+        kwargs["colors"] = read_color_table(options["colors"])
+    if options["classes"] is not None:
+        kwargs["classes"] = _classes(options["classes"])
+    if options["ignore"] is not None:
+        kwargs["ignore"] = ([tuple(int(v) for v in item.split()) for item in parse_list(options["ignore"])]
+                            if options["colors"] is not None else parse_list(options["ignore"], int))
+    return kwargs
+
+
+def open_splits(options):
+    """``(layout name, train, valid)`` for the dict ``options`` (the keys of ``cli.TRAIN_DEFAULTS``)."""
+    root = Path(options["data"])
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data {root}: no such folder")
+    layout = options["layout"]
+    if layout == "auto":
+        layout = layouts.detect(root)
+        if layout is None:
+            raise FileNotFoundError(f"--data {root}: found no known layout (fastai codes.txt + labels/, SegNet "
+                                    "train/ + trainannot/, VOC JPEGImages/, image/ + label/, images/ + masks/); "
+                                    "name one with --layout")
+    kwargs = _dataset_options(options, layout)
+    preset = layouts.LAYOUTS[layout]
+    if layout in ("segnet", "voc"):
+        train, valid = preset(root, "train", **kwargs), preset(root, "val", **kwargs)
+    else:
+        dataset = preset(root, **kwargs)
+        train, valid = (dataset.split(valid_fraction=options["valid_fraction"], seed=options["seed"])
+                        if options["valid_fraction"] is not None else dataset.split(valid_every=options["valid_every"]))
+    return layout, train.check(), valid.check()
+
+
+def augmentation(options):
+    """The training transforms: random zoom, then random crop, then a horizontal flip (each if asked)."""
+    transforms = []
+    if options["scale"] is not None:
+        low, high = parse_list(options["scale"], float)
+        transforms.append(RandomScale((low, high)))
+    if options["crop"] is not None:
+        transforms.append(RandomCrop(tuple(options["crop"]), pad_if_needed=True))
+    if options["flip"]:
+        transforms.append(RandomHorizontalFlip())
+    return Compose(transforms) if transforms else None
