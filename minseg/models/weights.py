@@ -38,8 +38,8 @@ def _own_tensors(module):
 
 def _compare(own, stored):
     """The LoadReport of putting the arrays ``stored`` (name → array) into the tensors ``own`` (name → Tensor)."""
-    missing = [name for name in own if name not in stored]
-    unexpected = [name for name in stored if name not in own]
+    missing = sorted(name for name in own if name not in stored)        # sorted: easy to scan, the same every time
+    unexpected = sorted(name for name in stored if name not in own)
     mismatched = [(name, tuple(own[name].shape), tuple(stored[name].shape))
                   for name in own if name in stored and tuple(own[name].shape) != tuple(stored[name].shape)]
     return LoadReport(missing, unexpected, mismatched)
@@ -56,6 +56,21 @@ def _describe(report):
                                                       f"in the file" for name, model_shape, file_shape
                                                       in report.mismatched_keys))
     return "; ".join(parts)
+
+
+def _prefix_hint(own, stored):
+    """What to do when no name fits: usually one side's names carry a prefix such as "encoder."."""
+    for file_name in stored:
+        for own_name in own:
+            if file_name.endswith("." + own_name):   # a whole model's file offered to its encoder
+                prefix = file_name[:-len(own_name)]
+                return (f"the file's names carry the prefix {prefix!r} (e.g. {file_name!r} for {own_name!r}): "
+                        f"load it into the module that holds this one as .{prefix.rstrip('.')}")
+            if own_name.endswith("." + file_name):   # an encoder's file offered to the whole model
+                prefix = own_name[:-len(file_name)]
+                return (f"the module's names carry the prefix {prefix!r} (e.g. {own_name!r} for {file_name!r}): "
+                        f"load the file into module.{prefix.rstrip('.')}")
+    return f"the file has {', '.join(list(stored)[:3])}, ...; the module expects {', '.join(list(own)[:3])}, ..."
 
 
 def _read(path):
@@ -108,10 +123,8 @@ def load_weights(module, path, strict=True):
                          "pass strict=False to load only the tensors that match")
     skipped = {name for name, _, _ in report.mismatched_keys}
     if stored and len(report.unexpected_keys) + len(skipped) == len(stored):
-        # Nothing fits: usually a prefix, e.g. a whole model's "encoder.conv1.weight" offered to model.encoder.
-        raise ValueError(f"load_weights: no tensor in {path!r} fits {type(module).__name__}; the file has "
-                         f"{', '.join(list(stored)[:3])}, ... and the module expects {', '.join(list(own)[:3])}, ...; "
-                         "load it into the module its names belong to (the whole model, or model.encoder)")
+        raise ValueError(f"load_weights: no tensor in {path!r} fits {type(module).__name__}; "
+                         f"{_prefix_hint(own, stored)}")
     module.load_state_dict({name: array for name, array in stored.items() if name in own and name not in skipped},
                            strict=False)
     return report
