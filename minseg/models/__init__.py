@@ -18,24 +18,32 @@ names and defaults (``encoder_decoder.py`` says what they share), so weights mov
 ``load_weights`` (``weights.py``) move weights to and from ``.safetensors`` files.
 """
 from .deeplab import DeepLabV3, DeepLabV3Plus
+from .enet import ENet
+from .fcn import FCN8s, FCN16s, FCN32s
 from .fpn import FPN
 from .linknet import LinkNet, Linknet
 from .naive import Naive
+from .pointrend import PointRend
 from .pspnet import PSPNet
 from .resnet import ResNetEncoder
+from .segnet import SegNet, SegNetBasic
 from .unet import UNet, Unet
 from .weights import LoadReport, load_weights, save_weights
 
 __all__ = ["Naive", "UNet", "LinkNet", "Unet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
+           "FCN32s", "FCN16s", "FCN8s", "SegNetBasic", "SegNet", "ENet", "PointRend",
            "ResNetEncoder", "MODELS", "ENCODER_MODELS", "create", "save_weights", "load_weights", "LoadReport"]
 
 # Every name create() knows. Without an encoder, "unet" and "linknet" are the from-scratch paper models; the other
 # encoder models default to smp's encoder, "resnet34".
 MODELS = {"naive": Naive, "unet": UNet, "linknet": LinkNet, "fpn": FPN, "pspnet": PSPNet,
-          "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus}
+          "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus,
+          "fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "segnet_basic": SegNetBasic, "segnet": SegNet,
+          "enet": ENet, "pointrend": PointRend}
 # The models that take an encoder=... ("resnet18" or "resnet34").
 ENCODER_MODELS = {"unet": Unet, "linknet": Linknet, "fpn": FPN, "pspnet": PSPNet,
-                  "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus}
+                  "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus,
+                  "fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "pointrend": PointRend}
 
 
 def create(name, num_classes, encoder=None, in_channels=3, **options):
