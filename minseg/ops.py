@@ -187,11 +187,15 @@ def _expand_reduced(grad_y, axes, keepdims):
     return grad_y.reshape(shape)
 
 
-class SumFunction(Function):
-    """y = Σ x over ``axes``.  Every summed element gets the same gradient: grad_y broadcast back."""
+class _ReductionFunction(Function):
+    """What the reductions share: the (normalized) axes they reduce and whether those stay as size 1."""
 
     def __init__(self, axes, keepdims):
         self.axes, self.keepdims = axes, keepdims
+
+
+class SumFunction(_ReductionFunction):
+    """y = Σ x over ``axes``.  Every summed element gets the same gradient: grad_y broadcast back."""
 
     def forward(self, x):
         self.shape = x.shape
@@ -202,28 +206,20 @@ class SumFunction(Function):
         return xp.broadcast_to(_expand_reduced(grad_y, self.axes, self.keepdims), self.shape).copy()
 
 
-class MeanFunction(Function):
-    """y = (1/n) Σ x over ``axes``.  Every averaged element gets grad_y / n."""
-
-    def __init__(self, axes, keepdims):
-        self.axes, self.keepdims = axes, keepdims
+class MeanFunction(SumFunction):
+    """y = (1/n) Σ x over ``axes``.  The sum scaled by 1/n, so every averaged element gets grad_y / n."""
 
     def forward(self, x):
         self.shape = x.shape
         return x.mean(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, grad_y):
-        xp = backend.get_array_module(grad_y)
         count = int(np.prod([self.shape[a] for a in self.axes]))
-        grad_y = _expand_reduced(grad_y, self.axes, self.keepdims) / grad_y.dtype.type(count)
-        return xp.broadcast_to(grad_y, self.shape).copy()
+        return super().backward(grad_y / grad_y.dtype.type(count))
 
 
-class MaxFunction(Function):
+class MaxFunction(_ReductionFunction):
     """y = max x over ``axes``.  Only the maximal element moves y: it gets grad_y (ties share it equally)."""
-
-    def __init__(self, axes, keepdims):
-        self.axes, self.keepdims = axes, keepdims
 
     def forward(self, x):
         self.x = x

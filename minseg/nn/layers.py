@@ -145,6 +145,13 @@ class ConvTranspose2d(_ConvNd):
 # ---------------------------------------------------------------------------
 # Normalization and regularization
 # ---------------------------------------------------------------------------
+def _scale_and_shift(num_channels, affine):
+    """A normalization's learned γ (``weight``, ones) and β (``bias``, zeros) per channel, or (None, None)."""
+    if not affine:
+        return None, None
+    return Parameter(np.ones(num_channels, np.float32)), Parameter(np.zeros(num_channels, np.float32))
+
+
 class BatchNorm2d(Module):
     """Batch normalization over (N, H, W) per channel, with learned scale γ (weight) and shift β (bias).
 
@@ -158,11 +165,7 @@ class BatchNorm2d(Module):
         self.num_features = positive_int("BatchNorm2d", "num_features", num_features)
         self.eps, self.momentum = eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        if affine:
-            self.weight = Parameter(np.ones(num_features, np.float32))
-            self.bias = Parameter(np.zeros(num_features, np.float32))
-        else:
-            self.weight = self.bias = None
+        self.weight, self.bias = _scale_and_shift(num_features, affine)
         if track_running_stats:
             self.register_buffer("running_mean", np.zeros(num_features, np.float32))
             self.register_buffer("running_var", np.ones(num_features, np.float32))
@@ -213,11 +216,7 @@ class GroupNorm(Module):
             raise ValueError(f"GroupNorm: num_channels must be divisible by num_groups, got num_channels="
                              f"{num_channels} and num_groups={num_groups}")
         self.eps, self.affine = eps, affine
-        if affine:
-            self.weight = Parameter(np.ones(num_channels, np.float32))
-            self.bias = Parameter(np.zeros(num_channels, np.float32))
-        else:
-            self.weight = self.bias = None
+        self.weight, self.bias = _scale_and_shift(num_channels, affine)
 
     def forward(self, x):
         return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
