@@ -43,7 +43,7 @@
 //
 // Offsets are 32-bit ints: minseg/cuda.py refuses arrays of 2^31 elements or more.
 
-#define BK 8        // depth of one K step
+#define BK 16       // depth of one K step
 #define PAD 4       // extra floats per shared row: keeps float4 alignment, spreads transposed stores over banks
 #define OUT_OF_IMAGE (-(1 << 29))  // a row origin that no tap offset can bring back inside the image
 
@@ -64,7 +64,7 @@ struct Tile {
     static constexpr int THREADS_X = BN / TN;           // threads along a tile row (columns)
     static constexpr int A_LOADS = BM * BK / THREADS;   // A values each thread fetches per K step
     static constexpr int B_LOADS = BN * BK / THREADS;
-    static constexpr int LANES = THREADS / BK;          // threads sharing one k when loading along rows
+    static constexpr int LANES = THREADS / BK;          // threads sharing one k when loading along k
     static constexpr int ROW_GROUP = BM / (TM / 4);     // distance between a thread's groups of 4 rows
     static constexpr int COL_GROUP = BN / (TN / 4);
     static_assert(TM % 4 == 0 && TN % 4 == 0, "a thread owns whole float4 groups");
@@ -73,10 +73,39 @@ struct Tile {
 
 // ---------------------------------------------------------------------------------------------------
 // Gathers: where each thread's share of an A and a B slice lives in global memory, and where it goes
-// in shared memory. Everything that does not depend on k is worked out once, in the constructor.
+// in shared memory. Everything that does not depend on k is worked out once, in the constructor (the
+// only place with divisions). load() fetches the slice of the current K step and moves on to the next:
+// the k indices are carried forward like the digits of a counter, never divided again.
 // ---------------------------------------------------------------------------------------------------
 
-// Forward. A = im2col(x), loaded along m (consecutive threads = consecutive output pixels);
+// k = (outer, r, s) over a KH x KW window, counted up one at a time with carries.
+struct TapCounter {
+    int outer, r, s;
+    __device__ void start(int k, int KH, int KW) {
+        const int KK = KH * KW;
+        outer = k / KK;
+        r = (k - outer * KK) / KW;
+        s = k - outer * KK - r * KW;
+    }
+    __device__ __forceinline__ void next(int KH, int KW) {
+        if (++s == KW) {
+            s = 0;
+            if (++r == KH) { r = 0; ++outer; }
+        }
+    }
+};
+
+// A thread's A values in the forward and input-gradient gathers: one tile row (consecutive threads,
+// consecutive rows: consecutive pixels in memory) and A_LOADS consecutive k of each step.
+template <int BM, int THREADS>
+struct RowSlice {
+    static constexpr int SEGMENTS = THREADS / BM;       // threads per row, each with its own run of k
+    static_assert(SEGMENTS * BM == THREADS, "a whole number of threads per tile row");
+    int row, k;                                         // tile row; first k of the run within a step
+    __device__ RowSlice() : row(threadIdx.x % BM), k((threadIdx.x / BM) * (BK / SEGMENTS)) {}
+};
+
+// Forward. A = im2col(x), a row is an output pixel m = (n, oh, ow), k = (c, r, s);
 // B = weight viewed as (O, K), loaded along k (a weight row is contiguous in k).
 template <int BM, int BN, int TM, int TN>
 struct ForwardGather {
@@ -84,58 +113,70 @@ struct ForwardGather {
     const float* __restrict__ x;
     const float* __restrict__ weight;
     ConvGeometry g;
-    int a_k, a_row;                                   // this thread's k within a step, first tile row
-    int a_image[T::A_LOADS], a_h0[T::A_LOADS], a_w0[T::A_LOADS];
-    int b_k, b_col;                                   // B is tiny and regular: nothing to precompute
-    int block_n;
+    RowSlice<BM, T::THREADS> a_slice;
+    int image, h0, w0;            // n*C*H*W, oh*sh - ph, ow*sw - pw of this thread's row
+    TapCounter tap;               // (c, r, s) of the first k this thread loads in the current step
+    int b_k, b_col, block_n;      // B is tiny and regular: nothing to precompute
 
-    __device__ ForwardGather(const float* x_, const float* weight_, const ConvGeometry& g_, int block_m, int block_n_)
+    __device__ ForwardGather(const float* x_, const float* weight_, const ConvGeometry& g_, int block_m,
+                             int block_n_, int k_begin)
         : x(x_), weight(weight_), g(g_), block_n(block_n_) {
-        const int P = g.OH * g.OW, M = g.N * P;
-        a_k = threadIdx.x / T::LANES;
-        a_row = threadIdx.x % T::LANES;
-#pragma unroll
-        for (int i = 0; i < T::A_LOADS; ++i) {
-            const int m = block_m + a_row + i * T::LANES;
-            const int n = m / P, p = m - n * P, oh = p / g.OW, ow = p - oh * g.OW;
-            const bool inside = m < M;
-            a_image[i] = inside ? n * g.C * g.H * g.W : 0;
-            a_h0[i] = inside ? oh * g.stride_h - g.pad_h : OUT_OF_IMAGE;
-            a_w0[i] = ow * g.stride_w - g.pad_w;
-        }
+        const int P = g.OH * g.OW, m = block_m + a_slice.row;
+        const int n = m / P, p = m - n * P, oh = p / g.OW, ow = p - oh * g.OW;
+        const bool inside = m < g.N * P;
+        image = inside ? n * g.C * g.H * g.W : 0;
+        h0 = inside ? oh * g.stride_h - g.pad_h : OUT_OF_IMAGE;
+        w0 = ow * g.stride_w - g.pad_w;
+        tap.start(k_begin + a_slice.k, g.KH, g.KW);
         b_k = threadIdx.x % BK;
         b_col = threadIdx.x / BK;
     }
 
-    __device__ void load(int k0, int k_end, float (&a)[T::A_LOADS], float (&b)[T::B_LOADS]) const {
-        const int KK = g.KH * g.KW;
-        const int k = k0 + a_k;
-        const int c = k / KK, rs = k - c * KK, r = rs / g.KW, s = rs - r * g.KW;
-        const int channel = c * g.H * g.W, dh = r * g.dil_h, dw = s * g.dil_w;
+    __device__ void load_a(int k0, int k_end, float (&a)[T::A_LOADS]) {
 #pragma unroll
         for (int i = 0; i < T::A_LOADS; ++i) {
-            const int h = a_h0[i] + dh, w = a_w0[i] + dw;
-            const bool inside = k < k_end && (unsigned)h < (unsigned)g.H && (unsigned)w < (unsigned)g.W;
-            a[i] = inside ? __ldg(x + a_image[i] + channel + h * g.W + w) : 0.f;
+            const int h = h0 + tap.r * g.dil_h, w = w0 + tap.s * g.dil_w;
+            const bool inside = k0 + a_slice.k + i < k_end && (unsigned)h < (unsigned)g.H && (unsigned)w < (unsigned)g.W;
+            a[i] = inside ? __ldg(x + image + tap.outer * g.H * g.W + h * g.W + w) : 0.f;
+            tap.next(g.KH, g.KW);
         }
-        const int kb = k0 + b_k, K = g.C * KK;
+#pragma unroll
+        for (int i = 0; i < BK - T::A_LOADS; ++i) tap.next(g.KH, g.KW);  // the other threads' runs of this step
+    }
+
+    __device__ void load_b(int k0, int k_end, float (&b)[T::B_LOADS]) const {
+        const int kb = k0 + b_k, K = g.C * g.KH * g.KW;
 #pragma unroll
         for (int i = 0; i < T::B_LOADS; ++i) {
-            const int o = block_n + b_col + i * (T::THREADS / BK);
+            const int o = block_n + b_col + i * T::LANES;
             b[i] = (kb < k_end && o < g.O) ? __ldg(weight + o * K + kb) : 0.f;
         }
     }
 
-    __device__ void store(float (*As)[BM + PAD], float (*Bs)[BN + PAD],
-                          const float (&a)[T::A_LOADS], const float (&b)[T::B_LOADS]) const {
+    __device__ void store_a(float (*As)[BM + PAD], const float (&a)[T::A_LOADS]) const {
 #pragma unroll
-        for (int i = 0; i < T::A_LOADS; ++i) As[a_k][a_row + i * T::LANES] = a[i];
+        for (int i = 0; i < T::A_LOADS; ++i) As[a_slice.k + i][a_slice.row] = a[i];
+    }
+    __device__ void store_b(float (*Bs)[BN + PAD], const float (&b)[T::B_LOADS]) const {
 #pragma unroll
-        for (int i = 0; i < T::B_LOADS; ++i) Bs[b_k][b_col + i * (T::THREADS / BK)] = b[i];
+        for (int i = 0; i < T::B_LOADS; ++i) Bs[b_k][b_col + i * T::LANES] = b[i];
     }
 };
 
-// Input gradient. A = grad_y gathered by the transposed index map, loaded along m (input pixels);
+// q * stride + rem = count * step, kept as count goes up by one (0 <= rem < stride).
+struct QuotientRemainder {
+    int q, rem;
+    __device__ __forceinline__ void add(int step_q, int step_rem, int stride) {
+        q += step_q;
+        rem += step_rem;
+        if (rem >= stride) { rem -= stride; ++q; }
+    }
+};
+
+// Input gradient. A = grad_y gathered by the transposed index map: a row is an input pixel m = (n, h, w),
+// k = (o, r, s), and tap (r, s) reads output pixel oh = (h + ph - r*dh) / sh when that division is exact
+// (likewise ow). Writing h + ph = qh*sh + remh and r*dh = qr*sh + remr, it is exact iff remh == remr, and
+// then oh = qh - qr: both pairs are kept up to date by additions as r and s count up.
 // B[k = (o,r,s), c] = weight[o, c, r, s], loaded along k.
 template <int BM, int BN, int TM, int TN>
 struct BackwardInputGather {
@@ -143,136 +184,214 @@ struct BackwardInputGather {
     const float* __restrict__ grad_y;
     const float* __restrict__ weight;
     ConvGeometry g;
-    int a_k, a_row;
-    int a_image[T::A_LOADS], a_h[T::A_LOADS], a_w[T::A_LOADS];   // n*O*P, h + ph, w + pw
-    int b_k, b_col;
-    int block_n;
+    RowSlice<BM, T::THREADS> a_slice;
+    int image, qh, remh, qw, remw;        // n*O*OH*OW; h + ph and w + pw as quotient and remainder by the stride
+    int dil_q_h, dil_rem_h, dil_q_w, dil_rem_w;  // the dilation, likewise
+    TapCounter tap;                       // (o, r, s) of the first k this thread loads in the current step
+    QuotientRemainder tap_h, tap_w;       // r*dh and s*dw, by the stride
+    int b_k, b_col, block_n;
+    int b_o, b_rs, step_o, step_rs;       // kb = b_o*KK + b_rs, and BK in the same digits
 
     __device__ BackwardInputGather(const float* grad_y_, const float* weight_, const ConvGeometry& g_,
-                                   int block_m, int block_n_)
+                                   int block_m, int block_n_, int k_begin)
         : grad_y(grad_y_), weight(weight_), g(g_), block_n(block_n_) {
-        const int HW = g.H * g.W, M = g.N * HW;
-        a_k = threadIdx.x / T::LANES;
-        a_row = threadIdx.x % T::LANES;
-#pragma unroll
-        for (int i = 0; i < T::A_LOADS; ++i) {
-            const int m = block_m + a_row + i * T::LANES;
-            const int n = m / HW, hw = m - n * HW, h = hw / g.W, w = hw - h * g.W;
-            const bool inside = m < M;
-            a_image[i] = inside ? n * g.O * g.OH * g.OW : 0;
-            a_h[i] = inside ? h + g.pad_h : OUT_OF_IMAGE;
-            a_w[i] = w + g.pad_w;
-        }
+        const int HW = g.H * g.W, m = block_m + a_slice.row;
+        const int n = m / HW, hw = m - n * HW, h = hw / g.W, w = hw - h * g.W;
+        const bool inside = m < g.N * HW;
+        image = inside ? n * g.O * g.OH * g.OW : 0;
+        qh = inside ? (h + g.pad_h) / g.stride_h : OUT_OF_IMAGE;
+        remh = (h + g.pad_h) - (h + g.pad_h) / g.stride_h * g.stride_h;
+        qw = (w + g.pad_w) / g.stride_w;
+        remw = (w + g.pad_w) - qw * g.stride_w;
+        dil_q_h = g.dil_h / g.stride_h;
+        dil_rem_h = g.dil_h - dil_q_h * g.stride_h;
+        dil_q_w = g.dil_w / g.stride_w;
+        dil_rem_w = g.dil_w - dil_q_w * g.stride_w;
+        tap.start(k_begin + a_slice.k, g.KH, g.KW);
+        tap_h = quotient_remainder(tap.r * g.dil_h, g.stride_h);
+        tap_w = quotient_remainder(tap.s * g.dil_w, g.stride_w);
         b_k = threadIdx.x % BK;
         b_col = threadIdx.x / BK;
+        const int KK = g.KH * g.KW, kb = k_begin + b_k;
+        b_o = kb / KK;
+        b_rs = kb - b_o * KK;
+        step_o = BK / KK;
+        step_rs = BK - step_o * KK;
     }
 
-    __device__ void load(int k0, int k_end, float (&a)[T::A_LOADS], float (&b)[T::B_LOADS]) const {
-        const int KK = g.KH * g.KW;
-        const int k = k0 + a_k;
-        const int o = k / KK, rs = k - o * KK, r = rs / g.KW, s = rs - r * g.KW;
-        const int plane = o * g.OH * g.OW, dh = r * g.dil_h, dw = s * g.dil_w;
-        const bool unit_stride = g.stride_h == 1 && g.stride_w == 1;
+    __device__ static QuotientRemainder quotient_remainder(int value, int stride) {
+        return QuotientRemainder{value / stride, value - value / stride * stride};
+    }
+
+    __device__ __forceinline__ void next_tap() {
+        if (++tap.s == g.KW) {
+            tap.s = 0;
+            tap_w = QuotientRemainder{0, 0};
+            tap_h.add(dil_q_h, dil_rem_h, g.stride_h);
+            if (++tap.r == g.KH) {
+                tap.r = 0;
+                tap_h = QuotientRemainder{0, 0};
+                ++tap.outer;
+            }
+        } else {
+            tap_w.add(dil_q_w, dil_rem_w, g.stride_w);
+        }
+    }
+
+    __device__ void load_a(int k0, int k_end, float (&a)[T::A_LOADS]) {
+        const int P = g.OH * g.OW;
 #pragma unroll
         for (int i = 0; i < T::A_LOADS; ++i) {
-            // Output pixel oh reads input row oh*sh - ph + r*dh; solve for oh given this input row h.
-            const int th = a_h[i] - dh, tw = a_w[i] - dw;
-            int oh = th, ow = tw;
-            bool hit = true;
-            if (!unit_stride) {
-                oh = th / g.stride_h;
-                ow = tw / g.stride_w;
-                hit = th >= 0 && tw >= 0 && oh * g.stride_h == th && ow * g.stride_w == tw;
-            }
-            hit = hit && k < k_end && (unsigned)oh < (unsigned)g.OH && (unsigned)ow < (unsigned)g.OW;
-            a[i] = hit ? __ldg(grad_y + a_image[i] + plane + oh * g.OW + ow) : 0.f;
+            const int oh = qh - tap_h.q, ow = qw - tap_w.q;
+            const bool hit = k0 + a_slice.k + i < k_end && remh == tap_h.rem && remw == tap_w.rem &&
+                             (unsigned)oh < (unsigned)g.OH && (unsigned)ow < (unsigned)g.OW;
+            a[i] = hit ? __ldg(grad_y + image + tap.outer * P + oh * g.OW + ow) : 0.f;
+            next_tap();
         }
-        const int kb = k0 + b_k;
-        const int ob = kb / KK, rsb = kb - ob * KK;
-        const int weight_offset = ob * g.C * KK + rsb;
 #pragma unroll
-        for (int i = 0; i < T::B_LOADS; ++i) {
-            const int c = block_n + b_col + i * (T::THREADS / BK);
-            b[i] = (kb < k_end && c < g.C) ? __ldg(weight + weight_offset + c * KK) : 0.f;
-        }
+        for (int i = 0; i < BK - T::A_LOADS; ++i) next_tap();  // the other threads' runs of this step
     }
 
-    __device__ void store(float (*As)[BM + PAD], float (*Bs)[BN + PAD],
-                          const float (&a)[T::A_LOADS], const float (&b)[T::B_LOADS]) const {
+    __device__ void load_b(int k0, int k_end, float (&b)[T::B_LOADS]) {
+        const int KK = g.KH * g.KW, weight_offset = b_o * g.C * KK + b_rs;
+        const bool k_inside = k0 + b_k < k_end;
 #pragma unroll
-        for (int i = 0; i < T::A_LOADS; ++i) As[a_k][a_row + i * T::LANES] = a[i];
+        for (int i = 0; i < T::B_LOADS; ++i) {
+            const int c = block_n + b_col + i * T::LANES;
+            b[i] = (k_inside && c < g.C) ? __ldg(weight + weight_offset + c * KK) : 0.f;
+        }
+        b_rs += step_rs;
+        b_o += step_o;
+        if (b_rs >= KK) { b_rs -= KK; ++b_o; }
+    }
+
+    __device__ void store_a(float (*As)[BM + PAD], const float (&a)[T::A_LOADS]) const {
 #pragma unroll
-        for (int i = 0; i < T::B_LOADS; ++i) Bs[b_k][b_col + i * (T::THREADS / BK)] = b[i];
+        for (int i = 0; i < T::A_LOADS; ++i) As[a_slice.k + i][a_slice.row] = a[i];
+    }
+    __device__ void store_b(float (*Bs)[BN + PAD], const float (&b)[T::B_LOADS]) const {
+#pragma unroll
+        for (int i = 0; i < T::B_LOADS; ++i) Bs[b_k][b_col + i * T::LANES] = b[i];
     }
 };
 
-// Weight gradient. K runs over output pixels (n, oh, ow); both slices are loaded along k, so one
-// decomposition of k per step serves A (grad_y, contiguous in ow) and B (x gathered at the taps).
+// Weight gradient. K runs over output pixels k = (n, oh, ow), one k per thread per step (consecutive
+// threads, consecutive pixels); A[o, k] = grad_y[n, o, oh, ow] for LANES-spaced rows o, and
+// B[k, j] = x at tap j = (c, r, s) of pixel k for B_LOADS consecutive columns j. The taps of the block's
+// BN columns never change, so they are worked out once into a table in shared memory (kept in registers,
+// they would crowd out the accumulators of the 128x128 tile).
 template <int BM, int BN, int TM, int TN>
 struct BackwardWeightGather {
     using T = Tile<BM, BN, TM, TN>;
     const float* __restrict__ x;
     const float* __restrict__ grad_y;
     ConvGeometry g;
-    int k_lane, row;                   // this thread's k within a step; its first tile row / column
-    int block_m;
-    int b_channel[T::B_LOADS], b_dh[T::B_LOADS], b_dw[T::B_LOADS];   // c*H*W, r*dh - ph, s*dw - pw
+    const int4* taps;              // per tile column: {c*H*W + (r*dh - ph)*W + s*dw - pw, r*dh - ph, s*dw - pw}
+    int k_lane, row, block_m;      // this thread's k within a step; its first A row
+    int b_col;                     // its first B column within the tile (B_LOADS consecutive ones)
+    int n, oh, ow;                 // the pixel k = k0 + k_lane of the current step
+    int step_n, step_oh, step_ow;  // BK in the same digits
 
     __device__ BackwardWeightGather(const float* x_, const float* grad_y_, const ConvGeometry& g_,
-                                    int block_m_, int block_n)
+                                    int block_m_, int block_n, int k_begin)
         : x(x_), grad_y(grad_y_), g(g_), block_m(block_m_) {
-        const int KK = g.KH * g.KW, cols = g.C * KK;
+        __shared__ int4 tap_table[BN];
+        for (int column = threadIdx.x; column < BN; column += T::THREADS) {
+            const int j = block_n + column, KK = g.KH * g.KW;
+            const int c = j / KK, r = (j - c * KK) / g.KW, s = j - c * KK - r * g.KW;
+            const int dh = j < g.C * KK ? r * g.dil_h - g.pad_h : OUT_OF_IMAGE, dw = s * g.dil_w - g.pad_w;
+            tap_table[column] = int4{c * g.H * g.W + dh * g.W + dw, dh, dw, 0};
+        }
+        __syncthreads();
+        taps = tap_table;
         k_lane = threadIdx.x % BK;
         row = threadIdx.x / BK;
-#pragma unroll
-        for (int i = 0; i < T::B_LOADS; ++i) {
-            const int j = block_n + row + i * (T::THREADS / BK);
-            const int c = j / KK, rs = j - c * KK, r = rs / g.KW, s = rs - r * g.KW;
-            const bool inside = j < cols;
-            b_channel[i] = inside ? c * g.H * g.W : 0;
-            b_dh[i] = inside ? r * g.dil_h - g.pad_h : OUT_OF_IMAGE;
-            b_dw[i] = s * g.dil_w - g.pad_w;
-        }
+        b_col = row * T::B_LOADS;
+        const int P = g.OH * g.OW, k = k_begin + k_lane;
+        n = k / P;
+        oh = (k - n * P) / g.OW;
+        ow = k - n * P - oh * g.OW;
+        step_n = BK / P;
+        step_oh = (BK - step_n * P) / g.OW;
+        step_ow = BK - step_n * P - step_oh * g.OW;
     }
 
-    __device__ void load(int k0, int k_end, float (&a)[T::A_LOADS], float (&b)[T::B_LOADS]) const {
+    __device__ void load_a(int k0, int k_end, float (&a)[T::A_LOADS]) const {
         const int P = g.OH * g.OW;
-        const int k = k0 + k_lane;
-        const bool k_inside = k < k_end;
-        const int n = k / P, p = k - n * P, oh = p / g.OW, ow = p - oh * g.OW;
-        const int grad_y_offset = n * g.O * P + p, image = n * g.C * g.H * g.W;
-        const int h0 = oh * g.stride_h, w0 = ow * g.stride_w;
+        const bool k_inside = k0 + k_lane < k_end;
+        const int grad_y_offset = n * g.O * P + oh * g.OW + ow;
 #pragma unroll
         for (int i = 0; i < T::A_LOADS; ++i) {
-            const int o = block_m + row + i * (T::THREADS / BK);
+            const int o = block_m + row + i * T::LANES;
             a[i] = (k_inside && o < g.O) ? __ldg(grad_y + grad_y_offset + o * P) : 0.f;
-        }
-#pragma unroll
-        for (int i = 0; i < T::B_LOADS; ++i) {
-            const int h = h0 + b_dh[i], w = w0 + b_dw[i];
-            const bool inside = k_inside && (unsigned)h < (unsigned)g.H && (unsigned)w < (unsigned)g.W;
-            b[i] = inside ? __ldg(x + image + b_channel[i] + h * g.W + w) : 0.f;
         }
     }
 
-    __device__ void store(float (*As)[BM + PAD], float (*Bs)[BN + PAD],
-                          const float (&a)[T::A_LOADS], const float (&b)[T::B_LOADS]) const {
+    // Then B, of the same pixel; moves on to the next step's pixel.
+    __device__ void load_b(int k0, int k_end, float (&b)[T::B_LOADS]) {
+        const bool k_inside = k0 + k_lane < k_end;
+        const int h0 = oh * g.stride_h, w0 = ow * g.stride_w, pixel = n * g.C * g.H * g.W + h0 * g.W + w0;
 #pragma unroll
-        for (int i = 0; i < T::A_LOADS; ++i) As[k_lane][row + i * (T::THREADS / BK)] = a[i];
+        for (int i = 0; i < T::B_LOADS; ++i) {
+            const int4 tap = taps[b_col + i];
+            const int h = h0 + tap.y, w = w0 + tap.z;
+            const bool inside = k_inside && (unsigned)h < (unsigned)g.H && (unsigned)w < (unsigned)g.W;
+            b[i] = inside ? __ldg(x + pixel + tap.x) : 0.f;
+        }
+        ow += step_ow;
+        if (ow >= g.OW) { ow -= g.OW; ++oh; }
+        oh += step_oh;
+        if (oh >= g.OH) { oh -= g.OH; ++n; }
+        n += step_n;
+    }
+
+    __device__ void store_a(float (*As)[BM + PAD], const float (&a)[T::A_LOADS]) const {
 #pragma unroll
-        for (int i = 0; i < T::B_LOADS; ++i) Bs[k_lane][row + i * (T::THREADS / BK)] = b[i];
+        for (int i = 0; i < T::A_LOADS; ++i) As[k_lane][row + i * T::LANES] = a[i];
+    }
+    __device__ void store_b(float (*Bs)[BN + PAD], const float (&b)[T::B_LOADS]) const {
+#pragma unroll
+        for (int i = 0; i < T::B_LOADS; ++i) Bs[k_lane][b_col + i] = b[i];
     }
 };
 
 // ---------------------------------------------------------------------------------------------------
 // The shared main loop: acc (TM x TN per thread) = A[tile rows, k_begin:k_end] @ B[k_begin:k_end, tile cols]
 // ---------------------------------------------------------------------------------------------------
+// acc += As[KK_BEGIN:KK_END, the thread's rows]^T @ Bs[KK_BEGIN:KK_END, its columns], from shared memory.
+template <int BM, int BN, int TM, int TN, int KK_BEGIN, int KK_END>
+__device__ __forceinline__ void multiply_slices(const float (*As)[BM + PAD], const float (*Bs)[BN + PAD],
+                                                float (&acc)[TM][TN]) {
+    using T = Tile<BM, BN, TM, TN>;
+    const int tx = threadIdx.x % T::THREADS_X, ty = threadIdx.x / T::THREADS_X;
+#pragma unroll
+    for (int kk = KK_BEGIN; kk < KK_END; ++kk) {
+        float a[TM], b[TN];
+#pragma unroll
+        for (int group = 0; group < TM / 4; ++group) {
+            const float4 v = *reinterpret_cast<const float4*>(&As[kk][group * T::ROW_GROUP + ty * 4]);
+            a[group * 4 + 0] = v.x; a[group * 4 + 1] = v.y; a[group * 4 + 2] = v.z; a[group * 4 + 3] = v.w;
+        }
+#pragma unroll
+        for (int group = 0; group < TN / 4; ++group) {
+            const float4 v = *reinterpret_cast<const float4*>(&Bs[kk][group * T::COL_GROUP + tx * 4]);
+            b[group * 4 + 0] = v.x; b[group * 4 + 1] = v.y; b[group * 4 + 2] = v.z; b[group * 4 + 3] = v.w;
+        }
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+            for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+}
+
+// The next step's A slice is fetched while the first half of this step multiplies, and its B slice while
+// the second half does, each stored into the other buffer as soon as it is no longer needed in registers:
+// only one of the two is ever held, which keeps the 128x128 tiles within 128 registers.
 template <int BM, int BN, int TM, int TN, class Gather>
-__device__ __forceinline__ void multiply_tile(const Gather& gather, int k_begin, int k_end, float (&acc)[TM][TN]) {
+__device__ __forceinline__ void multiply_tile(Gather& gather, int k_begin, int k_end, float (&acc)[TM][TN]) {
     using T = Tile<BM, BN, TM, TN>;
     __shared__ __align__(16) float As[2][BK][BM + PAD];
     __shared__ __align__(16) float Bs[2][BK][BN + PAD];
-    const int tx = threadIdx.x % T::THREADS_X, ty = threadIdx.x / T::THREADS_X;
 
 #pragma unroll
     for (int i = 0; i < TM; ++i)
@@ -281,34 +400,24 @@ __device__ __forceinline__ void multiply_tile(const Gather& gather, int k_begin,
     if (k_begin >= k_end) return;  // the same for the whole block
 
     float a_next[T::A_LOADS], b_next[T::B_LOADS];
-    gather.load(k_begin, k_end, a_next, b_next);
-    gather.store(As[0], Bs[0], a_next, b_next);
+    gather.load_a(k_begin, k_end, a_next);
+    gather.store_a(As[0], a_next);
+    gather.load_b(k_begin, k_end, b_next);
+    gather.store_b(Bs[0], b_next);
     __syncthreads();
 
     int buffer = 0;
     for (int k0 = k_begin; k0 < k_end; k0 += BK) {
         const bool more = k0 + BK < k_end;
-        if (more) gather.load(k0 + BK, k_end, a_next, b_next);  // in flight while we multiply
-#pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
-            float a[TM], b[TN];
-#pragma unroll
-            for (int group = 0; group < TM / 4; ++group) {
-                const float4 v = *reinterpret_cast<const float4*>(&As[buffer][kk][group * T::ROW_GROUP + ty * 4]);
-                a[group * 4 + 0] = v.x; a[group * 4 + 1] = v.y; a[group * 4 + 2] = v.z; a[group * 4 + 3] = v.w;
-            }
-#pragma unroll
-            for (int group = 0; group < TN / 4; ++group) {
-                const float4 v = *reinterpret_cast<const float4*>(&Bs[buffer][kk][group * T::COL_GROUP + tx * 4]);
-                b[group * 4 + 0] = v.x; b[group * 4 + 1] = v.y; b[group * 4 + 2] = v.z; b[group * 4 + 3] = v.w;
-            }
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-        }
         // The other buffer was last read before the previous barrier, so it is free to overwrite.
-        if (more) gather.store(As[buffer ^ 1], Bs[buffer ^ 1], a_next, b_next);
+        if (more) gather.load_a(k0 + BK, k_end, a_next);
+        multiply_slices<BM, BN, TM, TN, 0, BK / 2>(As[buffer], Bs[buffer], acc);
+        if (more) {
+            gather.store_a(As[buffer ^ 1], a_next);
+            gather.load_b(k0 + BK, k_end, b_next);
+        }
+        multiply_slices<BM, BN, TM, TN, BK / 2, BK>(As[buffer], Bs[buffer], acc);
+        if (more) gather.store_b(Bs[buffer ^ 1], b_next);
         __syncthreads();
         buffer ^= 1;
     }
@@ -401,7 +510,8 @@ __device__ __forceinline__ void conv2d_forward_tile(const float* x, const float*
     tile_origin<BM, BN>(g.O, block_m, block_n);
     const int k_begin = blockIdx.y * k_per_split, k_end = min(K, k_begin + k_per_split);
     float acc[TM][TN];
-    multiply_tile<BM, BN, TM, TN>(ForwardGather<BM, BN, TM, TN>(x, weight, g, block_m, block_n), k_begin, k_end, acc);
+    ForwardGather<BM, BN, TM, TN> gather(x, weight, g, block_m, block_n, k_begin);
+    multiply_tile<BM, BN, TM, TN>(gather, k_begin, k_end, acc);
     store_nchw<BM, BN, TM, TN>(acc, y + (long long)blockIdx.y * rows * g.O, block_m, block_n, rows, g.O, g.OH * g.OW);
 }
 
@@ -413,8 +523,8 @@ __device__ __forceinline__ void conv2d_backward_input_tile(const float* grad_y, 
     tile_origin<BM, BN>(g.C, block_m, block_n);
     const int k_begin = blockIdx.y * k_per_split, k_end = min(K, k_begin + k_per_split);
     float acc[TM][TN];
-    multiply_tile<BM, BN, TM, TN>(BackwardInputGather<BM, BN, TM, TN>(grad_y, weight, g, block_m, block_n),
-                                  k_begin, k_end, acc);
+    BackwardInputGather<BM, BN, TM, TN> gather(grad_y, weight, g, block_m, block_n, k_begin);
+    multiply_tile<BM, BN, TM, TN>(gather, k_begin, k_end, acc);
     store_nchw<BM, BN, TM, TN>(acc, grad_x + (long long)blockIdx.y * rows * g.C, block_m, block_n, rows, g.C, g.H * g.W);
 }
 
@@ -426,8 +536,8 @@ __device__ __forceinline__ void conv2d_backward_weight_tile(const float* x, cons
     tile_origin<BM, BN>(cols, block_m, block_n);
     const int k_begin = blockIdx.y * k_per_split, k_end = min(K, k_begin + k_per_split);
     float acc[TM][TN];
-    multiply_tile<BM, BN, TM, TN>(BackwardWeightGather<BM, BN, TM, TN>(x, grad_y, g, block_m, block_n),
-                                  k_begin, k_end, acc);
+    BackwardWeightGather<BM, BN, TM, TN> gather(x, grad_y, g, block_m, block_n, k_begin);
+    multiply_tile<BM, BN, TM, TN>(gather, k_begin, k_end, acc);
     store_row_major<BM, BN, TM, TN>(acc, grad_weight + (long long)blockIdx.y * rows * cols, block_m, block_n, rows, cols);
 }
 
@@ -480,8 +590,9 @@ conv2d_backward_weight_128x128(const float* __restrict__ x, const float* __restr
 }
 
 // out[i] = sum over splits of partial[split, i]: finishes a K-split GEMM in a fixed order.
+// i is 64-bit: near size = 2^31 - 1, i + gridDim.x * blockDim.x would overflow an int.
 extern "C" __global__ void split_k_sum(const float* __restrict__ partial, float* __restrict__ out, int size, int splits) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < size; i += gridDim.x * blockDim.x) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < size; i += (long long)gridDim.x * blockDim.x) {
         float total = 0.f;
         for (int split = 0; split < splits; ++split) total += partial[(long long)split * size + i];
         out[i] = total;

@@ -7,6 +7,7 @@ PATH), ``import minseg`` does not import CuPy, and the launch plans cover K exac
 output poisoned with NaN before the launch so that an element a kernel forgets to write shows up;
 relative error ‖out − ref‖ / ‖ref‖ ≤ 1e-5. Last, a UNet training step on the GPU matches the CPU step.
 """
+import importlib.util
 import math
 import pathlib
 import re
@@ -58,18 +59,64 @@ def test_importing_minseg_and_minseg_cuda_does_not_import_cupy():
 
 
 @pytest.mark.parametrize("gemm, rows, cols, depth, expected", [
-    # Plenty of tiles: no split. 98304 pixels / 256 rows = 384 tiles >= 2 * 132.
+    # Plenty of tiles: no split. 98304 pixels / 256 rows = 384 tiles >= 2 * 132 slots.
     ("forward", 98304, 32, 288, ("256x32", (384, 1), 256, 288)),
-    # (8,512,6,8) -> 512: 3 x 4 = 12 tiles of 128x128; 22 splits wanted, but at least 256 of K each: 18.
+    # (8,512,6,8) -> 512: 3 x 4 = 12 tiles of 128x128; 22 splits fill the 264 slots, but K = 4608 allows
+    # only 18 of at least 256.
     ("forward", 384, 512, 4608, ("128x128", (12, 18), 256, 256)),
-    # Weight gradient of (8,32,96,128) -> 32: 3 tiles, 88 splits of ceil(98304 / 88 / 8) * 8 = 1120.
-    ("backward_weight", 32, 288, 98304, ("32x128", (3, 88), 128, 1120)),
-    ("backward_weight", 64, 576, 8 * 360 * 480, ("64x128", (5, 53), 256, 26088)),
+    # Weight gradient of (8,32,96,128) -> 32: 3 tiles of 32x128, 4 per multiprocessor: 528 slots, 176 splits.
+    ("backward_weight", 32, 288, 98304, ("32x128", (3, 176), 128, 560)),
+    # (8,64,360,480) -> 64: 5 tiles; 52 splits = 260 blocks in 264 slots (53 would start a second wave).
+    ("backward_weight", 64, 576, 8 * 360 * 480, ("64x128", (5, 52), 256, 26592)),
     # K shorter than one split: one split, K rounded up to whole steps.
-    ("backward_input", 6, 5, 3, ("256x32", (1, 1), 256, 8)),
+    ("backward_input", 6, 5, 3, ("256x32", (1, 1), 256, 16)),
 ])
 def test_plan_conv_gemm_by_hand(gemm, rows, cols, depth, expected):
     assert cuda.plan_conv_gemm(gemm, rows, cols, depth, multiprocessors=132) == expected
+
+
+def benchmark_gemms():
+    """(gemm, rows, cols, depth) of the three GEMMs of every 3x3 convolution in benchmarks/gpu.py."""
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", REPO / "benchmarks" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for N, C, H, W, O in module.CONV_CASES:
+        yield from [("forward", N * H * W, O, C * 9), ("backward_input", N * H * W, C, O * 9),
+                    ("backward_weight", O, C * 9, N * H * W)]
+
+
+@pytest.mark.parametrize("multiprocessors", [114, 132])  # H100 PCIe, H100 SXM / H200
+@pytest.mark.parametrize("gemm, rows, cols, depth", list(benchmark_gemms()))
+def test_plan_conv_gemm_fills_one_wave_on_the_benchmark_shapes(multiprocessors, gemm, rows, cols, depth):
+    tile, (tiles, splits), _, k_per_split = cuda.plan_conv_gemm(gemm, rows, cols, depth, multiprocessors)
+    slots = multiprocessors * cuda.CONV_TILES[tile][3]
+    blocks = tiles * splits
+    if splits > 1:
+        assert blocks <= slots  # splitting never starts a wave it cannot fill ...
+        # ... and fills this one as far as K allows: to within two splits (K is cut in whole steps of 16).
+        assert slots - blocks <= 2 * tiles or splits == depth // 256
+        assert k_per_split >= 256
+    else:  # not split: the tiles fill more than half a wave already, or K is too short to split
+        assert tiles * 2 > slots or depth < 2 * 256
+
+
+def test_choose_split_k_minimises_the_idle_share_of_the_last_wave():
+    # The old rule, ceil(2 * 132 / 5) = 53 splits, made 265 blocks for 264 slots: one block ran alone.
+    assert cuda.choose_split_k(tiles=5, slots=264, max_splits=1000) == 52
+    assert cuda.choose_split_k(tiles=5, slots=228, max_splits=1000) == 45  # 225 of 228 (46 would be 230)
+    assert cuda.choose_split_k(tiles=5, slots=264, max_splits=7) == 7  # K allows no more
+    assert cuda.choose_split_k(tiles=300, slots=264, max_splits=1000) == 1  # already more than a wave
+    assert cuda.choose_split_k(tiles=1, slots=264, max_splits=0) == 1
+
+
+def test_the_tile_table_matches_the_launch_bounds_in_conv2d_cu():
+    source = (REPO / "kernels" / "conv2d.cu").read_text()
+    bounds = re.findall(r"__launch_bounds__\((\d+),\s*(\d+)\)\s*conv2d_(\w+?)_(\d+x\d+)\(", source)
+    assert {(gemm, tile) for _, _, gemm, tile in bounds} == {
+        (gemm, tile) for gemm, tiles in cuda.CONV_GEMM_TILES.items() for tile in tiles}
+    for threads, blocks, _, tile in bounds:
+        assert (int(threads), int(blocks)) == cuda.CONV_TILES[tile][2:], tile
+    assert f"#define BK {cuda.K_STEP} " in source
 
 
 @pytest.mark.parametrize("depth", [1, 7, 8, 9, 255, 256, 1000, 4608, 123457])
@@ -287,7 +334,8 @@ def test_softmax_cross_entropy_kernels_match_the_numpy_reference(cp, F, shape, w
                                reduction="none")
     loss_ref.backward(grad_loss.astype(np.float64))
     counted = target != ignore_index
-    pixel_weight_ref = np.where(counted, (class_weight if with_weights else np.ones(C))[np.where(counted, target, 0)], 0)
+    weights = class_weight if with_weights else np.ones(C)
+    pixel_weight_ref = np.where(counted, weights[np.where(counted, target, 0)], 0)
 
     args = (cp.asarray(logits), cp.asarray(target), None if class_weight is None else cp.asarray(class_weight),
             ignore_index)

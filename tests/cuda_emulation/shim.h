@@ -37,6 +37,7 @@
 struct uint3 { unsigned x, y, z; };
 struct dim3 { unsigned x, y, z; };
 struct __align__(16) float4 { float x, y, z, w; };
+struct __align__(16) int4 { int x, y, z, w; };
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 
 // Written by the scheduler before each thread runs. External linkage, so that the compiler reloads
