@@ -7,6 +7,7 @@ import minseg.functional as F
 import minseg.nn as nn
 from minseg import Tensor
 from minseg.gradcheck import gradcheck
+from minseg.models import create
 from minseg.models.enet import Bottleneck, DownsamplingBottleneck, ENet, InitialBlock, UpsamplingBottleneck
 
 
@@ -83,6 +84,10 @@ def test_parameter_count_by_stage():
                       "stage3": 146_176, "up4": 13_904, "stage4": 9_120, "up5": 1_572, "stage5": 324,
                       "fullconv": 16 * 32 * 4 + 32}
     assert count_parameters(model) == sum(counts.values()) == 365_156  # the paper: "0.37 M"
+
+
+def test_create_builds_the_papers_enet():
+    assert count_parameters(create("enet", 32)) == 365_156
 
 
 def test_only_the_final_layer_depends_on_the_class_count():

@@ -6,6 +6,7 @@ import minseg
 import minseg.functional as F
 from minseg import Tensor
 from minseg.gradcheck import gradcheck
+from minseg.models import create
 from minseg.models.fcn import FCN, FCN8s, FCN16s, FCN32s, bilinear_kernel, bilinear_upsampling
 
 
@@ -95,6 +96,12 @@ def test_parameter_counts():
     assert count_parameters(FCN32s(32)) == encoder + 16_416 == 11_192_928
     assert count_parameters(FCN16s(32)) == encoder + 16_416 + 8_224 + 16_384 == 11_217_536
     assert count_parameters(FCN8s(32)) == encoder + 16_416 + 8_224 + 4_128 + 2 * 16_384 == 11_238_048
+
+
+def test_create_knows_the_three_fcns_with_resnet18_by_default():
+    assert [count_parameters(create(name, 32)) for name in ("fcn32s", "fcn16s", "fcn8s")] == [
+        11_192_928, 11_217_536, 11_238_048]
+    assert isinstance(create("fcn8s", 4, encoder="resnet34"), FCN8s)
 
 
 def test_bad_arguments_and_sizes():

@@ -6,6 +6,7 @@ import minseg
 import minseg.functional as F
 from minseg import Tensor
 from minseg.gradcheck import gradcheck
+from minseg.models import create
 from minseg.models.pointrend import (
     PointHead,
     PointRend,
@@ -152,6 +153,7 @@ def test_parameter_count():
     # (96·256 + 256) + 2·(288·256 + 256) + (288·32 + 32) = 24,832 + 147,968 + 9,248 = 182,048.
     assert 24_832 + 147_968 + 9_248 == 182_048
     assert count_parameters(PointRend(32)) == 13_051_232 + 182_048 == 13_233_280
+    assert count_parameters(create("pointrend", 32)) == 13_233_280
 
 
 def test_size_error():
