@@ -7,11 +7,11 @@ normalization, losses), ``nn`` (layers as Modules), ``models``, ``metrics``,
 CUDA kernels in ``kernels/``. ``train`` and ``viz`` (which needs matplotlib) are imported
 on demand: ``from minseg import train, viz``.
 """
-from .autograd import Tensor, Function, no_grad, is_grad_enabled
-from .gradcheck import gradcheck, GradcheckError
+from . import data, functional, metrics, models, nn, optim
+from .autograd import Function, Tensor, is_grad_enabled, no_grad
+from .gradcheck import GradcheckError, gradcheck
 from .ops import cat, stack
 from .random import manual_seed
-from . import functional, nn, metrics, models, optim, data
 
 __version__ = "0.1.0"
 

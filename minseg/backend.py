@@ -31,7 +31,8 @@ def _import_cupy():
     try:
         n_devices = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # CuPy raises its own CUDARuntimeError without a driver
-        raise RuntimeError(f"device 'cuda': CuPy is installed but found no usable GPU ({error}); {_INSTALL_HINT}") from error
+        raise RuntimeError(f"device 'cuda': CuPy is installed but found no usable GPU ({error}); "
+                           f"{_INSTALL_HINT}") from error
     if n_devices == 0:
         raise RuntimeError(f"device 'cuda': CuPy is installed but found no GPU; {_INSTALL_HINT}")
     return cupy

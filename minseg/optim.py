@@ -20,7 +20,7 @@ own dtype: hyper-parameters are Python floats, which NumPy never lets upcast a f
 import math
 
 from . import backend
-from .schedule import LRScheduler, OneCycleLR, ConstantLR
+from .schedule import ConstantLR, LRScheduler, OneCycleLR
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "LRScheduler", "OneCycleLR", "ConstantLR"]
 
@@ -75,7 +75,7 @@ class Optimizer:
                                  f"but its gradient has shape {tuple(param.grad.shape)}")
             self.update(param, param.grad, self.state.setdefault(index, {}), group)
 
-    def update(self, param, grad, state, group):
+    def update(self, param, grad_param, state, group):
         raise NotImplementedError(f"{type(self).__name__} must define update()")
 
     # --- saving and loading ------------------------------------------------------
@@ -151,22 +151,22 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       nesterov=nesterov, weight_decay=weight_decay))
 
-    def update(self, param, grad, state, group):
+    def update(self, param, grad_param, state, group):
         lr, momentum = float(group["lr"]), float(group["momentum"])
         dampening, weight_decay = float(group["dampening"]), float(group["weight_decay"])
         if weight_decay != 0:
-            grad = grad + weight_decay * param.data
+            grad_param = grad_param + weight_decay * param.data
         if momentum != 0:
             buffer = state.get("momentum_buffer")
             if buffer is None:  # the first step starts the velocity at g, undamped (as PyTorch does)
-                buffer = grad.copy()
+                buffer = grad_param.copy()
             else:
                 buffer *= momentum
-                buffer += (1 - dampening) * grad
+                buffer += (1 - dampening) * grad_param
             state["momentum_buffer"] = buffer
             # Nesterov: step with the gradient "looked ahead" along the velocity.
-            grad = grad + momentum * buffer if group["nesterov"] else buffer
-        param.data -= lr * grad
+            grad_param = grad_param + momentum * buffer if group["nesterov"] else buffer
+        param.data -= lr * grad_param
 
 
 class Adam(Optimizer):
@@ -182,11 +182,11 @@ class Adam(Optimizer):
             raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {betas}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
-    def update(self, param, grad, state, group):
+    def update(self, param, grad_param, state, group):
         lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
         beta1, beta2 = (float(beta) for beta in group["betas"])
         if weight_decay != 0:
-            grad = self.apply_weight_decay(param, grad, lr, weight_decay)
+            grad_param = self.apply_weight_decay(param, grad_param, lr, weight_decay)
         xp = backend.get_array_module(param.data)
         if "step" not in state:
             state["step"] = 0
@@ -195,17 +195,17 @@ class Adam(Optimizer):
         state["step"] += 1
         step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
         exp_avg *= beta1
-        exp_avg += (1 - beta1) * grad
+        exp_avg += (1 - beta1) * grad_param
         exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * (grad * grad)
+        exp_avg_sq += (1 - beta2) * (grad_param * grad_param)
         # Python floats: the bias corrections must not turn the float32 update into float64.
         step_size = lr / (1 - beta1 ** step)
         denominator = xp.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step) + eps
         param.data -= step_size * (exp_avg / denominator)
 
-    def apply_weight_decay(self, param, grad, lr, weight_decay):
+    def apply_weight_decay(self, param, grad_param, lr, weight_decay):
         """Adam's L2 penalty: add λ·w to the gradient (then rescaled with it)."""
-        return grad + weight_decay * param.data
+        return grad_param + weight_decay * param.data
 
 
 class AdamW(Adam):
@@ -218,6 +218,6 @@ class AdamW(Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
-    def apply_weight_decay(self, param, grad, lr, weight_decay):
+    def apply_weight_decay(self, param, grad_param, lr, weight_decay):
         param.data *= 1 - lr * weight_decay
-        return grad
+        return grad_param

@@ -5,8 +5,16 @@ import pytest
 
 import minseg
 from minseg import backend
-from minseg.metrics import (SegmentationMetrics, confusion_matrix, foreground_accuracy, mean_dice, mean_iou,
-                            per_class_dice, per_class_iou, pixel_accuracy)
+from minseg.metrics import (
+    SegmentationMetrics,
+    confusion_matrix,
+    foreground_accuracy,
+    mean_dice,
+    mean_iou,
+    per_class_dice,
+    per_class_iou,
+    pixel_accuracy,
+)
 
 # A 2x3 image, 3 classes, worked by hand:
 #   target [[0, 0, 1],      pred [[0, 1, 1],

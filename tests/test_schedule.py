@@ -6,7 +6,7 @@ import pytest
 
 from minseg.nn import Parameter
 from minseg.optim import SGD, Adam, AdamW
-from minseg.schedule import OneCycleLR, ConstantLR
+from minseg.schedule import ConstantLR, OneCycleLR
 
 
 def sgd(lr=0.1, momentum=0.9):
