@@ -1,0 +1,465 @@
+"""Every figure of the course, made by minseg itself from real data and real models.
+
+    python docs/figures.py                         # the committed images, into docs/img/ (trains two models briefly)
+    python docs/figures.py --fast --out /tmp/figs  # tiny models, a few steps: what tests/test_figures.py runs
+
+The data: CamVid tiny (``--data``, default ``../shared/data/camvid_tiny`` beside the repository) and the ISBI 2012
+membrane slices (``--membrane``). The zoo figure is drawn from the table in ``docs/zoo.md`` (``--zoo``) that
+``python benchmarks/zoo.py`` writes; without that file it is skipped with a note. Each figure is a function below
+named after the file it writes; the architecture drawings come from running the model objects (``trace_blocks``),
+so they cannot drift from the code. The script prints every number the course pages quote.
+"""
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, Rectangle
+
+import minseg
+import minseg.functional as F
+from minseg import metrics, nn, viz
+from minseg.data import DataLoader, channel_stats, layouts
+from minseg.models import Naive, UNet
+from minseg.optim import AdamW, OneCycleLR
+from minseg.train import Learner
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+FIGURES = ["task.png", "one_hot.png", "architecture_naive.png", "architecture_unet.png", "receptive_field.png",
+           "cross_entropy_vs_dice.png", "iou_dice.png", "naive_vs_unet.png", "zoo.png"]
+MAX_BYTES = 200 * 1024  # every image stays under this size
+# FULL makes the committed images; FAST only proves every figure still draws (tiny widths, a few steps).
+FULL = dict(epochs=40, naive_widths=(32, 64, 128, 256), unet_base=16, train_images=None, lr=3e-3)
+FAST = dict(epochs=1, naive_widths=(4, 8, 16, 32), unet_base=4, train_images=8, lr=3e-3)
+
+
+def save(figure, path):
+    """Write ``figure`` as a PNG atomically, at the highest of a few resolutions that stays under MAX_BYTES."""
+    handle, temporary = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
+    os.close(handle)
+    for dpi in (80, 70, 60, 50):
+        figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
+        if os.path.getsize(temporary) <= MAX_BYTES:
+            break
+    os.chmod(temporary, 0o644)  # mkstemp makes it private; an image is for everyone to read
+    os.replace(temporary, path)
+    print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and training (the example's recipe: AdamW, one-cycle, flips, every 5th image validates)
+# ---------------------------------------------------------------------------------------------
+def train_model(model, train, valid, settings):
+    """Train ``model`` for ``settings["epochs"]`` epochs; the Learner, its last metrics and the seconds taken."""
+    mean, std = channel_stats(train)
+    train_loader = DataLoader(train, batch_size=8, shuffle=True, augment=minseg.data.RandomHorizontalFlip(),
+                              mean=mean, std=std, seed=0)
+    valid_loader = DataLoader(valid, batch_size=8, mean=mean, std=std)
+    optimizer = AdamW(model.parameters(), lr=settings["lr"])
+    scheduler = OneCycleLR(optimizer, max_lr=settings["lr"], total_steps=settings["epochs"] * len(train_loader))
+    learner = Learner(model, train_loader, valid_loader, F.cross_entropy, optimizer, scheduler,
+                      void_class=train.classes.index("Void"), progress=False)
+    start = time.perf_counter()
+    learner.fit(settings["epochs"])
+    seconds = time.perf_counter() - start
+    record = learner.history[-1]
+    print(f"{type(model).__name__}: {sum(p.size for p in model.parameters()):,} parameters, {settings['epochs']} "
+          f"epochs in {seconds:.0f} s; validation pixel accuracy {record['pixel_accuracy']:.3f}, "
+          f"mean IoU {record['mean_iou']:.3f}")
+    return learner, (mean, std)
+
+
+def normalized(images, stats):
+    """uint8 (N, H, W, 3) images → the float (N, 3, H, W) batch the loaders make."""
+    mean, std = stats
+    return ((images.astype(np.float32) / 255 - mean) / std).transpose(0, 3, 1, 2)
+
+
+def logits_of(learner, images, stats):
+    learner.model.eval()
+    with minseg.no_grad():
+        return learner.model(minseg.Tensor(normalized(images, stats))).numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# The task and its targets
+# ---------------------------------------------------------------------------------------------
+def task_png(camvid, membrane, path):
+    """A CamVid frame and a membrane slice, each beside its class-id mask."""
+    figure = Figure(figsize=(11, 6.4))
+    axes = figure.subplots(2, 2)
+    image, label = camvid[0]
+    axes[0, 0].imshow(image)
+    axes[0, 1].imshow(viz.colorize(label, camvid.num_classes, camvid.class_colors))
+    slice_, cells = membrane[0]
+    axes[1, 0].imshow(slice_)
+    axes[1, 1].imshow(cells, cmap="gray", vmin=0, vmax=1)
+    titles = [f"CamVid {camvid.stems[0]} ({image.shape[0]}×{image.shape[1]})",
+              f"its mask: one of {camvid.num_classes} class ids per pixel",
+              f"membrane slice {membrane.stems[0]} ({slice_.shape[0]}×{slice_.shape[1]})",
+              "its mask: 0 = membrane (black), 1 = cell (white)"]
+    for ax, title in zip(axes.flat, titles):
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    save(figure, path)
+
+
+def one_hot_png(camvid, path, shown=8):
+    """A mask and the one-hot channels of its ``shown`` most frequent classes (``F.one_hot``)."""
+    _, label = camvid[0]
+    channels = F.one_hot(label[None], camvid.num_classes).numpy()[0]  # (C, H, W)
+    order = np.argsort(-channels.sum((1, 2)))[:shown]
+    figure = Figure(figsize=(12, 4.6))
+    axes = figure.subplots(2, (shown + 2) // 2)
+    axes.flat[0].imshow(viz.colorize(label, camvid.num_classes, camvid.class_colors))
+    axes.flat[0].set_title(f"class ids {label.shape}", fontsize=9)
+    for ax, class_id in zip(axes.flat[1:], order):
+        ax.imshow(channels[class_id], cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"channel {class_id}: {camvid.classes[class_id]}\n{channels[class_id].mean():.1%} of pixels",
+                     fontsize=9)
+    for ax in axes.flat:
+        ax.axis("off")
+    figure.suptitle(f"one_hot(mask, {camvid.num_classes}) has shape {(1,) + channels.shape}: "
+                    f"the {shown} fullest channels", fontsize=11)
+    save(figure, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Architectures, traced from the model objects
+# ---------------------------------------------------------------------------------------------
+def blocks(model):
+    """The named blocks a drawing shows: each top-level child, or the items of a list of blocks."""
+    for name, child in model._modules.items():
+        items = list(child._modules.items())
+        if isinstance(child, nn.ModuleList) or (items and all(isinstance(c, nn.Sequential) for _, c in items)):
+            yield from ((f"{name}.{index}", block) for index, block in items)
+        else:
+            yield name, child
+
+
+def describe(block):
+    """A short name for a block from its layers, e.g. ``(conv3×3 BN ReLU)×2`` or ``conv3×3/2 BN ReLU``."""
+    words = []
+    for module in block.modules():
+        kind = type(module).__name__
+        if kind in ("Conv2d", "ConvTranspose2d"):
+            size = "×".join(map(str, module.kernel_size))
+            stride = f"/{module.stride[0]}" if module.stride[0] > 1 else ""
+            words.append(("upconv" if kind == "ConvTranspose2d" else "conv") + size + stride)
+        elif kind in ("BatchNorm2d", "ReLU"):
+            words.append({"BatchNorm2d": "BN"}.get(kind, kind))
+        elif kind == "MaxPool2d":
+            words.append(f"maxpool{module.kernel_size}")
+    for repeat in (2, 3):  # a repeated pattern is written once with its count
+        part = len(words) // repeat
+        if part and len(words) % repeat == 0 and words == words[:part] * repeat:
+            return f"({' '.join(words[:part])})×{repeat}" if part > 1 else f"{words[0]}×{repeat}"
+    return " ".join(words)
+
+
+def _sources(tensor, produced):
+    """The calls whose outputs ``tensor`` was computed from, walking the autograd graph back to them."""
+    found, stack, seen = set(), [tensor], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if id(current) in produced:
+            found.add(produced[id(current)])
+        elif current.creator is None:
+            found.add(-1)  # the model's input
+        else:
+            stack.extend(current.creator.inputs)
+    return found
+
+
+def trace_blocks(model, x):
+    """Run ``model`` on ``x`` and record each block call: (name, description, output shape, source calls).
+
+    Every block's ``forward`` is wrapped for one run; the sources of a call are found from the autograd graph
+    of its input, so a skip connection shows up as an edge from a call that is not the one just before.
+    """
+    calls, produced, keep = [], {}, []
+    for name, block in blocks(model):
+        def recording(*args, _name=name, _block=block, _forward=block.forward):
+            sources = set().union(*(_sources(a, produced) for a in args if isinstance(a, minseg.Tensor)))
+            out = _forward(*args)
+            produced[id(out)] = len(calls)
+            keep.append(out)  # ids stay unique while the outputs live
+            calls.append((_name, describe(_block), out.shape, sources))
+            return out
+        object.__setattr__(block, "forward", recording)
+    try:
+        model.train()
+        model(minseg.Tensor(x, requires_grad=True))
+    finally:
+        for _, block in blocks(model):
+            block.__dict__.pop("forward", None)
+    return calls
+
+
+def architecture_png(model, x, path):
+    """Each block at (call order, resolution level), its name and output shape; arrows from its sources."""
+    calls = trace_blocks(model, x)
+    height = x.shape[2]
+    levels = [int(round(np.log2(height / shape[2]))) for _, _, shape, _ in calls]
+    figure = Figure(figsize=(1.25 * len(calls) + 1, 1.2 * max(levels) + 2.6))
+    ax = figure.add_subplot()
+    boxes = [(-1, 0, "input", "image", (1,) + tuple(x.shape[1:]))]  # (x, y, name, text, shape); call i is box i + 1
+    boxes += [(index, -level, name, text, shape) for index, ((name, text, shape, _), level) in
+              enumerate(zip(calls, levels))]
+    for left, bottom, name, text, shape in boxes:
+        ax.add_patch(Rectangle((left - 0.45, bottom - 0.38), 0.9, 0.76, facecolor="#dbe8f6", edgecolor="black"))
+        ax.text(left, bottom, f"{name}\n{text.replace(' ', chr(10))}\n{shape[1]}×{shape[2]}×{shape[3]}",
+                ha="center", va="center", fontsize=6.5)
+    longest = 0
+    for index, (_, _, _, sources) in enumerate(calls):
+        for source in sources:
+            (x0, y0), (x1, y1) = boxes[source + 1][:2], boxes[index + 1][:2]
+            if source == index - 1 or source == -1:  # the main path: right edge to left edge
+                arrow = dict(posA=(x0 + 0.45, y0), posB=(x1 - 0.45, y1), color="black", linewidth=0.8)
+            else:  # a skip connection: over the top, from the top of one box to the top of the other
+                arrow = dict(posA=(x0, y0 + 0.38), posB=(x1, y1 + 0.38), connectionstyle="arc3,rad=-0.15",
+                             color="#c0392b", linewidth=1.4)
+                longest = max(longest, x1 - x0)
+            ax.add_patch(FancyArrowPatch(arrowstyle="-|>", mutation_scale=8, **arrow))
+    ax.set_xlim(-1.6, len(calls) - 0.4)
+    ax.set_ylim(-max(levels) - 0.6, 0.6 + 0.08 * longest)
+    ax.set_yticks([-level for level in range(max(levels) + 1)],
+                  [f"1/{2 ** level}" for level in range(max(levels) + 1)])
+    ax.set_ylabel("resolution")
+    ax.set_xticks([])
+    skips = sum(source not in (-1, i - 1) for i, (_, _, _, sources) in enumerate(calls) for source in sources)
+    ax.set_title(f"{type(model).__name__}: {sum(p.size for p in model.parameters()):,} parameters, "
+                 f"{len(calls)} block calls, {skips} skip connections (red), traced from a forward pass", fontsize=10)
+    save(figure, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Receptive fields: backpropagate a one-hot gradient from the centre output pixel
+# ---------------------------------------------------------------------------------------------
+def receptive_field(dilations, size=33):
+    """d(centre output)/d(input) through 3×3 convolutions of all-one weights with the given dilations."""
+    x = minseg.Tensor(np.zeros((1, 1, size, size), np.float32), requires_grad=True)
+    weight = minseg.Tensor(np.ones((1, 1, 3, 3), np.float32))
+    y = x
+    for dilation in dilations:
+        y = F.conv2d(y, weight, padding=dilation, dilation=dilation)
+    grad = np.zeros(y.shape, np.float32)
+    grad[0, 0, size // 2, size // 2] = 1
+    y.backward(grad)
+    return x.grad[0, 0]
+
+
+def receptive_field_png(path):
+    stacks = [("3 stacked 3×3 convolutions", (1, 1, 1)), ("7 stacked 3×3 convolutions", (1,) * 7),
+              ("3 dilated 3×3 convolutions, dilation 1, 2, 4", (1, 2, 4))]
+    figure = Figure(figsize=(12, 4.3))
+    for ax, (title, dilations) in zip(figure.subplots(1, 3), stacks):
+        field = receptive_field(dilations)
+        rows, cols = np.nonzero(field)
+        ax.imshow(np.log1p(field), cmap="magma")
+        ax.set_title(f"{title}\nreceptive field {np.ptp(rows) + 1}×{np.ptp(cols) + 1}, {len(dilations) * 9} weights",
+                     fontsize=9)
+        ax.axis("off")
+    figure.suptitle("which input pixels reach the centre output pixel (log(1 + number of paths), from backward)",
+                    fontsize=10)
+    save(figure, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses and metrics on a real prediction
+# ---------------------------------------------------------------------------------------------
+def _gradient_norm(loss_of, logits):
+    z = minseg.Tensor(logits, requires_grad=True)
+    loss_of(z).backward()
+    return np.sqrt((z.grad ** 2).sum(1))[0]
+
+
+def cross_entropy_vs_dice_png(image, label, logits, classes, path):
+    """Per-pixel cross-entropy, the per-pixel gradient of cross-entropy and of soft Dice, and who gets it."""
+    target = minseg.Tensor(label[None])
+    per_pixel = F.cross_entropy(minseg.Tensor(logits), target, reduction="none").numpy()[0]
+    grad_ce = _gradient_norm(lambda z: F.cross_entropy(z, target), logits)
+    grad_dice = _gradient_norm(lambda z: F.dice_loss(z, target), logits)
+    figure = Figure(figsize=(13, 7.2))
+    axes = figure.subplots(2, 3)
+    axes[0, 0].imshow(image)
+    axes[0, 1].imshow(viz.colorize(label, len(classes), layouts.CAMVID_COLORS))
+    shown = axes[0, 2].imshow(per_pixel, cmap="viridis")
+    figure.colorbar(shown, ax=axes[0, 2], fraction=0.035)
+    for ax, grad, name in ((axes[1, 0], grad_ce, "cross-entropy"), (axes[1, 1], grad_dice, "1 − soft Dice")):
+        shown = ax.imshow(grad / grad.mean(), cmap="magma", vmin=0, vmax=np.percentile(grad / grad.mean(), 99))
+        figure.colorbar(shown, ax=ax, fraction=0.035)
+        ax.set_title(f"|∂({name})/∂logits| per pixel (÷ its mean)", fontsize=9)
+    titles = ["validation image", "ground truth", f"per-pixel cross-entropy (mean {per_pixel.mean():.3f})"]
+    for ax, title in zip(axes[0], titles):
+        ax.set_title(title, fontsize=9)
+    for ax in list(axes[0]) + list(axes[1, :2]):
+        ax.axis("off")
+    present = np.argsort(-np.bincount(label.ravel(), minlength=len(classes)))
+    present = [c for c in present if (label == c).any()][:10]
+    shares = [[(label == c).mean() for c in present]] + [[grad[label == c].sum() / grad.sum() for c in present]
+                                                         for grad in (grad_ce, grad_dice)]
+    for offset, share, name in zip((-0.27, 0, 0.27), shares, ("pixels", "CE gradient", "Dice gradient")):
+        axes[1, 2].bar(np.arange(len(present)) + offset, share, width=0.27, label=name)
+    axes[1, 2].set_xticks(range(len(present)), [classes[c] for c in present], rotation=60, fontsize=7)
+    axes[1, 2].set_title("share of the pixels and of each gradient, by true class", fontsize=9)
+    axes[1, 2].legend(fontsize=8)
+    save(figure, path)
+    smallest = present[-1]
+    print(f"cross_entropy_vs_dice: {classes[smallest]} holds {shares[0][-1]:.2%} of the pixels, "
+          f"{shares[1][-1]:.2%} of the cross-entropy gradient, {shares[2][-1]:.2%} of the Dice gradient")
+
+
+def iou_dice_png(image, label, prediction, classes, path):
+    """For the largest and a small class: true positives, false positives, false negatives, IoU and Dice."""
+    cm = metrics.confusion_matrix(prediction, label, len(classes))
+    iou, dice = metrics.per_class_iou(cm), metrics.per_class_dice(cm)
+    counts = np.bincount(label.ravel(), minlength=len(classes))
+    hit = [c for c in np.argsort(counts) if counts[c] and cm[c, c]]
+    chosen = [hit[-1], hit[0]] if len(hit) > 1 else hit * 2
+    figure = Figure(figsize=(12, 3.4))
+    axes = figure.subplots(1, 3)
+    axes[0].imshow(image)
+    axes[0].set_title("validation image", fontsize=9)
+    for ax, c in zip(axes[1:], chosen):
+        truth, guess = label == c, prediction == c
+        picture = 0.35 * image.astype(np.float32).mean(-1, keepdims=True).repeat(3, -1) / 255
+        for mask, colour in ((truth & guess, (0.1, 0.8, 0.2)), (guess & ~truth, (0.9, 0.15, 0.1)),
+                             (truth & ~guess, (0.15, 0.35, 1.0))):
+            picture[mask] = colour
+        ax.imshow(picture)
+        tp, fp, fn = (truth & guess).sum(), (guess & ~truth).sum(), (truth & ~guess).sum()
+        ax.set_title(f"{classes[c]}: TP {tp} (green), FP {fp} (red), FN {fn} (blue)\n"
+                     f"IoU {iou[c]:.3f}, Dice {dice[c]:.3f}", fontsize=9)
+        print(f"iou_dice: {classes[c]} TP {tp} FP {fp} FN {fn} IoU {iou[c]:.3f} Dice {dice[c]:.3f}")
+    for ax in axes:
+        ax.axis("off")
+    save(figure, path)
+
+
+def naive_vs_unet_png(images, labels, predictions, classes, path):
+    """The same validation frames: image, truth, the naive model's and UNet's predictions."""
+    columns = ["image", "ground truth"] + list(predictions)
+    figure = Figure(figsize=(3.2 * len(columns), 2.5 * len(images)))
+    axes = figure.subplots(len(images), len(columns), squeeze=False)
+    for row, (image, label) in enumerate(zip(images, labels)):
+        pictures = [image, viz.colorize(label, len(classes), layouts.CAMVID_COLORS)]
+        pictures += [viz.colorize(p[row], len(classes), layouts.CAMVID_COLORS) for p in predictions.values()]
+        for column, (ax, picture) in enumerate(zip(axes[row], pictures)):
+            ax.imshow(picture)
+            title = columns[column] if row == 0 else ""
+            if column >= 2:
+                prediction = list(predictions.values())[column - 2][row]
+                title += f"\npixel accuracy {(prediction == label).mean():.3f}"
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    save(figure, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The zoo: mean IoU against training time, from docs/zoo.md
+# ---------------------------------------------------------------------------------------------
+def _number(text):
+    match = re.search(r"-?\d[\d,]*\.?\d*", text)
+    return float(match.group().replace(",", "")) if match else None
+
+
+def zoo_points(markdown):
+    """(x heading, y heading, [(model, training time, mean IoU)]) from the first table with both columns."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in markdown.splitlines() if line.strip().startswith("|")]
+    for index, header in enumerate(rows):
+        lowered = [cell.lower() for cell in header]
+        time_column = next((i for i, cell in enumerate(lowered) if "training time" in cell), None)
+        iou_column = next((i for i, cell in enumerate(lowered) if "mean iou" in cell), None)
+        if time_column is None or iou_column is None:
+            continue
+        points = []
+        for row in rows[index + 2:]:
+            if len(row) != len(header):
+                break
+            x, y = _number(row[time_column]), _number(row[iou_column])
+            if x is not None and y is not None:
+                points.append((row[0].strip("*` "), x, y))
+        return header[time_column], header[iou_column], points
+    raise ValueError("zoo_points: found no table with a 'training time' and a 'mean IoU' column")
+
+
+def zoo_png(zoo, path):
+    if not zoo.is_file():
+        print(f"note: {zoo} does not exist yet: skipping {path.name} (python benchmarks/zoo.py writes it)")
+        return
+    x_heading, y_heading, points = zoo_points(zoo.read_text(encoding="utf-8"))
+    figure = Figure(figsize=(8, 5.5))
+    ax = figure.add_subplot()
+    for name, x, y in points:
+        ax.scatter(x, y, color="#2c7fb8")
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(x_heading)
+    ax.set_ylabel(y_heading)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"the zoo: {len(points)} models, one recipe (from {zoo.name})", fontsize=10)
+    save(figure, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------
+def make_figures(data, membrane_root, out, zoo, settings):
+    camvid = layouts.fastai(data)
+    train, valid = camvid.split(valid_every=5)
+    if settings["train_images"] is not None:
+        train, valid = train.subset(range(settings["train_images"])), valid.subset(range(4))
+    membrane = layouts.membrane(membrane_root)
+    task_png(camvid, membrane, out / "task.png")
+    one_hot_png(camvid, out / "one_hot.png")
+    x = np.zeros((1, 3) + camvid.images.shape[1:3], np.float32)
+    minseg.manual_seed(0)
+    naive = Naive(camvid.num_classes, widths=settings["naive_widths"])
+    unet = UNet(camvid.num_classes, base=settings["unet_base"])
+    architecture_png(naive, x, out / "architecture_naive.png")
+    architecture_png(unet, x, out / "architecture_unet.png")
+    receptive_field_png(out / "receptive_field.png")
+    naive_learner, stats = train_model(naive, train, valid, settings)
+    unet_learner, _ = train_model(unet, train, valid, settings)
+    shown = viz.spread_indices(len(valid), 3)
+    images, labels = valid.images[shown], valid.labels[shown]
+    logits = logits_of(unet_learner, images, stats)
+    cross_entropy_vs_dice_png(images[0], labels[0], logits[:1], camvid.classes, out / "cross_entropy_vs_dice.png")
+    iou_dice_png(images[0], labels[0], logits[0].argmax(0), camvid.classes, out / "iou_dice.png")
+    predictions = {"naive model": logits_of(naive_learner, images, stats).argmax(1), "UNet": logits.argmax(1)}
+    naive_vs_unet_png(images, labels, predictions, camvid.classes, out / "naive_vs_unet.png")
+    zoo_png(zoo, out / "zoo.png")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python docs/figures.py", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--fast", action="store_true", help="tiny models and a few steps (checks the drawing only)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img", help="folder the PNGs go to")
+    parser.add_argument("--data", type=Path, default=DATA / "camvid_tiny", help="CamVid tiny (fastai layout)")
+    parser.add_argument("--membrane", type=Path, default=DATA / "membrane", help="the ISBI 2012 membrane slices")
+    parser.add_argument("--zoo", type=Path, default=ROOT / "docs" / "zoo.md", help="the zoo table to plot")
+    args = parser.parse_args(argv)
+    for flag, folder in (("--data", args.data), ("--membrane", args.membrane)):
+        if not folder.is_dir():
+            print(f"error: {flag} {folder}: no such folder; pass the dataset's folder", file=sys.stderr)
+            return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    make_figures(args.data, args.membrane, args.out, args.zoo, FAST if args.fast else FULL)
+    print(f"{'fast' if args.fast else 'full'} mode: {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

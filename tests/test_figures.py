@@ -1,0 +1,74 @@
+"""docs/figures.py --fast draws every figure of the course, each a valid PNG under the size cap.
+
+The fast mode trains tiny models for a few steps on the real CamVid tiny and membrane data, so a figure that
+no longer draws (a renamed function, a changed shape) fails here. The zoo figure is drawn from a small table
+written in the zoo's format, because docs/zoo.md is written by a two-hour benchmark, not by the tests.
+"""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "docs" / "figures.py"
+DATA = ROOT.parent / "shared" / "data"
+ZOO_TABLE = """# The zoo
+
+| model | year | idea | parameters | training step (ms) | pixel accuracy | mean IoU | training time (s) |
+|---|---|---|---|---|---|---|---|
+| naive | 2015 | no skips | 567,328 | 120 | 0.701 | 0.151 | 600 |
+| UNet | 2015 | skips by concatenation | 1,944,576 | 400 | 0.836 | 0.268 | 1,900 |
+"""
+
+
+def _figures_module():
+    spec = importlib.util.spec_from_file_location("figures", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_fast_mode_writes_every_figure(tmp_path):
+    if not (DATA / "camvid_tiny").is_dir() or not (DATA / "membrane").is_dir():
+        pytest.skip(f"needs {DATA / 'camvid_tiny'} and {DATA / 'membrane'}")
+    zoo = tmp_path / "zoo.md"
+    zoo.write_text(ZOO_TABLE, encoding="utf-8")
+    out = tmp_path / "img"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--fast", "--out", str(out), "--zoo", str(zoo)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = _figures_module()
+    assert sorted(path.name for path in out.iterdir()) == sorted(figures.FIGURES)
+    for name in figures.FIGURES:
+        path = out / name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert path.stat().st_size <= figures.MAX_BYTES, f"{name}: {path.stat().st_size} bytes"
+        with Image.open(path) as image:
+            image.verify()  # a truncated or corrupt PNG raises here
+            assert min(image.size) >= 100, f"{name}: {image.size}"
+
+
+def test_zoo_figure_waits_for_the_table(tmp_path):
+    figures = _figures_module()
+    figures.zoo_png(tmp_path / "absent.md", tmp_path / "zoo.png")
+    assert not (tmp_path / "zoo.png").exists()
+
+
+def test_zoo_points_read_the_table():
+    x_heading, y_heading, points = _figures_module().zoo_points(ZOO_TABLE)
+    assert (x_heading, y_heading) == ("training time (s)", "mean IoU")
+    assert points == [("naive", 600.0, 0.151), ("UNet", 1900.0, 0.268)]
+    with pytest.raises(ValueError, match="no table with a 'training time' and a 'mean IoU' column"):
+        _figures_module().zoo_points("| model | accuracy |\n|---|---|\n| a | 1 |\n")
+
+
+def test_missing_data_is_one_line_error(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--fast", "--out", str(tmp_path), "--data",
+                           str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: --data {tmp_path / 'nowhere'}: no such folder; "
+                                                "pass the dataset's folder"]
