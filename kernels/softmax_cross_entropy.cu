@@ -10,11 +10,17 @@
 //
 // Threading. Thread t handles pixel t = n*H*W + h*W + w and walks the C channels, which lie H*W floats
 // apart; at each channel the 32 threads of a warp read 32 consecutive floats (one 128-byte line), so
-// every access is coalesced, and the channel loop gives each thread many independent loads in flight.
-// The forward keeps a running maximum and a running sum of exponentials (the sum is rescaled whenever
-// the maximum grows), so it reads every logit exactly once and computes one exponential per logit. The
-// backward needs the finished sum before it can write anything: for C <= 64 it keeps the pixel's logits
-// in registers (one read, templates below); above that it reads them a second time (from L2 mostly).
+// every access is coalesced. A thread loads a chunk of its logits into registers (all of them when
+// C <= 64: the _c16/_c32/_c64 variants; else 32 at a time) before it reduces them, so that a whole chunk
+// of independent loads is in flight. Across chunks it keeps a running maximum and a sum of exponentials
+// rescaled whenever the maximum grows: every logit is read once and exponentiated once. The backward
+// needs the finished sum before it can write anything: for C <= 64 the logits stay in registers (one
+// read); above that it reads them a second time (from L2 mostly).
+//
+// Non-finite logits. A NaN logit makes its pixel's loss and gradient NaN (the maximum below propagates
+// NaN, where fmaxf would drop it). -inf is a real value (a masked class): it contributes exp(-inf) = 0,
+// and while every logit so far is -inf the exponentials are taken relative to 0 instead of the maximum,
+// so no exp(-inf - -inf) = NaN appears. A pixel whose logits are all -inf has loss NaN, as in PyTorch.
 //
 // Roofline. Per pixel the forward reads 4*C bytes of logits + 8 (int64 target) and writes 8; the
 // backward reads 4*C + 12 and writes 4*C. At C = 32 that is about 0.26 FLOP/byte: purely memory bound,
@@ -40,11 +46,55 @@ __device__ __forceinline__ float weight_of(long long target, const float* class_
     return use_class_weight ? class_weight[target] : 1.f;
 }
 
-extern "C" __global__ void __launch_bounds__(PIXELS_PER_BLOCK)
-softmax_cross_entropy_forward(const float* __restrict__ logits, const long long* __restrict__ target,
-                              const float* __restrict__ class_weight, int use_class_weight,
-                              float* __restrict__ loss, float* __restrict__ pixel_weight,
-                              int N, int C, int HW, long long ignore_index) {
+// max(a, b) that returns NaN when either is NaN.
+__device__ __forceinline__ float max_or_nan(float a, float b) { return (b > a || b != b) ? b : a; }
+
+// What the exponentials are taken relative to: the maximum, or 0 while the maximum is -inf.
+__device__ __forceinline__ float shift_of(float maximum) { return maximum == negative_infinity() ? 0.f : maximum; }
+
+// The running reduction over one pixel's logits, CHUNK at a time:
+// sum_exp = sum_c exp(logits[c] - shift_of(max)), and the target's logit on the way.
+struct LogSumExp {
+    float maximum, sum_exp, target_logit;  // start at -inf, 0, 0
+
+    template <int CHUNK>
+    __device__ __forceinline__ void add(const float (&v)[CHUNK], int c0, long long label) {
+        float chunk_max = maximum;
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i) {
+            chunk_max = max_or_nan(chunk_max, v[i]);
+            if (c0 + i == label) target_logit = v[i];
+        }
+        const float shift = shift_of(chunk_max);
+        sum_exp *= expf(shift_of(maximum) - shift);  // 0 * exp(..) stays 0 while maximum is -inf
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i) sum_exp += expf(v[i] - shift);
+        maximum = chunk_max;
+    }
+};
+
+// Logits c0 .. c0 + CHUNK - 1 of a pixel into registers; past C they read as -inf (exp = 0).
+template <int CHUNK>
+__device__ __forceinline__ void load_chunk(const float* column, int c0, int C, int HW, float (&v)[CHUNK]) {
+#pragma unroll
+    for (int i = 0; i < CHUNK; ++i) v[i] = c0 + i < C ? __ldg(column + (long long)(c0 + i) * HW) : negative_infinity();
+}
+
+template <int CHUNK>
+__device__ __forceinline__ LogSumExp reduce_pixel(const float* column, int C, int HW, long long label) {
+    LogSumExp reduction{negative_infinity(), 0.f, 0.f};
+    for (int c0 = 0; c0 < C; c0 += CHUNK) {
+        float v[CHUNK];
+        load_chunk<CHUNK>(column, c0, C, HW, v);
+        reduction.add<CHUNK>(v, c0, label);
+    }
+    return reduction;
+}
+
+template <int CHUNK>
+__device__ __forceinline__ void softmax_cross_entropy_forward_pixel(
+        const float* logits, const long long* target, const float* class_weight, int use_class_weight,
+        float* loss, float* pixel_weight, int N, int C, int HW, long long ignore_index) {
     const long long pixel = (long long)blockIdx.x * PIXELS_PER_BLOCK + threadIdx.x;
     if (pixel >= (long long)N * HW) return;
     const long long n = pixel / HW, hw = pixel - n * HW;
@@ -56,23 +106,10 @@ softmax_cross_entropy_forward(const float* __restrict__ logits, const long long*
         loss[pixel] = weight;
         return;
     }
-
-    const float* column = logits + n * C * HW + hw;
-    float running_max = negative_infinity(), sum_exp = 0.f, target_logit = 0.f;
-#pragma unroll 8
-    for (int c = 0; c < C; ++c) {
-        const float v = __ldg(column + (long long)c * HW);
-        if (c == label) target_logit = v;
-        // Online log-sum-exp: one exponential per logit, no divergence. When v is the new maximum the old
-        // sum is rescaled by exp(old max - v) and v contributes exp(0) = 1.
-        const float larger = fmaxf(running_max, v), smaller = fminf(running_max, v);
-        const float e = expf(smaller - larger);
-        sum_exp = v > running_max ? fmaf(sum_exp, e, 1.f) : sum_exp + e;
-        running_max = larger;
-    }
-    // (max - target) first: 0 when the target holds the maximum and exact whenever it is close to it,
+    const LogSumExp r = reduce_pixel<CHUNK>(logits + n * C * HW + hw, C, HW, label);
+    // (shift - target) first: 0 when the target holds the maximum and exact whenever it is close to it,
     // so a confident pixel's small loss is not lost in the rounding of max + log(sum).
-    loss[pixel] = weight * ((running_max - target_logit) + logf(sum_exp));
+    loss[pixel] = weight * ((shift_of(r.maximum) - r.target_logit) + logf(r.sum_exp));
 }
 
 // One pixel's backward with its C <= MAX_C logits held in registers (the loops unroll fully, so the
@@ -81,21 +118,16 @@ template <int MAX_C>
 __device__ __forceinline__ void backward_in_registers(const float* column, float* grad_column, long long label,
                                                       float scale, int C, int HW) {
     float value[MAX_C];
-    float running_max = negative_infinity();
+    load_chunk<MAX_C>(column, 0, C, HW, value);
+    float maximum = negative_infinity();
 #pragma unroll
-    for (int c = 0; c < MAX_C; ++c) {
-        if (c < C) {
-            value[c] = __ldg(column + (long long)c * HW);
-            running_max = fmaxf(running_max, value[c]);
-        }
-    }
+    for (int c = 0; c < MAX_C; ++c) maximum = max_or_nan(maximum, value[c]);
+    const float shift = shift_of(maximum);
     float sum_exp = 0.f;
 #pragma unroll
     for (int c = 0; c < MAX_C; ++c) {
-        if (c < C) {
-            value[c] = expf(value[c] - running_max);
-            sum_exp += value[c];
-        }
+        value[c] = expf(value[c] - shift);
+        sum_exp += value[c];
     }
     const float scale_over_sum = scale / sum_exp;
 #pragma unroll
@@ -103,22 +135,14 @@ __device__ __forceinline__ void backward_in_registers(const float* column, float
         if (c < C) grad_column[(long long)c * HW] = fmaf(value[c], scale_over_sum, c == label ? -scale : 0.f);
 }
 
-// Any C: one pass for the maximum and the sum (online, as in the forward), a second to write.
+// Any C: one pass for the maximum and the sum (chunked, as in the forward), a second to write.
 __device__ __forceinline__ void backward_two_pass(const float* column, float* grad_column, long long label,
                                                   float scale, int C, int HW) {
-    float running_max = negative_infinity(), sum_exp = 0.f;
+    const LogSumExp r = reduce_pixel<32>(column, C, HW, label);
+    const float shift = shift_of(r.maximum), scale_over_sum = scale / r.sum_exp;
 #pragma unroll 8
     for (int c = 0; c < C; ++c) {
-        const float v = __ldg(column + (long long)c * HW);
-        const float larger = fmaxf(running_max, v), smaller = fminf(running_max, v);
-        const float e = expf(smaller - larger);
-        sum_exp = v > running_max ? fmaf(sum_exp, e, 1.f) : sum_exp + e;
-        running_max = larger;
-    }
-    const float scale_over_sum = scale / sum_exp;
-#pragma unroll 8
-    for (int c = 0; c < C; ++c) {
-        const float p = expf(__ldg(column + (long long)c * HW) - running_max);
+        const float p = expf(__ldg(column + (long long)c * HW) - shift);
         grad_column[(long long)c * HW] = fmaf(p, scale_over_sum, c == label ? -scale : 0.f);
     }
 }
@@ -152,7 +176,25 @@ __device__ __forceinline__ void softmax_cross_entropy_backward_pixel(
     float* __restrict__ grad_logits, int N, int C, int HW, long long ignore_index
 #define BACKWARD_ARGS logits, target, class_weight, use_class_weight, grad_loss, grad_logits, N, C, HW, ignore_index
 
-// Entry points; minseg/cuda.py picks the smallest _c<MAX_C> that holds C, else the plain (two-pass) one.
+#define FORWARD_PARAMS const float* __restrict__ logits, const long long* __restrict__ target, \
+    const float* __restrict__ class_weight, int use_class_weight, float* __restrict__ loss, \
+    float* __restrict__ pixel_weight, int N, int C, int HW, long long ignore_index
+#define FORWARD_ARGS logits, target, class_weight, use_class_weight, loss, pixel_weight, N, C, HW, ignore_index
+
+// Entry points; minseg/cuda.py picks the smallest _c<MAX_C> that holds C, else the plain (chunked, and
+// for the backward two-pass) one.
+extern "C" __global__ void __launch_bounds__(PIXELS_PER_BLOCK) softmax_cross_entropy_forward(FORWARD_PARAMS) {
+    softmax_cross_entropy_forward_pixel<32>(FORWARD_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(PIXELS_PER_BLOCK) softmax_cross_entropy_forward_c16(FORWARD_PARAMS) {
+    softmax_cross_entropy_forward_pixel<16>(FORWARD_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(PIXELS_PER_BLOCK) softmax_cross_entropy_forward_c32(FORWARD_PARAMS) {
+    softmax_cross_entropy_forward_pixel<32>(FORWARD_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(PIXELS_PER_BLOCK) softmax_cross_entropy_forward_c64(FORWARD_PARAMS) {
+    softmax_cross_entropy_forward_pixel<64>(FORWARD_ARGS);
+}
 extern "C" __global__ void __launch_bounds__(PIXELS_PER_BLOCK) softmax_cross_entropy_backward(BACKWARD_PARAMS) {
     softmax_cross_entropy_backward_pixel<0>(BACKWARD_ARGS);
 }

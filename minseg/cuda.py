@@ -49,7 +49,7 @@ CONV_GEMM_TILES = {"forward": ("256x32", "128x64", "128x128"),
 K_STEP = 16  # BK in conv2d.cu: splits of K are whole multiples of it
 _MIN_K_PER_SPLIT = 256  # a shorter split spends more on the partial sums than it saves
 _CE_THREADS = 256  # PIXELS_PER_BLOCK in softmax_cross_entropy.cu
-_CE_REGISTER_VARIANTS = (16, 32, 64)  # softmax_cross_entropy_backward_c<MAX_C>
+_CE_REGISTER_VARIANTS = (16, 32, 64)  # softmax_cross_entropy_{forward,backward}_c<MAX_C>
 
 
 # --- finding, compiling and launching kernels ----------------------------------------------------
@@ -337,6 +337,13 @@ def _check_cross_entropy_args(where, logits, target, class_weight, ignore_index)
     return logits, target, (class_weight if use_class_weight else logits), np.int32(use_class_weight), tail, grid
 
 
+def _cross_entropy_kernel(direction, classes):
+    """The smallest softmax_cross_entropy_<direction>_c<MAX_C> that holds ``classes`` in registers, else the
+    plain (chunked) one."""
+    fitting = [c for c in _CE_REGISTER_VARIANTS if classes <= c]
+    return f"softmax_cross_entropy_{direction}" + (f"_c{fitting[0]}" if fitting else "")
+
+
 def softmax_cross_entropy_forward(logits, target, class_weight, ignore_index, *, out=None):
     """(loss, pixel_weight), each shaped like target: loss = pixel_weight * (logsumexp_c logits - logits[target]).
 
@@ -353,7 +360,7 @@ def softmax_cross_entropy_forward(logits, target, class_weight, ignore_index, *,
     pixel_weight = _output(where, weight_out, target.shape, logits, name="out[1] (pixel_weight)")
     if loss.size == 0:
         return loss, pixel_weight
-    _launch("softmax_cross_entropy", "softmax_cross_entropy_forward", grid, (_CE_THREADS, 1, 1),
+    _launch("softmax_cross_entropy", _cross_entropy_kernel("forward", logits.shape[1]), grid, (_CE_THREADS, 1, 1),
             (logits, target, weight_arg, use_weight, loss, pixel_weight) + tail)
     return loss, pixel_weight
 
@@ -373,9 +380,6 @@ def softmax_cross_entropy_backward(logits, target, class_weight, ignore_index, g
     grad_logits = _output(where, out, logits.shape, logits)
     if grad_logits.size == 0:
         return grad_logits
-    classes = logits.shape[1]
-    fitting = [c for c in _CE_REGISTER_VARIANTS if classes <= c]
-    name = f"softmax_cross_entropy_backward_c{fitting[0]}" if fitting else "softmax_cross_entropy_backward"
-    _launch("softmax_cross_entropy", name, grid, (_CE_THREADS, 1, 1),
+    _launch("softmax_cross_entropy", _cross_entropy_kernel("backward", logits.shape[1]), grid, (_CE_THREADS, 1, 1),
             (logits, target, weight_arg, use_weight, grad_loss, grad_logits) + tail)
     return grad_logits

@@ -28,8 +28,8 @@ TOLERANCE = 1e-5
 # --- without a GPU -------------------------------------------------------------------------------
 def expected_kernel_names():
     conv = [f"conv2d_{gemm}_{tile}" for gemm, tiles in cuda.CONV_GEMM_TILES.items() for tile in tiles]
-    cross_entropy = ["softmax_cross_entropy_forward", "softmax_cross_entropy_backward"] + [
-        f"softmax_cross_entropy_backward_c{c}" for c in (16, 32, 64)]
+    cross_entropy = [f"softmax_cross_entropy_{direction}{variant}" for direction in ("forward", "backward")
+                     for variant in ("", "_c16", "_c32", "_c64")]
     return {"conv2d.cu": set(conv) | {"split_k_sum"}, "softmax_cross_entropy.cu": set(cross_entropy)}
 
 
@@ -372,6 +372,58 @@ def test_softmax_cross_entropy_marks_an_invalid_target_with_nan(cp):
     assert np.array_equal(np.isnan(cp.asnumpy(loss)), invalid)
     grad = cuda.softmax_cross_entropy_backward(logits, target, None, -100, cp.ones((1, 2, 2), dtype=np.float32))
     assert np.array_equal(np.isnan(cp.asnumpy(grad)).all(axis=1), invalid)
+
+
+def cross_entropy_by_definition(logits, target):
+    """float64 loss and d(sum of loss)/d(logits) per pixel, written for non-finite logits: a class at -inf
+    has probability 0; a pixel with a NaN logit, or with every logit -inf, gets NaN."""
+    logits = logits.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        maximum = logits.max(axis=1, keepdims=True)  # NaN when any logit is NaN
+        exp = np.exp(logits - maximum)                # NaN for a pixel of all -inf
+        sum_exp = exp.sum(axis=1, keepdims=True)
+        target_logit = np.take_along_axis(logits, target[:, None], axis=1)
+        loss = ((maximum - target_logit) + np.log(sum_exp))[:, 0]
+        grad = exp / sum_exp
+    np.put_along_axis(grad, target[:, None], np.take_along_axis(grad, target[:, None], axis=1) - 1, axis=1)
+    return loss, grad
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("classes", [5, 20, 40, 100])  # the c16, c32, c64 and chunked kernels
+def test_softmax_cross_entropy_handles_minus_infinity_and_nan_logits(cp, classes):
+    rng = np.random.default_rng(classes)
+    N, H, W = 2, 4, 5
+    logits = rng.standard_normal((N, classes, H, W)).astype(np.float32) * 3
+    leading = min(classes // 2, 33)                   # -inf before any finite logit (past a chunk of 32) ...
+    target = rng.integers(leading, classes, (N, H, W)).astype(np.int64)
+    target_logit = np.take_along_axis(logits, target[:, None], axis=1)
+    logits[rng.random(logits.shape) < 0.3] = -np.inf  # ... and masked classes anywhere, but
+    logits[:, :leading] = -np.inf
+    np.put_along_axis(logits, target[:, None], target_logit, axis=1)  # never the target's
+    target[0, 0, 1] = 0                               # a target at -inf: loss +inf
+    logits[0, :, 0, 2] = -np.inf                      # every logit -inf: NaN
+    logits[1, classes - 1, 1, 1] = np.nan             # a NaN last, first and in between
+    logits[1, 0, 2, 2] = np.nan
+    logits[1, classes // 2, 3, 3] = np.nan
+    loss_ref, grad_ref = cross_entropy_by_definition(logits, target)
+
+    args = (cp.asarray(logits), cp.asarray(target), None, -100)
+    loss, _ = cuda.softmax_cross_entropy_forward(*args, out=(poisoned(cp, (N, H, W)), poisoned(cp, (N, H, W))))
+    grad = cp.asnumpy(cuda.softmax_cross_entropy_backward(*args, cp.ones((N, H, W), dtype=np.float32),
+                                                          out=poisoned(cp, logits.shape)))
+    loss = cp.asnumpy(loss)
+    nan_pixels = np.isnan(loss_ref)
+    assert nan_pixels.sum() == 4 and np.isposinf(loss_ref[0, 0, 1])
+    assert np.array_equal(np.isnan(loss), nan_pixels)
+    assert np.isposinf(loss[0, 0, 1])
+    finite = np.isfinite(loss_ref)
+    assert relative_error(loss[finite], loss_ref[finite]) <= TOLERANCE
+    assert np.isnan(grad.transpose(0, 2, 3, 1)[nan_pixels]).all()
+    counted = np.broadcast_to(~nan_pixels[:, None], grad.shape)
+    assert relative_error(grad[counted], grad_ref[counted]) <= TOLERANCE
+    assert np.all(grad[counted & (logits == -np.inf) & (np.arange(classes)[None, :, None, None] != target[:, None])]
+                  == 0)
 
 
 @pytest.mark.gpu
