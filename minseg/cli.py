@@ -27,7 +27,7 @@ from .models import MODELS
 __all__ = ["main", "UsageError", "TRAIN_DEFAULTS", "CHANGEABLE_ON_RESUME"]
 
 TRAIN_DEFAULTS = dict(data=None, layout="auto", classes=None, mask_values=None, colors=None, ignore=None,
-                      valid_every=5, valid_fraction=None, resize=None, crop=None, scale=None, flip=True,
+                      valid_every=5, valid_fraction=None, resize=None, crop=None, scale=None, flip="h", repeat=1,
                       lazy=False, model="unet", encoder=None, base=16, weights=None, loss="ce", epochs=100, lr=3e-3,
                       batch_size=8, weight_decay=1e-2, seed=0, device="cpu", threads=None,
                       out="runs/camvid_tiny", resume=False, progress=True)
@@ -97,8 +97,10 @@ def _train_options(parser, defaults):
     _option(data, "--resize", "resize the shorter side to N, or to HxW exactly", defaults, type=_size)
     _option(data, "--crop", "train on random HxW crops", defaults, type=_size)
     _option(data, "--scale", "random zoom LOW,HIGH for training, e.g. 0.75,1.25", defaults)
-    data.add_argument("--no-flip", dest="flip", action="store_const", const=False, default=None,
-                      help=f"no random horizontal flips (default: flips {'on' if defaults['flip'] else 'off'})")
+    _option(data, "--flip", "random flips: h (left-right), v (top-bottom), hv (both) or none", defaults,
+            choices=["h", "v", "hv", "none"])
+    _option(data, "--repeat", "each training image this many times per epoch (own random crop each)", defaults,
+            type=_positive(int))
     data.add_argument("--lazy", action="store_const", const=True, default=None,
                       help=f"read files per item instead of into memory (default: {defaults['lazy']})")
     model = parser.add_argument_group("model")
@@ -451,9 +453,12 @@ def _image_files(paths):
 
 def predict(args):
     _check_device(args.device)
-    files = _image_files(args.images)
     if not args.checkpoint.is_file():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
+    try:
+        files = _image_files(args.images)
+    except ValueError as error:  # a folder without images
+        raise UsageError(str(error)) from error
     with limit_threads(args.threads or default_threads()):
         from .predict import Predictor, predict_files
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)

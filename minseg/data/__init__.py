@@ -11,8 +11,8 @@ from .dataset import DatasetError, SegmentationDataset, channel_stats
 from .download import DownloadError, download_camvid_tiny
 from .loader import DataLoader
 from .masks import IGNORE_INDEX, MaskDecoder, read_color_table
-from .transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale
+from .transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, RandomVerticalFlip
 
 __all__ = ["download_camvid_tiny", "DownloadError", "SegmentationDataset", "DatasetError", "channel_stats",
            "MaskDecoder", "IGNORE_INDEX", "read_color_table", "layouts",
-           "RandomHorizontalFlip", "RandomCrop", "RandomScale", "Compose", "DataLoader"]
+           "RandomHorizontalFlip", "RandomVerticalFlip", "RandomCrop", "RandomScale", "Compose", "DataLoader"]

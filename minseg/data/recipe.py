@@ -2,14 +2,16 @@
 
 ``open_splits(options)`` finds the layout, reads the dataset, checks every file (one report for all
 problems), and splits it: VOC and SegNet's CamVid bring their own train/val lists; the other layouts
-are split every k-th image or by a seeded fraction. ``augmentation(options)`` composes the random
-crop, zoom and flip the options ask for.
+are split every k-th image or by a seeded fraction; ``repeat`` shows each training image that many
+times per epoch. ``augmentation(options)`` composes the random zoom, crop and flips the options ask for.
 """
 from pathlib import Path
 
+import numpy as np
+
 from . import layouts
 from .masks import read_color_table
-from .transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale
+from .transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, RandomVerticalFlip
 
 __all__ = ["open_splits", "augmentation", "parse_value_map", "parse_list"]
 
@@ -79,7 +81,10 @@ def open_splits(options):
         dataset = preset(root, **kwargs)
         train, valid = (dataset.split(valid_fraction=options["valid_fraction"], seed=options["seed"])
                         if options["valid_fraction"] is not None else dataset.split(valid_every=options["valid_every"]))
-    return layout, train.check(), valid.check()
+    train, valid = train.check(), valid.check()
+    if options.get("repeat", 1) > 1:  # each image several times per epoch, each time with its own random crop
+        train = train.subset(np.tile(np.arange(len(train)), options["repeat"]))
+    return layout, train, valid
 
 
 def augmentation(options):
@@ -90,6 +95,8 @@ def augmentation(options):
         transforms.append(RandomScale((low, high)))
     if options["crop"] is not None:
         transforms.append(RandomCrop(tuple(options["crop"]), pad_if_needed=True))
-    if options["flip"]:
+    if "h" in options["flip"]:
         transforms.append(RandomHorizontalFlip())
+    if "v" in options["flip"]:
+        transforms.append(RandomVerticalFlip())
     return Compose(transforms) if transforms else None

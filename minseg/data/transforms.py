@@ -14,7 +14,7 @@ Padded label pixels get ``label_fill`` (default -100, ``cross_entropy``'s defaul
 import numpy as np
 from PIL import Image
 
-__all__ = ["RandomHorizontalFlip", "RandomCrop", "RandomScale", "Compose"]
+__all__ = ["RandomHorizontalFlip", "RandomVerticalFlip", "RandomCrop", "RandomScale", "Compose"]
 
 IGNORE_INDEX = -100
 
@@ -38,6 +38,24 @@ class RandomHorizontalFlip:
 
     def __repr__(self):
         return f"RandomHorizontalFlip(p={self.p})"
+
+
+class RandomVerticalFlip:
+    """Mirror image and label top-bottom with probability ``p`` (for data with no "up", such as microscopy)."""
+
+    def __init__(self, p=0.5):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"RandomVerticalFlip: p must be in [0, 1], got {p}")
+        self.p = p
+
+    def __call__(self, image, label, rng):
+        _check_pair(image, label, "RandomVerticalFlip")
+        if rng.random() < self.p:
+            return image[::-1], label[::-1]
+        return image, label
+
+    def __repr__(self):
+        return f"RandomVerticalFlip(p={self.p})"
 
 
 class RandomCrop:
