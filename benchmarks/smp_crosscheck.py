@@ -10,8 +10,11 @@ every key and shape matches), and compare the eval-mode outputs on the same rand
 
 "worst rel. diff." is max |minseg − smp| / max |smp| over the whole output, in float32. Needs torch and smp
 (imported only here, never by minseg).
+
+    python benchmarks/smp_crosscheck.py --fingerprints   # the SMP table of tests/test_encoder_models.py
 """
 import argparse
+import hashlib
 import os
 import sys
 import tempfile
@@ -70,13 +73,30 @@ def compare(name, encoder, batch, height, width, classes, directory):
     return worst, sum(p.size for p in model.parameters())
 
 
+def fingerprints(classes=32):
+    """Per model and encoder: smp's parameter count, state-dict entries and sha256 of its sorted "name shape" lines."""
+    import segmentation_models_pytorch as smp
+
+    for name, smp_name in SMP_NAMES.items():
+        for encoder in ("resnet18", "resnet34"):
+            model = getattr(smp, smp_name)(encoder, encoder_weights=None, classes=classes)
+            state = model.state_dict()
+            lines = "\n".join(f"{key} {tuple(value.shape)}" for key, value in sorted(state.items()))
+            digest = hashlib.sha256(lines.encode()).hexdigest()[:16]
+            parameters = sum(p.numel() for p in model.parameters())
+            print(f'    ("{name}", "{encoder}"): ({parameters:_}, {len(state)}, "{digest}"),')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--classes", type=int, default=32)
     parser.add_argument("--models", nargs="+", default=list(SMP_NAMES), choices=list(SMP_NAMES))
+    parser.add_argument("--fingerprints", action="store_true", help="print smp's state-dict fingerprints and stop")
     args = parser.parse_args()
+    if args.fingerprints:
+        return fingerprints(args.classes)
     import segmentation_models_pytorch as smp
     import torch
     torch.set_num_threads(2)
