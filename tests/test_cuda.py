@@ -7,6 +7,7 @@ PATH), ``import minseg`` does not import CuPy, and the launch plans cover K exac
 output poisoned with NaN before the launch so that an element a kernel forgets to write shows up;
 relative error ‖out − ref‖ / ‖ref‖ ≤ 1e-5. Last, a UNet training step on the GPU matches the CPU step.
 """
+import contextlib
 import importlib.util
 import math
 import pathlib
@@ -14,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -140,6 +142,20 @@ def test_plan_conv_gemm_rejects_a_tile_the_gemm_does_not_have():
 
 
 # --- GPU fixtures and references ---------------------------------------------------------------
+def compile_kernels_or_skip(cupy):
+    """Build both kernel files once, up front. CuPy 14 without the CUDA headers (pip install
+    "cupy-cuda12x[ctk]" or a CUDA toolkit) cannot build raw kernels: that skips with CuPy's message;
+    any other failure (a kernel that does not compile) is an error."""
+    try:
+        with cupy.cuda.Device(0):
+            for source in cuda.kernel_sources():
+                cuda._module(source.stem, 0)
+    except Exception as error:
+        if "Failed to find CUDA headers" in str(error):
+            pytest.skip(f"CuPy cannot compile the kernels: {error}")
+        raise
+
+
 @pytest.fixture(scope="module")
 def cp():
     cupy = pytest.importorskip("cupy")
@@ -149,7 +165,25 @@ def cp():
         pytest.skip(f"CuPy finds no GPU: {error}")
     if devices == 0:
         pytest.skip("CuPy finds no GPU")
+    compile_kernels_or_skip(cupy)
     return cupy
+
+
+def test_a_missing_cuda_toolkit_skips_the_gpu_tests_with_cupys_message(monkeypatch):
+    class NoHeaders:
+        cuda = types.SimpleNamespace(Device=lambda device: contextlib.nullcontext())
+
+        def RawModule(self, **options):
+            raise RuntimeError("Failed to find CUDA headers. Please install CUDA toolkit headers (e.g., pip "
+                               "install cupy-cuda12x[ctk]) or specify CUDA_PATH environment variable.")
+
+    monkeypatch.setattr(cuda, "_cupy", NoHeaders)
+    cuda._module.cache_clear()
+    try:
+        with pytest.raises(pytest.skip.Exception, match=r"Failed to find CUDA headers.*cupy-cuda12x\[ctk\]"):
+            compile_kernels_or_skip(NoHeaders)
+    finally:
+        cuda._module.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +234,8 @@ CONV_CASES = [
     ((2, 9, 6, 8), 40, (3, 3), (1, 1), (1, 1), (1, 1)),
     ((1, 64, 6, 8), 96, (3, 3), (1, 1), (1, 1), (1, 1)),     # deep and small: K is split automatically
     ((4, 8, 31, 33), 16, (3, 3), (2, 2), (1, 1), (2, 2)),
+    ((2, 6, 8, 10), 5, (2, 2), (2, 2), (0, 0), (1, 1)),      # stride == kernel: input gradient as GEMM + scatter
+    ((1, 3, 9, 7), 4, (3, 2), (3, 2), (1, 1), (1, 1)),       # ... with padding, and a last row no tap reaches
 ]
 
 
@@ -234,6 +270,110 @@ def test_conv2d_kernels_match_the_numpy_reference(cp, F, x_shape, out_channels, 
                     ref = grad_w_ref
                 error = relative_error(cp.asnumpy(out), ref)
                 assert error <= TOLERANCE, f"conv2d_{gemm}_{tile} split_k={split_k}: relative error {error:.2e}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[2] == c[3]])
+def test_conv2d_backward_input_implicit_gemm_agrees_with_the_gemm_and_scatter_path(cp, F, case):
+    """conv2d_backward_input sends stride == kernel to _backward_input_as_gemm; the implicit GEMM, which
+    handles every geometry, must give the same numbers there."""
+    x_shape, out_channels, kernel, stride, padding, dilation = case
+    weight_shape = (out_channels, x_shape[1]) + kernel
+    rng = np.random.default_rng(4)
+    weight = rng.standard_normal(weight_shape).astype(np.float32)
+    grad_y = rng.standard_normal(output_shape(x_shape, weight_shape, stride, padding, dilation)).astype(np.float32)
+    _, grad_x_ref, _ = conv_reference(F, np.zeros(x_shape, np.float32), weight, grad_y, stride, padding, dilation)
+    geometry = cuda._conv_geometry("test", x_shape, weight_shape, stride, padding, dilation)
+    assert cuda._stride_covers_kernel_exactly(geometry)
+    N, C, H, W, O, KH, KW = geometry[:7]
+    for tile in cuda.CONV_GEMM_TILES["backward_input"]:
+        implicit = cuda._conv_gemm("backward_input", cp.asarray(grad_y), cp.asarray(weight), poisoned(cp, x_shape),
+                                   geometry, N * H * W, C, O * KH * KW, tile, None)
+        assert relative_error(cp.asnumpy(implicit), grad_x_ref) <= TOLERANCE, tile
+
+
+@pytest.mark.gpu
+def test_conv2d_kernels_on_many_waves_of_blocks(cp, F):
+    """More tiles than the GPU's resident slots (132 multiprocessors x 2 in the emulation): several waves."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 4, 160, 224)).astype(np.float32)
+    weight = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    grad_y = rng.standard_normal((2, 8, 160, 224)).astype(np.float32)
+    tile, (tiles, _), _, _ = cuda.plan_conv_gemm("forward", 2 * 160 * 224, 8, 36, 132)
+    assert tiles > 132 * cuda.CONV_TILES[tile][3]
+    y_ref, grad_x_ref, grad_w_ref = conv_reference(F, x, weight, grad_y, (1, 1), (1, 1), (1, 1))
+    x_gpu, w_gpu, gy_gpu = cp.asarray(x), cp.asarray(weight), cp.asarray(grad_y)
+    assert relative_error(cp.asnumpy(cuda.conv2d_forward(x_gpu, w_gpu, 1, 1, 1, out=poisoned(cp, y_ref.shape))),
+                          y_ref) <= TOLERANCE
+    grad_x = cuda.conv2d_backward_input(gy_gpu, w_gpu, x.shape, 1, 1, 1, out=poisoned(cp, x.shape))
+    assert relative_error(cp.asnumpy(grad_x), grad_x_ref) <= TOLERANCE
+    grad_w = cuda.conv2d_backward_weight(x_gpu, gy_gpu, weight.shape, 1, 1, 1, out=poisoned(cp, weight.shape))
+    assert relative_error(cp.asnumpy(grad_w), grad_w_ref) <= TOLERANCE
+
+
+@pytest.mark.gpu
+def test_split_k_sum_walks_its_grid_stride_loop(cp):
+    """One block of 256 threads for 1000 outputs: each thread sums four of them."""
+    partial = cp.asarray(np.random.default_rng(2).standard_normal((3, 1000)).astype(np.float32))
+    out = poisoned(cp, (1000,))
+    cuda._launch("conv2d", "split_k_sum", (1, 1, 1), (256, 1, 1), (partial, out, np.int32(1000), np.int32(3)))
+    np.testing.assert_allclose(cp.asnumpy(out), cp.asnumpy(partial).sum(axis=0), rtol=1e-6)
+
+
+@pytest.mark.gpu
+def test_kernels_read_offset_and_strided_views(cp, F):
+    """x[1:] starts 4 * C*H*W bytes into its buffer (not on a 16-byte boundary here); x[:, ::2] is not
+    contiguous and is copied first. Both must read the same numbers as a fresh array."""
+    rng = np.random.default_rng(12)
+    x_full = rng.standard_normal((3, 6, 5, 7)).astype(np.float32)   # 6*5*7*4 = 840 bytes per image
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    x_gpu = cp.asarray(x_full)
+    for view, x in ((x_gpu[1:, :3], x_full[1:, :3]), (x_gpu[1:, ::2], x_full[1:, ::2])):
+        y_ref, _, _ = conv_reference(F, np.ascontiguousarray(x), weight, np.zeros((2, 4, 5, 7), np.float32),
+                                     (1, 1), (1, 1), (1, 1))
+        assert relative_error(cp.asnumpy(cuda.conv2d_forward(view, cp.asarray(weight), 1, 1, 1)), y_ref) <= TOLERANCE
+    offset = cp.asarray(x_full)[1:]
+    assert offset.data.ptr % 16 != 0
+    weight = rng.standard_normal((4, 6, 3, 3)).astype(np.float32)
+    y_ref, _, _ = conv_reference(F, x_full[1:], weight, np.zeros((2, 4, 5, 7), np.float32), (1, 1), (1, 1), (1, 1))
+    assert relative_error(cp.asnumpy(cuda.conv2d_forward(offset, cp.asarray(weight), 1, 1, 1)), y_ref) <= TOLERANCE
+
+    logits, target = x_full[:, :, 0], rng.integers(0, 6, (3, 7)).astype(np.int64)    # (N, C, W) and (N, W)
+    loss_full, _ = cuda.softmax_cross_entropy_forward(cp.asarray(np.ascontiguousarray(logits[1:])),
+                                                      cp.asarray(target[1:]), None, -100)
+    loss_view, _ = cuda.softmax_cross_entropy_forward(cp.asarray(logits)[1:], cp.asarray(target)[1:], None, -100)
+    assert np.array_equal(cp.asnumpy(loss_view), cp.asnumpy(loss_full))
+
+
+@pytest.mark.gpu
+def test_a_misaligned_out_is_refused_by_the_conv_kernels_and_fine_for_cross_entropy(cp):
+    x = cp.zeros((1, 3, 8, 8), dtype=np.float32)
+    weight = cp.zeros((4, 3, 3, 3), dtype=np.float32)
+    misaligned = cp.empty(4 * 8 * 8 + 1, dtype=np.float32)[1:].reshape(1, 4, 8, 8)
+    assert misaligned.data.ptr % 16 == 4
+    with pytest.raises(ValueError, match="conv2d_forward: out must start on a 16-byte boundary"):
+        cuda.conv2d_forward(x, weight, 1, 1, 1, out=misaligned)
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((2, 5, 3, 3)).astype(np.float32)
+    target = rng.integers(0, 5, (2, 3, 3)).astype(np.int64)
+    expected = cuda.softmax_cross_entropy_backward(cp.asarray(logits), cp.asarray(target), None, -100,
+                                                   cp.ones((2, 3, 3), dtype=np.float32))
+    out = cp.full(logits.size + 1, np.nan, dtype=np.float32)[1:].reshape(logits.shape)
+    got = cuda.softmax_cross_entropy_backward(cp.asarray(logits), cp.asarray(target), None, -100,
+                                              cp.ones((2, 3, 3), dtype=np.float32), out=out)
+    assert np.array_equal(cp.asnumpy(got), cp.asnumpy(expected))
+
+
+@pytest.mark.gpu
+def test_kernels_are_compiled_and_looked_up_once(cp):
+    x = cp.zeros((1, 3, 8, 8), dtype=np.float32)
+    weight = cp.zeros((4, 3, 3, 3), dtype=np.float32)
+    cuda.conv2d_forward(x, weight, 1, 1, 1)
+    modules, kernels = cuda._module.cache_info(), cuda._kernel.cache_info()
+    cuda.conv2d_forward(x, weight, 1, 1, 1)
+    assert cuda._module.cache_info().misses == modules.misses
+    assert cuda._kernel.cache_info().misses == kernels.misses
+    assert cuda._kernel.cache_info().hits > kernels.hits
 
 
 @pytest.mark.gpu
@@ -300,6 +440,50 @@ def test_functional_convolutions_on_gpu_match_cpu(cp, F, x_shape, out_channels, 
                                         run("cpu", transposed)):
             error = relative_error(on_gpu, on_cpu)
             assert error <= TOLERANCE, f"{'conv_transpose2d' if transposed else 'conv2d'} {name}: {error:.2e}"
+
+
+def forward_backward(fn, arrays, device, constants=()):
+    """fn(*tensors, *constants) on ``device``, with a fixed random upstream gradient: [y, grad of each array]."""
+    tensors = [minseg.Tensor(a, requires_grad=True).to(device) for a in arrays]
+    y = fn(*tensors, *[minseg.backend.to_device(c, device) for c in constants])
+    grad_y = np.random.default_rng(8).standard_normal(y.shape).astype(y.dtype)
+    y.backward(minseg.backend.to_device(grad_y, device))
+    return [minseg.backend.to_device(a, "cpu") for a in [y.data] + [t.grad for t in tensors]]
+
+
+def layer_cases(F):
+    rng = np.random.default_rng(21)
+
+    def normal(*shape, dtype=np.float32):
+        return rng.standard_normal(shape).astype(dtype)
+    yield "grouped conv2d", lambda x, w: F.conv2d(x, w, stride=(2, 1), padding=1, groups=2), \
+        [normal(2, 6, 9, 8), normal(4, 3, 3, 3)], (), 1e-5
+    yield "depthwise conv2d", lambda x, w, b: F.conv2d(x, w, b, padding=2, dilation=2, groups=5), \
+        [normal(2, 5, 7, 9), normal(5, 1, 3, 3), normal(5)], (), 1e-5
+    yield "grouped conv_transpose2d", lambda x, w: F.conv_transpose2d(x, w, stride=2, groups=3), \
+        [normal(1, 6, 4, 5), normal(6, 2, 2, 2)], (), 1e-5
+    yield "group_norm", lambda x, w, b: F.group_norm(x, 3, w, b), [normal(2, 6, 5, 7), normal(6), normal(6)], (), 1e-5
+    yield "point_sample", lambda x, points: F.point_sample(x, points), [normal(2, 3, 6, 7)], \
+        (rng.random((2, 11, 2)).astype(np.float32),), 1e-5
+    # float64 CuPy arrays take conv.py's plain im2col path through CuPy (GPU gradient checks need it)
+    yield "float64 conv2d", lambda x, w: F.conv2d(x, w, stride=2, padding=1), \
+        [normal(2, 3, 7, 8, dtype=np.float64), normal(4, 3, 3, 3, dtype=np.float64)], (), 1e-12
+    yield "float64 conv_transpose2d", lambda x, w: F.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1), \
+        [normal(2, 3, 4, 5, dtype=np.float64), normal(3, 2, 3, 3, dtype=np.float64)], (), 1e-12
+
+
+@pytest.mark.gpu
+def test_layers_on_gpu_match_cpu(cp, F):
+    """Forward and every gradient of each layer, on the GPU against the CPU, in the layer's own dtype."""
+    missing = [name for name in ("group_norm", "point_sample") if not hasattr(F, name)]
+    if missing:
+        pytest.skip(f"minseg.functional.{missing[0]} does not exist yet")
+    for name, fn, arrays, constants, tolerance in layer_cases(F):
+        on_gpu, on_cpu = forward_backward(fn, arrays, "cuda", constants), forward_backward(fn, arrays, "cpu", constants)
+        for index, (gpu, cpu) in enumerate(zip(on_gpu, on_cpu)):
+            assert gpu.dtype == cpu.dtype == arrays[0].dtype, name
+            error = relative_error(gpu, cpu)
+            assert error <= tolerance, f"{name}, {'output' if index == 0 else f'gradient {index}'}: {error:.2e}"
 
 
 # (N, C, H, W), class weights?, ignore_index; C crosses the 16 / 32 / 64 register variants
