@@ -66,8 +66,10 @@ def _max_along(x, axis, kernel, stride, n_out):
     winner = (taps[1] > taps[0]).astype(xp.uint8 if kernel < 256 else xp.int32)
     best = xp.maximum(taps[0], taps[1])  # the running max, updated in place
     for j, tap in enumerate(taps[2:], start=2):
-        xp.copyto(winner, winner.dtype.type(j), where=tap > best)
+        beats = tap > best
         xp.maximum(best, tap, out=best)
+        # j only grows, so the last tap that beat the running max is the winner.
+        xp.maximum(winner, beats * winner.dtype.type(j), out=winner)
     return best, winner
 
 
