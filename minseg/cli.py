@@ -161,13 +161,31 @@ def build_parser(prog="minseg", defaults=None, train_only=False):
 # ---------------------------------------------------------------------------------------------
 # threads
 # ---------------------------------------------------------------------------------------------
+def _busy_cores(seconds=0.2):
+    """How many cores other processes keep busy now: /proc/stat's busy time over ``seconds`` (Linux),
+    else the 1-minute load average (which lags: it still counts a run that just ended)."""
+    def busy_and_total():
+        with open("/proc/stat") as file:
+            values = [int(v) for v in file.readline().split()[1:]]
+        idle = values[3] + values[4]  # idle + iowait
+        return sum(values) - idle, sum(values)
+    try:
+        busy_before, total_before = busy_and_total()
+        time.sleep(seconds)
+        busy_after, total_after = busy_and_total()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    cores = os.cpu_count() or 1
+    return cores * (busy_after - busy_before) / max(total_after - total_before, 1)
+
+
 def default_threads():
-    """The cores this process may use, less the ones other processes keep busy (the 1-minute load
-    average), at least 1. An OpenBLAS thread that shares its core with another busy process makes every
-    GEMM wait for the slowest thread (see benchmarks/threads.py), so fewer threads degrade gracefully."""
+    """The cores this process may use, less the ones other processes keep busy right now, at least 1.
+
+    An OpenBLAS thread that shares its core with another busy process makes every GEMM wait for it
+    (see benchmarks/threads.py), so on a busy machine fewer threads are faster, not slower."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, round(cores - busy + 0.25)))
+    return max(1, min(cores, round(cores - _busy_cores() + 0.25)))
 
 
 def limit_threads(threads):
@@ -244,6 +262,7 @@ def train(args, defaults, prog, argv):
     threads = options["threads"] or default_threads()
     with limit_threads(threads):
         run = TrainingRun(options, state)
+        run.threads = threads
         train_word = [] if args.train_only else ["train"]
         resume_command = command_line(prog, [*train_word, "--out", options["out"], "--resume"])
         try:
@@ -326,7 +345,7 @@ class TrainingRun:
         print(f"{options['model']}{' ' + options['encoder'] if options['encoder'] else ''}: "
               f"{sum(p.size for p in self.model.parameters()):,} parameters; {len(train_set)} training and "
               f"{len(self.valid_set)} validation images ({self.layout} layout, first {size}), "
-              f"{len(self.classes)} classes")
+              f"{len(self.classes)} classes; {self.threads} BLAS thread{'s' * (self.threads > 1)}")
         self.started = time.perf_counter()
         self.learner.fit(max(options["epochs"] - self.learner.epoch, 0))
 

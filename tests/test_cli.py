@@ -209,8 +209,12 @@ def test_evaluate_command_reports_the_run_metrics(trained, capsys):
     assert f"pixel_accuracy {metrics['pixel_accuracy']:.4f}" in printed
 
 
-def test_default_threads_is_at_least_one_and_at_most_the_cores(monkeypatch):
-    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 0, 0))
+def test_default_threads_leaves_out_the_busy_cores(monkeypatch):
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(cli, "_busy_cores", lambda: 50.0)
     assert cli.default_threads() == 1
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0, 0))
-    assert cli.default_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(cli, "_busy_cores", lambda: 0.0)
+    assert cli.default_threads() == cores
+    monkeypatch.setattr(cli, "_busy_cores", lambda: 1.0)
+    assert cli.default_threads() == max(1, cores - 1)
+    assert 0 <= cli._busy_cores(0.05) <= (os.cpu_count() or 1) + 1e-9

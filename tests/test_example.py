@@ -58,3 +58,31 @@ def test_one_epoch_run_writes_metrics_figures_and_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = json.loads((out / "metrics.json").read_text())
     assert resumed["epochs"] == 1 and resumed["pixel_accuracy"] == metrics["pixel_accuracy"]
+
+
+MEMBRANE_EXAMPLE = REPO / "examples" / "membrane.py"
+MEMBRANE = REPO.parent / "shared" / "data" / "membrane"
+
+
+def test_membrane_help_shows_its_own_defaults():
+    result = subprocess.run([sys.executable, str(MEMBRANE_EXAMPLE), "--help"], capture_output=True, text=True,
+                            cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    for default in ("(default: dice+ce)", "(default: hv)", "(default: 128x128)", "(default: membrane)"):
+        assert default in text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MEMBRANE.is_dir(), reason="../shared/data/membrane is not present")
+def test_membrane_example_runs_one_short_epoch_and_reports_dice_and_iou(tmp_path):
+    out = tmp_path / "membrane"
+    result = subprocess.run([sys.executable, str(MEMBRANE_EXAMPLE), "--epochs", "1", "--repeat", "1", "--base", "4",
+                             "--out", str(out), "--no-progress"], capture_output=True, text=True, cwd=REPO,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[-3].split() == ["class", "Dice", "IoU"]
+    assert lines[-2].split()[0] == "membrane" and lines[-1].split()[0] == "cell"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["per_class_dice"]) == {"membrane", "cell"} and 0 <= metrics["pixel_accuracy"] <= 1

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from minseg.data import Compose, RandomCrop, RandomHorizontalFlip, RandomScale
+from minseg.data import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, RandomVerticalFlip
 
 HEIGHT, WIDTH = 13, 17
 # Class k is painted in COLOURS[k]; every colour is nonzero in some channel, so fill=0 stays unique.
@@ -147,3 +147,16 @@ def test_bad_arguments_name_themselves():
         Compose([RandomCrop(4), "flip"])
     with pytest.raises(ValueError, match="same height and width"):
         RandomHorizontalFlip()(np.zeros((4, 5, 3), np.uint8), np.zeros((5, 4), np.int64), np.random.default_rng(0))
+
+
+def test_vertical_flip_moves_image_and_label_together():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(5, 4, 3), dtype=np.uint8)
+    label = rng.integers(0, 3, size=(5, 4))
+    flipped_image, flipped_label = RandomVerticalFlip(p=1.0)(image, label, rng)
+    np.testing.assert_array_equal(flipped_image, image[::-1])
+    np.testing.assert_array_equal(flipped_label, label[::-1])
+    kept_image, kept_label = RandomVerticalFlip(p=0.0)(image, label, rng)
+    np.testing.assert_array_equal(kept_image, image)
+    with pytest.raises(ValueError, match=r"RandomVerticalFlip: p must be in \[0, 1\], got 2"):
+        RandomVerticalFlip(p=2)
