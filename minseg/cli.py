@@ -51,6 +51,12 @@ def _size(text):
     return (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
 
 
+def _resize(text):
+    """``"256"`` → 256 (the shorter side); ``"240x320"`` → (240, 320) (exactly)."""
+    size = _size(text)
+    return size[0] if "x" not in text.lower() else size
+
+
 def _positive(kind):
     def parse(text):
         value = kind(text)
@@ -94,7 +100,7 @@ def _train_options(parser, defaults):
     _option(data, "--ignore", "mask values left out of the loss and metrics, comma-separated", defaults)
     _option(data, "--valid-every", "every k-th image validates (fastai, folders layouts)", defaults, type=int)
     _option(data, "--valid-fraction", "instead: this seeded fraction validates", defaults, type=float)
-    _option(data, "--resize", "resize the shorter side to N, or to HxW exactly", defaults, type=_size)
+    _option(data, "--resize", "resize the shorter side to N, or to HxW exactly", defaults, type=_resize)
     _option(data, "--crop", "train on random HxW crops", defaults, type=_size)
     _option(data, "--scale", "random zoom LOW,HIGH for training, e.g. 0.75,1.25", defaults)
     _option(data, "--flip", "random flips: h (left-right), v (top-bottom), hv (both) or none", defaults,
@@ -261,16 +267,21 @@ def train(args, defaults, prog, argv):
     options["out"] = str(options["out"])
     threads = options["threads"] or default_threads()
     with limit_threads(threads):
-        run = TrainingRun(options, state)
-        run.threads = threads
+        run = None
         train_word = [] if args.train_only else ["train"]
         resume_command = command_line(prog, [*train_word, "--out", options["out"], "--resume"])
         try:
+            run = TrainingRun(options, state)
+            run.threads = threads
             run.fit()
         except KeyboardInterrupt:
-            saved = (f"{run.checkpoint_path} holds the run after epoch {run.saved_epoch()} of {options['epochs']}"
-                     if run.saved_epoch() else "no epoch finished, so nothing was saved")
-            print(f"\ninterrupted: {saved}; continue with:\n  {resume_command}", file=sys.stderr)
+            epoch = run.saved_epoch() if run is not None else 0
+            if epoch:
+                print(f"\ninterrupted: {run.checkpoint_path} holds the run after epoch {epoch} of "
+                      f"{options['epochs']}; continue with:\n  {resume_command}", file=sys.stderr)
+            else:
+                print(f"\ninterrupted before the first epoch ended, so nothing was saved; start again with:\n  "
+                      f"{command_line(prog, argv)}", file=sys.stderr)
             return 130
         run.report()
     return 0

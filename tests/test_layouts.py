@@ -205,3 +205,13 @@ def test_real_membrane_data_loads_without_renaming():
     assert len(ds) == 30 and ds.images.shape == (30, 512, 512, 3) and ds.classes == ["membrane", "cell"]
     assert set(np.unique(ds.labels)) == {0, 1} and ds.stems == sorted(ds.stems)
     assert 0.1 < (ds.labels == 0).mean() < 0.4  # membranes are the thin minority
+
+
+def test_a_missing_mask_and_a_broken_image_are_reported_together(folder):
+    root = folder[0]
+    (root / "masks" / "02.png").unlink()
+    (root / "images" / "04.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError) as error:
+        layouts.folders(root, classes=["a", "b", "c"])
+    assert len(error.value.problems) == 2
+    assert "02.png: has no mask" in error.value.problems[0] and "cannot read image" in error.value.problems[1]

@@ -180,7 +180,9 @@ class SegmentationDataset:
         mask_paths = [mask_folder / name_of(path) for path in image_paths]
         problems += [f"{image}: has no mask (expected {mask})" for image, mask in zip(image_paths, mask_paths)
                      if not mask.is_file()]
-        self._raise_if(problems)
+        if self.lazy:  # reading waits for check(); what the file names alone show is reported now
+            self._raise_if(problems)
+        self._pairing_problems = problems  # reported together with the reading problems, in _load_all
         self.image_paths, self.mask_paths = image_paths, mask_paths
         self.stems = [path.stem for path in image_paths]
 
@@ -200,10 +202,12 @@ class SegmentationDataset:
             raise ValueError(f"mask {mask_path} {self.decoder.describe(unknown)}")
         return resize_pair(image, label, _target_size(image.shape[:2], self.resize))
 
-    def _read_every_pair(self, where):
-        """Every pair read once; every problem collected, then raised together."""
-        pairs, problems = [], []
+    def _read_every_pair(self, where, problems=()):
+        """Every pair read once; every problem collected (after ``problems``), then raised together."""
+        pairs, problems = [], list(problems)
         for index in range(len(self.stems)):
+            if not self.mask_paths[index].is_file():
+                continue  # already among the problems
             try:
                 pairs.append(self.read(index))
             except ValueError as error:
@@ -212,7 +216,7 @@ class SegmentationDataset:
         return pairs
 
     def _load_all(self):
-        pairs = self._read_every_pair("SegmentationDataset")
+        pairs = self._read_every_pair("SegmentationDataset", self._pairing_problems)
         images, labels = [image for image, _ in pairs], [label for _, label in pairs]
         if len({image.shape for image in images}) == 1:
             images, labels = np.stack(images), np.stack(labels)
