@@ -5,7 +5,9 @@ becomes one test, named page:line, and runs in a fresh namespace, so a block tha
 from the block before fails here as it would for a reader who copies it alone. Shell commands
 belong in ```bash blocks and printed output (an error message, a table a script prints) in
 ```text blocks, neither of which is run; a fence with any other language, or none, fails
-``test_every_code_block_is_tagged``, so no code escapes by its tag.
+``test_every_code_block_is_tagged``, so no code escapes by its tag. A block whose first line is
+the comment ``# needs a GPU`` runs where CuPy sees a GPU and is skipped elsewhere, as the
+``gpu``-marked tests are.
 """
 import pathlib
 import re
@@ -14,10 +16,13 @@ import pytest
 from sybil import Sybil
 from sybil.parsers.markdown import PythonCodeBlockParser
 
+from minseg import backend
+
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
 RUN, NOT_RUN = "python", ("bash", "text")
 _FENCE = re.compile(r"^(\s*)```(\S*)")
+GPU_MARK = "# needs a GPU"
 
 
 def _python_blocks():
@@ -52,6 +57,8 @@ def test_every_code_block_is_tagged(page):
 
 @pytest.mark.parametrize("example", _python_blocks())
 def test_docs_code_block_runs_on_its_own(example, tmp_path, monkeypatch):
+    if str(example.parsed).lstrip().startswith(GPU_MARK) and not backend.cupy_available():
+        pytest.skip(f"{example.path}:{example.line} needs a GPU (CuPy found none)")
     monkeypatch.setenv("MPLBACKEND", "Agg")  # a block that draws must not open a window
     monkeypatch.chdir(tmp_path)  # a block that writes files leaves them out of the repository
     example.namespace.clear()  # no names from the block before
