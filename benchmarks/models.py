@@ -1,7 +1,12 @@
-"""Speed and memory of the three models: forward (eval) and one training step, minseg vs PyTorch CPU.
+"""Speed and memory of the models: forward (eval) and one training step, minseg vs PyTorch CPU.
 
-    flock /tmp/minseg-bench.lock python benchmarks/models.py            # the table
-    flock /tmp/minseg-bench.lock python benchmarks/models.py --profile  # where the UNet step spends its time
+    flock /tmp/minseg-heavy.lock python benchmarks/models.py            # the table
+    flock /tmp/minseg-heavy.lock python benchmarks/models.py --models unet-resnet18 fpn-resnet18   # some rows
+    flock /tmp/minseg-heavy.lock python benchmarks/models.py --profile  # where the UNet step spends its time
+
+The first three cases are the from-scratch models, compared with the same definitions written in torch.nn below.
+The "-resnet18" cases are the segmentation_models family, compared with segmentation_models_pytorch's own models
+(``encoder_weights=None``) on the same encoder, whose state dicts are the same (benchmarks/smp_crosscheck.py).
 
 Every case (model × forward/step × minseg/torch) runs in its own subprocess so that its
 peak resident memory is its own: the number reported is the process's peak resident
@@ -33,7 +38,11 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 BATCH, CHANNELS, HEIGHT, WIDTH, CLASSES = 8, 3, 96, 128, 32
-MODELS = {"naive": {}, "unet": {"base": 32}, "linknet": {}}
+# case → (model name for minseg.models.create, its options)
+MODELS = {"naive": ("naive", {}), "unet": ("unet", {"base": 32}), "linknet": ("linknet", {})}
+SMP_NAMES = {"unet": "Unet", "linknet": "Linknet", "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3",
+             "deeplabv3plus": "DeepLabV3Plus"}
+MODELS.update({f"{name}-resnet18": (name, {"encoder": "resnet18"}) for name in SMP_NAMES})
 LR, MOMENTUM = 0.01, 0.9
 
 
@@ -63,7 +72,7 @@ def minseg_case(name, mode):
     from minseg.models import create
 
     minseg.manual_seed(0)
-    model = create(name, CLASSES, **MODELS[name])
+    model = create(MODELS[name][0], CLASSES, **MODELS[name][1])
     rng = np.random.default_rng(0)
     x = minseg.Tensor(rng.standard_normal((BATCH, CHANNELS, HEIGHT, WIDTH)).astype(np.float32))
     target = minseg.Tensor(rng.integers(0, CLASSES, size=(BATCH, HEIGHT, WIDTH)))
@@ -109,7 +118,7 @@ def conv_flops(name, mode):
         from minseg import nn
         from minseg.models import create
 
-        model = create(name, CLASSES, **MODELS[name])
+        model = create(MODELS[name][0], CLASSES, **MODELS[name][1])
         total = {"forward": 0, "step": 0}
 
         def wrap(module, transposed):
@@ -223,7 +232,12 @@ def torch_case(name, mode):
     import torch
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model = torch_models()[name](CLASSES, **MODELS[name])
+    model_name, options = MODELS[name]
+    if "encoder" in options:  # the segmentation_models family: smp's own model
+        import segmentation_models_pytorch as smp
+        model = getattr(smp, SMP_NAMES[model_name])(options["encoder"], encoder_weights=None, classes=CLASSES)
+    else:
+        model = torch_models()[name](CLASSES, **options)
     x = torch.randn(BATCH, CHANNELS, HEIGHT, WIDTH)
     target = torch.randint(0, CLASSES, (BATCH, HEIGHT, WIDTH))
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
@@ -287,19 +301,21 @@ def have_torch():
     return True
 
 
-def table(runs):
+def table(runs, cases):
     use_torch = have_torch()
     print(f"batch {BATCH}, {CHANNELS}x{HEIGHT}x{WIDTH}, {CLASSES} classes, float32, {runs} timed runs after 1 warm-up; "
-          f"memory = peak RSS (VmHWM) of a fresh process per case; others = CPU share other programs took meanwhile\n(a case is re-run, up to 3 times, while that is over 10%)")
-    header = (f"{'case':<16}{'params':>11}{'minseg ms':>11}{'GFLOP/s':>9}{'peak MiB':>10}{'base MiB':>10}"
+          "memory = peak RSS (VmHWM) of a fresh process per case; others = CPU share other programs took "
+          "meanwhile\n(a case is re-run, up to 3 times, while that is over 10%)")
+    width = max(16, max(len(name) for name in cases) + len(" forward") + 1)
+    header = (f"{'case':<{width}}{'params':>11}{'minseg ms':>11}{'GFLOP/s':>9}{'peak MiB':>10}{'base MiB':>10}"
               + (f"{'torch ms':>10}{'GFLOP/s':>9}{'peak MiB':>10}{'ratio':>7}" if use_torch else "") + f"{'others':>8}")
     print(header)
     print("-" * len(header))
-    for name in MODELS:
+    for name in cases:
         for mode in ("forward", "step"):
             gflop = conv_flops(name, mode) / 1e9
             ours = measured("minseg", name, mode, runs)
-            line = f"{name + ' ' + mode:<16}"
+            line = f"{name + ' ' + mode:<{width}}"
             if "error" in ours:
                 print(line + f"  minseg failed: {ours['error']}")
                 continue
@@ -318,8 +334,8 @@ def table(runs):
             # more than a few % means they competed with us and the row is suspect.
             line += f"{max(ours['others'], theirs.get('others', 0) if use_torch else 0):>8.0%}"
             print(line, flush=True)
-    print(f"conv GFLOP per call: " + ", ".join(f"{n} fwd {conv_flops(n, 'forward') / 1e9:.2f} / step "
-                                              f"{conv_flops(n, 'step') / 1e9:.2f}" for n in MODELS))
+    print("conv GFLOP per call: " + ", ".join(f"{n} fwd {conv_flops(n, 'forward') / 1e9:.2f} / step "
+                                              f"{conv_flops(n, 'step') / 1e9:.2f}" for n in cases))
 
 
 # --- profile: where the UNet training step spends its time ---------------------------------
@@ -403,6 +419,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profile", nargs="?", const="unet", choices=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="CASE",
+                        help=f"the cases to run (default: all of {', '.join(MODELS)})")
     parser.add_argument("--case", nargs=3, metavar=("FRAMEWORK", "MODEL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -410,7 +428,7 @@ def main():
     elif args.profile:
         profile(args.profile, args.runs)
     else:
-        table(args.runs)
+        table(args.runs, args.models)
 
 
 if __name__ == "__main__":
