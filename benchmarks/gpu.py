@@ -3,8 +3,11 @@
     flock /tmp/minseg-bench.lock python benchmarks/gpu.py                 # everything
     flock /tmp/minseg-bench.lock python benchmarks/gpu.py --only conv     # or ce, unet
 
-Every number is the median of --runs timed calls, each between two CUDA events recorded on the
-stream, after --warmup untimed calls (kernel compilation, cuDNN's algorithm search, memory pools).
+Every number is the median of --runs timings after --warmup untimed calls (kernel compilation, cuDNN's
+algorithm search, memory pools). A timing is --calls back-to-back calls between two CUDA events recorded
+on the stream, divided by --calls: the GPU queue stays full, so the host's work between launches (argument
+checks, allocation) is hidden as it is in a training loop, and a small shape's time is the kernels'. The
+UNet step is timed one call per event pair: its host work is part of a step.
 PyTorch runs in the same process on the same GPU with cudnn.benchmark on and TF32 off for both
 convolutions and matmuls, so both sides compute in true float32. "ratio" is PyTorch's time over
 minseg's: above 1, minseg is faster.
@@ -41,7 +44,8 @@ LR, MOMENTUM = 0.01, 0.9
 
 
 # --- timing ------------------------------------------------------------------------------------
-def median_ms_cupy(fn, warmup, runs):
+def median_ms_cupy(fn, warmup, runs, calls):
+    """Median over ``runs`` of the time of ``calls`` back-to-back calls of fn between two events, per call."""
     import cupy
     for _ in range(warmup):
         fn()
@@ -50,14 +54,15 @@ def median_ms_cupy(fn, warmup, runs):
     for _ in range(runs):
         start, end = cupy.cuda.Event(), cupy.cuda.Event()
         start.record()
-        fn()
+        for _ in range(calls):
+            fn()
         end.record()
         end.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, end))
+        times.append(cupy.cuda.get_elapsed_time(start, end) / calls)
     return statistics.median(times)
 
 
-def median_ms_torch(fn, warmup, runs):
+def median_ms_torch(fn, warmup, runs, calls):
     import torch
     for _ in range(warmup):
         fn()
@@ -66,10 +71,11 @@ def median_ms_torch(fn, warmup, runs):
     for _ in range(runs):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        for _ in range(calls):
+            fn()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end))
+        times.append(start.elapsed_time(end) / calls)
     return statistics.median(times)
 
 
@@ -99,85 +105,97 @@ def print_table(header, rows):
 
 
 # --- convolution ---------------------------------------------------------------------------------
-def bench_conv(torch, warmup, runs):
+def bench_conv(torch, warmup, runs, calls):
     import cupy
     rows = []
-    for N, C, H, W, O in CONV_CASES:
-        rng = cupy.random.default_rng(0)
-        x = rng.standard_normal((N, C, H, W), dtype=np.float32)
-        weight = rng.standard_normal((O, C, 3, 3), dtype=np.float32) * (1 / (9 * C)) ** 0.5
-        grad_y = rng.standard_normal((N, O, H, W), dtype=np.float32)
-        args = ((1, 1), (1, 1), (1, 1))
-        ours = {
-            "forward": lambda: cuda.conv2d_forward(x, weight, *args),
-            "backward": lambda: (cuda.conv2d_backward_input(grad_y, weight, x.shape, *args),
-                                 cuda.conv2d_backward_weight(x, grad_y, weight.shape, *args)),
-        }
-        ours["forward+backward"] = lambda: (ours["forward"](), ours["backward"]())
-        theirs = {}
-        if torch is not None:
-            tx, tw, tgy = (torch.as_tensor(a, device="cuda") for a in (x, weight, grad_y))
-            theirs = {
-                "forward": lambda: torch.nn.functional.conv2d(tx, tw, None, 1, 1, 1),
-                "backward": lambda: torch.ops.aten.convolution_backward(
-                    tgy, tx, tw, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, False]),
-            }
-            theirs["forward+backward"] = lambda: (theirs["forward"](), theirs["backward"]())
-        flop_per_pass = 2 * N * O * H * W * C * 9
-        for part, passes in (("forward", 1), ("backward", 2), ("forward+backward", 3)):
-            ms = median_ms_cupy(ours[part], warmup, runs)
-            torch_ms = median_ms_torch(theirs[part], warmup, runs) if theirs else None
-            tflops = passes * flop_per_pass / ms / 1e9
-            torch_tflops = passes * flop_per_pass / torch_ms / 1e9 if torch_ms else None
-            rows.append([f"({N},{C},{H},{W})->{O}", part, fmt(ms, 3), fmt(tflops), fmt(torch_ms, 3),
-                         fmt(torch_tflops), fmt(torch_ms / ms if torch_ms else None)])
-        del x, weight, grad_y
-        cupy.get_default_memory_pool().free_all_blocks()
+    for case in CONV_CASES:
+        rows += conv_rows(torch, warmup, runs, calls, *case)
+        cupy.get_default_memory_pool().free_all_blocks()  # the case's arrays died with conv_rows
     print("convolution 3x3 pad 1 (float32)")
     print_table(["case", "pass", "minseg ms", "TFLOP/s", "cuDNN ms", "TFLOP/s", "ratio"], rows)
 
 
-# --- fused cross-entropy -------------------------------------------------------------------------
-def bench_cross_entropy(torch, warmup, runs):
+def conv_rows(torch, warmup, runs, calls, N, C, H, W, O):
     import cupy
     rows = []
-    for N, C, H, W in CE_CASES:
-        rng = cupy.random.default_rng(0)
-        logits = rng.standard_normal((N, C, H, W), dtype=np.float32)
-        target = rng.integers(0, C, (N, H, W)).astype(np.int64)
+    rng = cupy.random.default_rng(0)
+    x = rng.standard_normal((N, C, H, W), dtype=np.float32)
+    weight = rng.standard_normal((O, C, 3, 3), dtype=np.float32) * (1 / (9 * C)) ** 0.5
+    grad_y = rng.standard_normal((N, O, H, W), dtype=np.float32)
+    args = ((1, 1), (1, 1), (1, 1))
+    ours = {
+        "forward": lambda: cuda.conv2d_forward(x, weight, *args),
+        "backward": lambda: (cuda.conv2d_backward_input(grad_y, weight, x.shape, *args),
+                             cuda.conv2d_backward_weight(x, grad_y, weight.shape, *args)),
+    }
+    ours["forward+backward"] = lambda: (ours["forward"](), ours["backward"]())
+    theirs = {}
+    if torch is not None:
+        tx, tw, tgy = (torch.as_tensor(a, device="cuda") for a in (x, weight, grad_y))
+        theirs = {
+            "forward": lambda: torch.nn.functional.conv2d(tx, tw, None, 1, 1, 1),
+            "backward": lambda: torch.ops.aten.convolution_backward(
+                tgy, tx, tw, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, False]),
+        }
+        theirs["forward+backward"] = lambda: (theirs["forward"](), theirs["backward"]())
+    flop_per_pass = 2 * N * O * H * W * C * 9
+    for part, passes in (("forward", 1), ("backward", 2), ("forward+backward", 3)):
+        ms = median_ms_cupy(ours[part], warmup, runs, calls)
+        torch_ms = median_ms_torch(theirs[part], warmup, runs, calls) if theirs else None
+        tflops = passes * flop_per_pass / ms / 1e9
+        torch_tflops = passes * flop_per_pass / torch_ms / 1e9 if torch_ms else None
+        rows.append([f"({N},{C},{H},{W})->{O}", part, fmt(ms, 3), fmt(tflops), fmt(torch_ms, 3),
+                     fmt(torch_tflops), fmt(torch_ms / ms if torch_ms else None)])
+    return rows
 
-        def kernels_only():
-            cuda.softmax_cross_entropy_forward(logits, target, None, -100)
-            cuda.softmax_cross_entropy_backward(logits, target, None, -100, grad_ones)
 
-        def mean_loss_forward_backward():
-            loss, pixel_weight = cuda.softmax_cross_entropy_forward(logits, target, None, -100)
-            weight_sum = pixel_weight.sum()
-            mean = loss.sum() / weight_sum  # noqa: F841  (what the reduction computes)
-            grad_loss = cupy.ascontiguousarray(cupy.broadcast_to(1 / weight_sum, target.shape))
-            return cuda.softmax_cross_entropy_backward(logits, target, None, -100, grad_loss)
-
-        grad_ones = cupy.ones((N, H, W), dtype=np.float32)
-        torch_ms = None
-        if torch is not None:
-            t_logits = torch.as_tensor(logits, device="cuda").requires_grad_(True)
-            t_target = torch.as_tensor(target, device="cuda")
-
-            def torch_step():
-                t_logits.grad = None
-                torch.nn.functional.cross_entropy(t_logits, t_target).backward()
-            torch_ms = median_ms_torch(torch_step, warmup, runs)
-        effective_bytes = 3 * logits.nbytes
-        for part, fn in (("kernels", kernels_only), ("mean loss fwd+bwd", mean_loss_forward_backward)):
-            ms = median_ms_cupy(fn, warmup, runs)
-            shown = torch_ms if part != "kernels" else None
-            rows.append([f"({N},{C},{H},{W})", part, fmt(ms, 3), fmt(effective_bytes / ms / 1e9),
-                         fmt(shown, 3), fmt(effective_bytes / shown / 1e9 if shown else None),
-                         fmt(shown / ms if shown else None)])
-        del logits, target, grad_ones
+# --- fused cross-entropy -------------------------------------------------------------------------
+def bench_cross_entropy(torch, warmup, runs, calls):
+    import cupy
+    rows = []
+    for case in CE_CASES:
+        rows += cross_entropy_rows(torch, warmup, runs, calls, *case)
         cupy.get_default_memory_pool().free_all_blocks()
     print("softmax cross-entropy, forward + backward (effective TB/s = 3 x logits bytes / time)")
     print_table(["case", "minseg", "ms", "TB/s", "PyTorch ms", "TB/s", "ratio"], rows)
+
+
+def cross_entropy_rows(torch, warmup, runs, calls, N, C, H, W):
+    import cupy
+    rows = []
+    rng = cupy.random.default_rng(0)
+    logits = rng.standard_normal((N, C, H, W), dtype=np.float32)
+    target = rng.integers(0, C, (N, H, W)).astype(np.int64)
+
+    def kernels_only():
+        cuda.softmax_cross_entropy_forward(logits, target, None, -100)
+        cuda.softmax_cross_entropy_backward(logits, target, None, -100, grad_ones)
+
+    def mean_loss_forward_backward():
+        loss, pixel_weight = cuda.softmax_cross_entropy_forward(logits, target, None, -100)
+        weight_sum = pixel_weight.sum()
+        mean = loss.sum() / weight_sum  # noqa: F841  (what the reduction computes)
+        grad_loss = cupy.ascontiguousarray(cupy.broadcast_to(1 / weight_sum, target.shape))
+        return cuda.softmax_cross_entropy_backward(logits, target, None, -100, grad_loss)
+
+    grad_ones = cupy.ones((N, H, W), dtype=np.float32)
+    torch_ms = None
+    if torch is not None:
+        t_logits = torch.as_tensor(logits, device="cuda").requires_grad_(True)
+        t_target = torch.as_tensor(target, device="cuda")
+
+        def torch_step():
+            t_logits.grad = None
+            torch.nn.functional.cross_entropy(t_logits, t_target).backward()
+        torch_ms = median_ms_torch(torch_step, warmup, runs, calls)
+    effective_bytes = 3 * logits.nbytes
+    for part, fn in (("kernels", kernels_only), ("mean loss fwd+bwd", mean_loss_forward_backward)):
+        ms = median_ms_cupy(fn, warmup, runs, calls)
+        shown = torch_ms if part != "kernels" else None
+        rows.append([f"({N},{C},{H},{W})", part, fmt(ms, 3), fmt(effective_bytes / ms / 1e9),
+                     fmt(shown, 3), fmt(effective_bytes / shown / 1e9 if shown else None),
+                     fmt(shown / ms if shown else None)])
+    return rows
 
 
 # --- UNet training step --------------------------------------------------------------------------
@@ -207,7 +225,7 @@ def bench_unet(torch, warmup, runs):
         model.zero_grad()
         F.cross_entropy(model(x), t).backward()
         optimizer.step()
-    ms = median_ms_cupy(step, warmup, runs)
+    ms = median_ms_cupy(step, warmup, runs, calls=1)
     n_parameters = sum(int(np.prod(p.shape)) for p in model.parameters())
 
     torch_ms = torch_parameters = None
@@ -221,7 +239,7 @@ def bench_unet(torch, warmup, runs):
             t_optimizer.zero_grad()
             torch.nn.functional.cross_entropy(t_model(tx), tt).backward()
             t_optimizer.step()
-        torch_ms = median_ms_torch(torch_step, warmup, runs)
+        torch_ms = median_ms_torch(torch_step, warmup, runs, calls=1)
         torch_parameters = sum(p.numel() for p in t_model.parameters())
     print(f"UNet base {u['base']} training step, batch {u['batch']}, {u['height']}x{u['width']}, "
           f"{u['classes']} classes (SGD momentum {MOMENTUM})")
@@ -236,6 +254,7 @@ def main():
                         help="run only these sections (repeatable)")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=10, help="back-to-back calls per timing (conv, ce)")
     options = parser.parse_args()
     if not backend.cupy_available():
         sys.exit("benchmarks/gpu.py needs CuPy and an NVIDIA GPU, and this machine has no usable one "
@@ -246,12 +265,12 @@ def main():
     print(f"GPU: {properties['name'].decode()}, {properties['multiProcessorCount']} SMs; CuPy {cupy.__version__}; "
           + (f"PyTorch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, TF32 off" if torch else
              "PyTorch with CUDA not available")
-          + f"; median of {options.runs} runs after {options.warmup} warm-up\n")
+          + f"; median of {options.runs} runs of {options.calls} calls after {options.warmup} warm-up\n")
     sections = options.only or ["conv", "ce", "unet"]
     if "conv" in sections:
-        bench_conv(torch, options.warmup, options.runs)
+        bench_conv(torch, options.warmup, options.runs, options.calls)
     if "ce" in sections:
-        bench_cross_entropy(torch, options.warmup, options.runs)
+        bench_cross_entropy(torch, options.warmup, options.runs, options.calls)
     if "unet" in sections:
         bench_unet(torch, options.warmup, options.runs)
 
