@@ -6,8 +6,9 @@
 The data: CamVid tiny (``--data``, default ``../shared/data/camvid_tiny`` beside the repository) and the ISBI 2012
 membrane slices (``--membrane``). The zoo figure is drawn from the table in ``docs/zoo.md`` (``--zoo``) that
 ``python benchmarks/zoo.py`` writes; without that file it is skipped with a note. Each figure is a function below
-named after the file it writes; the architecture drawings come from running the model objects (``trace_blocks``),
-so they cannot drift from the code. The script prints every number the course pages quote.
+named after the file it writes; the architecture drawings come from running the model objects
+(``trace_blocks`` in ``docs/model_trace.py``), so they cannot drift from the code. The script prints every number
+the course pages quote.
 """
 import argparse
 import os
@@ -20,10 +21,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
+from model_trace import trace_blocks  # docs/model_trace.py, beside this script
 
 import minseg
 import minseg.functional as F
-from minseg import metrics, nn, viz
+from minseg import metrics, viz
 from minseg.data import DataLoader, channel_stats, layouts
 from minseg.models import Naive, UNet
 from minseg.optim import AdamW, OneCycleLR
@@ -131,80 +133,8 @@ def one_hot_png(camvid, path, shown=8):
 
 
 # ---------------------------------------------------------------------------------------------
-# Architectures, traced from the model objects
+# Architectures, traced from the model objects (docs/model_trace.py)
 # ---------------------------------------------------------------------------------------------
-def blocks(model):
-    """The named blocks a drawing shows: each top-level child, or the items of a list of blocks."""
-    for name, child in model._modules.items():
-        items = list(child._modules.items())
-        if isinstance(child, nn.ModuleList) or (items and all(isinstance(c, nn.Sequential) for _, c in items)):
-            yield from ((f"{name}.{index}", block) for index, block in items)
-        else:
-            yield name, child
-
-
-def describe(block):
-    """A short name for a block from its layers, e.g. ``(conv3×3 BN ReLU)×2`` or ``conv3×3/2 BN ReLU``."""
-    words = []
-    for module in block.modules():
-        kind = type(module).__name__
-        if kind in ("Conv2d", "ConvTranspose2d"):
-            size = "×".join(map(str, module.kernel_size))
-            stride = f"/{module.stride[0]}" if module.stride[0] > 1 else ""
-            words.append(("upconv" if kind == "ConvTranspose2d" else "conv") + size + stride)
-        elif kind in ("BatchNorm2d", "ReLU"):
-            words.append({"BatchNorm2d": "BN"}.get(kind, kind))
-        elif kind == "MaxPool2d":
-            words.append(f"maxpool{module.kernel_size}")
-    for repeat in (2, 3):  # a repeated pattern is written once with its count
-        part = len(words) // repeat
-        if part and len(words) % repeat == 0 and words == words[:part] * repeat:
-            return f"({' '.join(words[:part])})×{repeat}" if part > 1 else f"{words[0]}×{repeat}"
-    return " ".join(words)
-
-
-def _sources(tensor, produced):
-    """The calls whose outputs ``tensor`` was computed from, walking the autograd graph back to them."""
-    found, stack, seen = set(), [tensor], set()
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if id(current) in produced:
-            found.add(produced[id(current)])
-        elif current.creator is None:
-            found.add(-1)  # the model's input
-        else:
-            stack.extend(current.creator.inputs)
-    return found
-
-
-def trace_blocks(model, x):
-    """Run ``model`` on ``x`` and record each block call: (name, description, output shape, source calls).
-
-    Every block's ``forward`` is wrapped for one run; the sources of a call are found from the autograd graph
-    of its input, so a skip connection shows up as an edge from a call that is not the one just before.
-    """
-    calls, produced, keep = [], {}, []
-    for name, block in blocks(model):
-        def recording(*args, _name=name, _block=block, _forward=block.forward):
-            sources = set().union(*(_sources(a, produced) for a in args if isinstance(a, minseg.Tensor)))
-            out = _forward(*args)
-            produced[id(out)] = len(calls)
-            keep.append(out)  # ids stay unique while the outputs live
-            calls.append((_name, describe(_block), out.shape, sources))
-            return out
-        object.__setattr__(block, "forward", recording)
-    try:
-        model.train()
-        model(minseg.Tensor(x, requires_grad=True))
-    finally:
-        for _, block in blocks(model):
-            block.__dict__.pop("forward", None)
-    return calls
-
-
 def architecture_png(model, x, path):
     """Each block at (call order, resolution level), its name and output shape; arrows from its sources."""
     calls = trace_blocks(model, x)

@@ -25,6 +25,8 @@ ZOO_TABLE = """# The zoo
 
 
 def _figures_module():
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))  # figures.py imports model_trace.py from beside it, as a script does
     spec = importlib.util.spec_from_file_location("figures", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -72,3 +74,36 @@ def test_missing_data_is_one_line_error(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"error: --data {tmp_path / 'nowhere'}: no such folder; "
                                                 "pass the dataset's folder"]
+
+
+def test_the_tracer_finds_unets_skips_and_none_in_the_naive_model():
+    _figures_module()  # puts docs/ on sys.path
+    import numpy as np
+    from model_trace import trace_blocks
+
+    from minseg.models import Naive, UNet
+    x = np.zeros((1, 3, 32, 48), np.float32)
+    calls = trace_blocks(UNet(5, base=2, depth=2), x)
+    names = [name for name, _, _, _ in calls]
+    assert names == ["encoder.0", "pool", "encoder.1", "pool", "bottleneck", "upsample.0", "decoder.0",
+                     "upsample.1", "decoder.1", "head"]
+    skips = {(names[source], names[index]) for index, (_, _, _, sources) in enumerate(calls)
+             for source in sources if source not in (-1, index - 1)}
+    assert skips == {("encoder.1", "decoder.0"), ("encoder.0", "decoder.1")}
+    assert calls[0][1] == "(conv3×3 BN ReLU)×2" and calls[4][2] == (1, 8, 8, 12) and calls[-1][2] == (1, 5, 32, 48)
+    naive = trace_blocks(Naive(5, widths=(2, 4)), x)
+    assert [sources for _, _, _, sources in naive] == [{-1}, {0}, {1}, {2}, {3}]
+    assert naive[0][1] == "conv3×3/2 BN ReLU"
+
+
+def test_tracing_leaves_the_model_as_it_was():
+    _figures_module()
+    import numpy as np
+    from model_trace import trace_blocks
+
+    from minseg.models import UNet
+    model = UNet(3, base=2, depth=2)
+    before = {name: value.copy() for name, value in model.state_dict().items()}
+    trace_blocks(model, np.ones((1, 3, 16, 16), np.float32))
+    assert model.training and all("forward" not in module.__dict__ for module in model.modules())
+    assert all(np.array_equal(before[name], value) for name, value in model.state_dict().items())
