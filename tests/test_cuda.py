@@ -48,8 +48,8 @@ def test_kernels_compile_with_nvcc_and_define_every_entry_point(tmp_path, arch):
     for source in cuda.kernel_sources():
         ptx = tmp_path / f"{source.stem}.ptx"
         # -ftz=true as CuPy compiles (tests/cuda_emulation/resources.py)
-        result = subprocess.run(["nvcc", "-std=c++17", "-ftz=true", f"-arch={arch}", "-ptx", str(source), "-o", str(ptx)],
-                                capture_output=True, text=True)
+        command = ["nvcc", "-std=c++17", "-ftz=true", f"-arch={arch}", "-ptx", str(source), "-o", str(ptx)]
+        result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, f"nvcc failed on {source.name}:\n{result.stderr}"
         entries = set(re.findall(r"\.entry\s+(\w+)", ptx.read_text()))
         assert expected.get(source.name, set()) <= entries, f"{source.name} lacks {expected[source.name] - entries}"
