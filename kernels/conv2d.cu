@@ -176,8 +176,9 @@ struct QuotientRemainder {
 // Input gradient. A = grad_y gathered by the transposed index map: a row is an input pixel m = (n, h, w),
 // k = (o, r, s), and tap (r, s) reads output pixel oh = (h + ph - r*dh) / sh when that division is exact
 // (likewise ow). Writing h + ph = qh*sh + remh and r*dh = qr*sh + remr, it is exact iff remh == remr, and
-// then oh = qh - qr: both pairs are kept up to date by additions as r and s count up.
-// B[k = (o,r,s), c] = weight[o, c, r, s], loaded along k.
+// then oh = qh - qr: the tap's pair is kept up to date by additions as r and s count up, the rows' pairs
+// sit in a table in shared memory (kept in registers, they would crowd out the 128x128 tile's
+// accumulators). B[k = (o,r,s), c] = weight[o, c, r, s], loaded along k.
 template <int BM, int BN, int TM, int TN>
 struct BackwardInputGather {
     using T = Tile<BM, BN, TM, TN>;
@@ -185,8 +186,8 @@ struct BackwardInputGather {
     const float* __restrict__ weight;
     ConvGeometry g;
     RowSlice<BM, T::THREADS> a_slice;
-    int image, qh, remh, qw, remw;        // n*O*OH*OW; h + ph and w + pw as quotient and remainder by the stride
-    int dil_q_h, dil_rem_h, dil_q_w, dil_rem_w;  // the dilation, likewise
+    const int4* rows;                     // per tile row: {n*O*OH*OW, qh, qw, remh*sw + remw}
+    int dil_q_h, dil_rem_h, dil_q_w, dil_rem_w;  // the dilation, by the stride
     TapCounter tap;                       // (o, r, s) of the first k this thread loads in the current step
     QuotientRemainder tap_h, tap_w;       // r*dh and s*dw, by the stride
     int b_k, b_col, block_n;
@@ -195,14 +196,17 @@ struct BackwardInputGather {
     __device__ BackwardInputGather(const float* grad_y_, const float* weight_, const ConvGeometry& g_,
                                    int block_m, int block_n_, int k_begin)
         : grad_y(grad_y_), weight(weight_), g(g_), block_n(block_n_) {
-        const int HW = g.H * g.W, m = block_m + a_slice.row;
-        const int n = m / HW, hw = m - n * HW, h = hw / g.W, w = hw - h * g.W;
-        const bool inside = m < g.N * HW;
-        image = inside ? n * g.O * g.OH * g.OW : 0;
-        qh = inside ? (h + g.pad_h) / g.stride_h : OUT_OF_IMAGE;
-        remh = (h + g.pad_h) - (h + g.pad_h) / g.stride_h * g.stride_h;
-        qw = (w + g.pad_w) / g.stride_w;
-        remw = (w + g.pad_w) - qw * g.stride_w;
+        __shared__ int4 row_table[BM];
+        for (int row = threadIdx.x; row < BM; row += T::THREADS) {
+            const int HW = g.H * g.W, m = block_m + row;
+            const int n = m / HW, hw = m - n * HW, h = hw / g.W, w = hw - h * g.W;
+            const int qh = (h + g.pad_h) / g.stride_h, qw = (w + g.pad_w) / g.stride_w;
+            const int rem = (h + g.pad_h - qh * g.stride_h) * g.stride_w + (w + g.pad_w - qw * g.stride_w);
+            const bool inside = m < g.N * HW;
+            row_table[row] = int4{inside ? n * g.O * g.OH * g.OW : 0, inside ? qh : OUT_OF_IMAGE, qw, rem};
+        }
+        __syncthreads();
+        rows = row_table;
         dil_q_h = g.dil_h / g.stride_h;
         dil_rem_h = g.dil_h - dil_q_h * g.stride_h;
         dil_q_w = g.dil_w / g.stride_w;
@@ -240,12 +244,13 @@ struct BackwardInputGather {
 
     __device__ void load_a(int k0, int k_end, float (&a)[T::A_LOADS]) {
         const int P = g.OH * g.OW;
+        const int4 pixel = rows[a_slice.row];
 #pragma unroll
         for (int i = 0; i < T::A_LOADS; ++i) {
-            const int oh = qh - tap_h.q, ow = qw - tap_w.q;
-            const bool hit = k0 + a_slice.k + i < k_end && remh == tap_h.rem && remw == tap_w.rem &&
+            const int oh = pixel.y - tap_h.q, ow = pixel.z - tap_w.q;
+            const bool hit = k0 + a_slice.k + i < k_end && pixel.w == tap_h.rem * g.stride_w + tap_w.rem &&
                              (unsigned)oh < (unsigned)g.OH && (unsigned)ow < (unsigned)g.OW;
-            a[i] = hit ? __ldg(grad_y + image + tap.outer * P + oh * g.OW + ow) : 0.f;
+            a[i] = hit ? __ldg(grad_y + pixel.x + tap.outer * P + oh * g.OW + ow) : 0.f;
             next_tap();
         }
 #pragma unroll
