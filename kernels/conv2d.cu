@@ -16,19 +16,23 @@
 //                    A[o, k] = grad_y[n, o, oh, ow]   B = im2col(x) transposed: x[n, c, oh*sh-ph+r*dh, ...]
 //
 // Tiling, once. Output C (rows x cols) is cut into BM x BN tiles, one per thread block; the shared
-// dimension K is walked BK = 8 at a time. Per step the block's threads copy an BM x BK slice of A and a
+// dimension K is walked BK = 16 at a time. Per step the block's threads copy a BM x BK slice of A and a
 // BK x BN slice of B into shared memory (doing the im2col index arithmetic on the way, zeros for padding
 // and for taps that miss), wait, and then every thread multiplies from shared memory into its own
 // TM x TN block of accumulators held in registers (register blocking: each value read from shared memory
-// is used TM or TN times). Two shared buffers alternate: the next slice is fetched from global memory
-// into registers while the current one is being multiplied, and stored after, so one __syncthreads()
-// per step suffices. A thread's TM rows come in groups of 4 consecutive rows spaced BM/(TM/4) apart
-// (likewise its columns), so that it reads them as float4 and neighbouring threads read neighbouring
-// words (no shared-memory bank conflicts). Loads are arranged so that consecutive threads read
-// consecutive addresses of the image: along m (ow) for the forward and input-gradient gathers, along
-// k (ow again) for the weight gradient. When the output has few tiles but K is long (the weight gradient
-// always; deep layers at low resolution), gridDim.y splits K: each split writes its partial product to
-// a workspace and split_k_sum adds them (deterministic, unlike atomics).
+// is used TM or TN times). Two shared buffers alternate: the next step's A slice is fetched from global
+// memory into registers while the first half of the current step is multiplied, its B slice during the
+// second half, each stored into the other buffer as soon as it arrives, so one __syncthreads() per step
+// suffices and only one slice at a time occupies registers. A thread's TM rows come in groups of 4
+// consecutive rows spaced BM/(TM/4) apart (likewise its columns), so that it reads them as float4 and
+// neighbouring threads read neighbouring words (no shared-memory bank conflicts). Loads are arranged so
+// that consecutive threads read consecutive addresses of the image: along m (ow) for the forward and
+// input-gradient gathers, along k (ow again) for the weight gradient. The gathers never divide inside
+// the K loop: each thread's k is carried from step to step like the digits of a counter, and what does
+// not depend on k (a row's pixel, a column's tap) is worked out once, in registers or in a small table
+// in shared memory. When the output has few tiles but K is long (the weight gradient always; deep
+// layers at low resolution), gridDim.y splits K: each split writes its partial product to a workspace
+// and split_k_sum adds them (deterministic, unlike atomics).
 //
 // Tile shapes (chosen in minseg/cuda.py by the output's column count, or row count for the weight
 // gradient), all 128 or 256 threads:  256x32 (8x4 per thread), 128x64 (8x4), 128x128 (8x8),
@@ -38,8 +42,11 @@
 // x, weight and y once: 4*(N*C*H*W + O*C*KK + N*O*P) bytes. (8,64,360,480) -> 64, 3x3: 102 GFLOP over
 // 0.71 GB = 144 FLOP/byte, far right of an H100's ridge (about 60 TFLOP/s float32 without tensor cores
 // / 3 TB/s = 20 FLOP/byte): compute bound, so the work is keeping the FMA units fed. Per BK step a
-// 128x128 tile moves (128+128)*8 floats into shared memory for 128*128*8 FMAs (32 FMAs per float
-// loaded), and each thread reads TM+TN = 16 floats from shared memory for 64 FMAs.
+// 128x128 tile moves (128+128)*16 floats into shared memory for 128*128*16 FMAs (64 FMAs per float
+// loaded), and each thread reads TM+TN = 16 floats from shared memory for 64 FMAs. Registers: a 128x128
+// thread holds 64 accumulators under __launch_bounds__(256, 2)'s cap of 128 registers, which is why
+// only one prefetched slice at a time is kept and the per-row / per-column index state of the input and
+// weight gradients lives in shared memory (tests/cuda_emulation/resources.py reports the allocation).
 //
 // Offsets are 32-bit ints: minseg/cuda.py refuses arrays of 2^31 elements or more.
 
