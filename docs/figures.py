@@ -37,7 +37,7 @@ FIGURES = ["task.png", "one_hot.png", "architecture_naive.png", "architecture_un
            "cross_entropy_vs_dice.png", "iou_dice.png", "naive_vs_unet.png", "zoo.png"]
 MAX_BYTES = 200 * 1024  # every image stays under this size
 # FULL makes the committed images; FAST only proves every figure still draws (tiny widths, a few steps).
-FULL = dict(epochs=40, naive_widths=(32, 64, 128, 256), unet_base=16, train_images=None, lr=3e-3)
+FULL = dict(epochs=50, naive_widths=(32, 64, 128, 256), unet_base=16, train_images=None, lr=3e-3)
 FAST = dict(epochs=1, naive_widths=(4, 8, 16, 32), unet_base=4, train_images=8, lr=3e-3)
 
 
@@ -125,6 +125,9 @@ def one_hot_png(camvid, path, shown=8):
         ax.imshow(channels[class_id], cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"channel {class_id}: {camvid.classes[class_id]}\n{channels[class_id].mean():.1%} of pixels",
                      fontsize=9)
+    empty = int((channels.sum((1, 2)) == 0).sum())
+    axes.flat[-1].text(0.5, 0.5, f"… {camvid.num_classes - shown} more channels,\n{empty} of them all zero here",
+                       ha="center", va="center", fontsize=10)
     for ax in axes.flat:
         ax.axis("off")
     figure.suptitle(f"one_hot(mask, {camvid.num_classes}) has shape {(1,) + channels.shape}: "
@@ -225,8 +228,9 @@ def cross_entropy_vs_dice_png(image, label, logits, classes, path):
     axes[0, 1].imshow(viz.colorize(label, len(classes), layouts.CAMVID_COLORS))
     shown = axes[0, 2].imshow(per_pixel, cmap="viridis")
     figure.colorbar(shown, ax=axes[0, 2], fraction=0.035)
+    top = max(np.percentile(grad / grad.mean(), 99) for grad in (grad_ce, grad_dice))  # one scale for both maps
     for ax, grad, name in ((axes[1, 0], grad_ce, "cross-entropy"), (axes[1, 1], grad_dice, "1 − soft Dice")):
-        shown = ax.imshow(grad / grad.mean(), cmap="magma", vmin=0, vmax=np.percentile(grad / grad.mean(), 99))
+        shown = ax.imshow(grad / grad.mean(), cmap="magma", vmin=0, vmax=top)
         figure.colorbar(shown, ax=ax, fraction=0.035)
         ax.set_title(f"|∂({name})/∂logits| per pixel (÷ its mean)", fontsize=9)
     titles = ["validation image", "ground truth", f"per-pixel cross-entropy (mean {per_pixel.mean():.3f})"]
