@@ -307,24 +307,29 @@ def _number(text):
     return float(match.group().replace(",", "")) if match else None
 
 
+def _tables(markdown):
+    """Each Markdown table of ``markdown`` as a list of rows of stripped cells (the header first)."""
+    tables, current = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.strip().startswith("|"):
+            current.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
 def zoo_points(markdown):
     """(x heading, y heading, [(model, training time, mean IoU)]) from the first table with both columns."""
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
-            for line in markdown.splitlines() if line.strip().startswith("|")]
-    for index, header in enumerate(rows):
+    for header, _, *rows in (table for table in _tables(markdown) if len(table) >= 2):
         lowered = [cell.lower() for cell in header]
         time_column = next((i for i, cell in enumerate(lowered) if "training time" in cell), None)
         iou_column = next((i for i, cell in enumerate(lowered) if "mean iou" in cell), None)
         if time_column is None or iou_column is None:
             continue
-        points = []
-        for row in rows[index + 2:]:
-            if len(row) != len(header):
-                break
-            x, y = _number(row[time_column]), _number(row[iou_column])
-            if x is not None and y is not None:
-                points.append((row[0].strip("*` "), x, y))
-        return header[time_column], header[iou_column], points
+        points = [(row[0].strip("*` "), _number(row[time_column]), _number(row[iou_column]))
+                  for row in rows if len(row) == len(header)]
+        return header[time_column], header[iou_column], [p for p in points if None not in p]
     raise ValueError("zoo_points: found no table with a 'training time' and a 'mean IoU' column")
 
 
@@ -338,6 +343,9 @@ def zoo_png(zoo, path):
     for name, x, y in points:
         ax.scatter(x, y, color="#2c7fb8")
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    times = [x for _, x, _ in points]
+    if times and min(times) > 0 and max(times) > 10 * min(times):
+        ax.set_xscale("log")  # the models' training times span orders of magnitude
     ax.set_xlabel(x_heading)
     ax.set_ylabel(y_heading)
     ax.grid(alpha=0.3)
