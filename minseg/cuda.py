@@ -243,7 +243,7 @@ def _backward_input_as_gemm(grad_y, weight, out, geometry, tile, split_k):
         weight_1x1 = cupy.ascontiguousarray(weight.reshape(O, C * KH * KW).T).reshape(C * KH * KW, O, 1, 1)
         cols = conv2d_forward(grad_y, weight_1x1, 1, 0, 1, tile=tile, split_k=split_k)
         full = cols.reshape(N, C, KH, KW, OH, OW).transpose(0, 1, 4, 2, 5, 3).reshape(N, C, OH * KH, OW * KW)
-        rows, columns = min(H, OH * KH - ph), min(W, OW * KW - pw)
+        rows, columns = max(0, min(H, OH * KH - ph)), max(0, min(W, OW * KW - pw))  # where some tap lands
         if rows < H or columns < W:
             out.fill(0)
         out[:, :, :rows, :columns] = full[:, :, ph:ph + rows, pw:pw + columns]
