@@ -30,6 +30,15 @@ def _dot_over(a, b, axes):
     return products.sum(axis=0, keepdims=True) if 0 in axes else products
 
 
+def _sum_over(z, axes):
+    """Σ z over ``axes`` ((0, 2) or (2,)) of an (A, B, K) array, kept as size-1 axes.
+
+    As the product z @ ones(K), which BLAS runs on every core, where NumPy's sum runs on one.
+    """
+    sums = (z @ get_array_module(z).ones(z.shape[2], z.dtype))[:, :, None]
+    return sums.sum(axis=0, keepdims=True) if 0 in axes else sums
+
+
 def _count(z, axes):
     """How many values each statistic is taken over, in z's dtype."""
     count = 1
@@ -40,7 +49,7 @@ def _count(z, axes):
 
 def _standardize(z, axes, eps):
     """(z − μ, μ, σ², 1/√(σ² + ε)): μ and the biased variance σ² over ``axes``, kept as size-1 axes."""
-    mean = z.mean(axis=axes, keepdims=True)
+    mean = _sum_over(z, axes) / _count(z, axes)
     centered = z - mean
     var = _dot_over(centered, centered, axes) / _count(z, axes)
     return centered, mean, var, 1 / get_array_module(z).sqrt(var + z.dtype.type(eps))
@@ -110,7 +119,7 @@ class BatchNormFunction(Function):
 
     def backward(self, grad_y):
         needs, grad_z = self.needs_input_grad, _by_channel(grad_y)
-        sum_grad = grad_z.sum(axis=self.axes, keepdims=True) if (needs[2] or self.training) else None
+        sum_grad = _sum_over(grad_z, self.axes) if (needs[2] or self.training) else None
         sum_grad_centered = centered = None
         if self.x is not None:
             centered = _by_channel(self.x) - self.mean
@@ -166,7 +175,7 @@ class GroupNormFunction(Function):
         needs, grad_by_channel = self.needs_input_grad, _by_channel(grad_y)
         centered = self._by_group(self.x) - self.mean
         # Σ grad_y and Σ grad_y·(x − μ) per (n, c): every sum below is built from these two
-        sums = grad_by_channel.sum(axis=2, keepdims=True)
+        sums = _sum_over(grad_by_channel, (2,))
         dots = _dot_over(grad_by_channel, centered.reshape(grad_by_channel.shape), (2,))
         weight = self.weight.reshape(1, -1, 1)
         grad_x = None
