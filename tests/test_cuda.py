@@ -1,11 +1,13 @@
 """minseg.cuda and the CUDA kernels in kernels/*.cu.
 
 Without a GPU only the first group runs: the sources are found, compile with nvcc (when it is on
-PATH), ``import minseg`` does not import CuPy, and the launch plans cover K exactly. Everything marked
-``gpu`` needs CuPy and a GPU (skipped cleanly otherwise): each kernel against the NumPy reference
-(minseg.functional on the CPU, in float64) on fresh random inputs and awkward shapes, with every
-output poisoned with NaN before the launch so that an element a kernel forgets to write shows up;
-relative error ‖out − ref‖ / ‖ref‖ ≤ 1e-5. Last, a UNet training step on the GPU matches the CPU step.
+PATH), ``import minseg`` does not import CuPy, and the launch plans fill the GPU and cover K exactly.
+Everything marked ``gpu`` needs CuPy and a GPU (skipped cleanly otherwise), or the CPU emulation of
+tests/cuda_emulation (``PYTHONPATH=tests python -m pytest -p cuda_emulation -m gpu``, as .ci/run does):
+each kernel against the NumPy reference (minseg.functional on the CPU, in float64) on fresh random
+inputs and awkward shapes, with every output poisoned with NaN before the launch so that an element a
+kernel forgets to write shows up; relative error ‖out − ref‖ / ‖ref‖ ≤ 1e-5. Last, a UNet training step
+on the GPU matches the CPU step.
 """
 import contextlib
 import importlib.util
