@@ -74,7 +74,8 @@ def resample_simple(x, rows, cols):
 # Along an axis of at most this many inputs, a resize is one dense matrix product. It does n_in
 # multiply-adds per output where bilinear needs two, but BLAS runs them on every core at full vector
 # width, while the gathers below run on one core and each pass over the output reads and writes memory;
-# past a few hundred inputs the wasted multiply-adds cost more (benchmarks/layers.py, "bilinear x2").
+# past a few hundred inputs the wasted multiply-adds cost more. benchmarks/layers.py ("bilinear x2")
+# times a short axis against PyTorch.
 DENSE_UP_TO = 256
 
 
