@@ -154,12 +154,11 @@ class GroupNormFunction(Function):
         return x.reshape(x.shape[0], self.num_groups, -1)
 
     def forward(self, x, weight, bias):
-        y, self.mean, _, self.inv_std = _standardize(self._by_group(x), self.axes, self.eps)
-        y *= self.inv_std
-        y = y.reshape(x.shape[0], x.shape[1], -1)
-        y *= weight.reshape(1, -1, 1)
-        y += bias.reshape(1, -1, 1)
         self.x, self.weight = x, weight  # backward rebuilds x − μ from x, as batch norm does
+        centered, self.mean, _, self.inv_std = _standardize(self._by_group(x), self.axes, self.eps)
+        y = _by_channel(centered.reshape(x.shape))  # the centering buffer becomes y, in place
+        y *= self._inv_std_by_channel() * weight.reshape(1, -1, 1)
+        y += bias.reshape(1, -1, 1)
         return y.reshape(x.shape)
 
     def _inv_std_by_channel(self):
