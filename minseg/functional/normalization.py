@@ -64,8 +64,8 @@ def _standardize_backward(grad, centered, inv_std, sum_grad, sum_grad_centered, 
     grad_z = centered
     grad_z *= inv_std * inv_std * (sum_grad_centered / count)  # x̂·mean(g·x̂)
     grad_z += sum_grad / count
-    get_array_module(grad).subtract(grad, grad_z, out=grad_z)
-    grad_z *= scale
+    grad_z -= grad
+    grad_z *= -scale
     return grad_z
 
 
@@ -164,7 +164,7 @@ class GroupNormFunction(Function):
     def _inv_std_by_channel(self):
         """1/σ of each channel's group, as (N, C, 1)."""
         channels_per_group = self.weight.shape[0] // self.num_groups
-        return get_array_module(self.inv_std).repeat(self.inv_std, channels_per_group, axis=1)
+        return self.inv_std.repeat(channels_per_group, axis=1)
 
     def _sum_by_group(self, per_channel):
         """Σ over each group's channels of an (N, C, 1) array, as (N, G, 1)."""
