@@ -16,6 +16,7 @@ import ctypes
 import hashlib
 import os
 import pathlib
+import platform
 import re
 import subprocess
 import tempfile
@@ -78,9 +79,21 @@ def _entry_points(kernels):
     return "\n".join(lines) + "\n"
 
 
+def _host():
+    """What -march=native compiles for: the machine and its CPU flags (a cached object must not move to a
+    CPU without them)."""
+    try:
+        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next(line for line in lines if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = ""
+    return f"{platform.machine()} {flags}"
+
+
 def _build(code, kernels):
     glue = _entry_points(kernels)
-    key = hashlib.sha256("\0".join([SHIM.read_text(), code, glue, " ".join(COMPILER)]).encode()).hexdigest()[:24]
+    inputs = [SHIM.read_text(), code, glue, " ".join(COMPILER), _host()]
+    key = hashlib.sha256("\0".join(inputs).encode()).hexdigest()[:24]
     library = cache_dir() / f"{key}.so"
     if not library.exists():
         library.parent.mkdir(parents=True, exist_ok=True)
