@@ -29,7 +29,8 @@ CASES = [((2, 4, 7, 6), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2),        # strid
          ((1, 3, 9, 8), (3, 1, 3, 2), (1, 1), (2, 0), (2, 1), 3),        # depthwise, dilated
          ((2, 3, 7, 9), (4, 3, 2, 3), (2, 1), (1, 0), (1, 2), 1),        # strided: col2im
          ((2, 4, 6, 8), (4, 2, 2, 2), (2, 2), (0, 0), (1, 1), 2),        # windows tile the image, grouped
-         ((1, 2, 5, 5), (3, 2, 3, 3), (1, 1), (3, 3), (1, 1), 1)]        # stride 1, padding > k-1: no shortcut
+         ((1, 2, 5, 5), (3, 2, 3, 3), (1, 1), (3, 3), (1, 1), 1),        # stride 1, padding > k-1: no shortcut
+         ((2, 2, 7, 8), (4, 1, 3, 3), (2, 1), (1, 2), (1, 2), 2)]        # depthwise, multiplier 2, strided
 
 
 def _y_shape(x_shape, weight_shape, stride, padding, dilation):
@@ -71,25 +72,13 @@ def test_stride_one_gradients_from_one_im2col_equal_the_plain_gradients(layout, 
                                rtol=1e-12, atol=1e-12)
 
 
-def test_the_cases_above_take_every_shortcut():
-    """The grid must reach the stride-1 path, the tiled path and the general col2im path."""
+def test_the_cases_above_take_every_path():
+    """The grid must reach the stride-1 path, the general col2im path and the depthwise tap loops."""
     applies = [conv_numpy._stride_one_applies(stride, padding, dilation, weight_shape[2:])
                for _, weight_shape, stride, padding, dilation, _ in CASES]
-    tiles = [conv_numpy._tiles(x_shape, weight_shape[2:], stride, padding, dilation,
-                               _y_shape(x_shape, weight_shape, stride, padding, dilation)[2:])
-             for x_shape, weight_shape, stride, padding, dilation, _ in CASES]
-    assert applies == [True, True, False, False, False] and tiles == [False, False, False, True, False]
-
-
-@pytest.mark.parametrize("x_shape, out_channels", [((2, 3, 6, 8), 4), ((1, 5, 4, 10), 2)])
-def test_tiled_backward_input_equals_the_plain_version(x_shape, out_channels):
-    """Kernel 2 = stride 2 (the UNet's transposed convolution): one GEMM and a reordering copy."""
-    y_shape = (x_shape[0], out_channels, x_shape[2] // 2, x_shape[3] // 2)
-    _, weight, grad_y = arrays(2, x_shape, (out_channels, x_shape[1], 2, 2), y_shape)
-    expected = conv.conv2d_backward_input_plain(grad_y, weight, x_shape, (2, 2), (0, 0), (1, 1))
-    result = conv_numpy._tiled_backward_input(grad_y, weight, x_shape)
-    assert result.flags.c_contiguous
-    np.testing.assert_allclose(result, expected, rtol=1e-12, atol=1e-12)
+    depthwise = [conv_numpy._is_depthwise(case[1], case[5]) for case in CASES]
+    assert applies == [True, True, False, False, False, False]
+    assert depthwise == [False, True, False, False, False, True]
 
 
 def test_swap_channel_axes_is_swapaxes():

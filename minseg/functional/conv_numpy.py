@@ -12,13 +12,11 @@ version. Why each is faster is measured by ``benchmarks/layers.py``.
 * ``_stride_one_gradients``: with stride 1 both gradients of a convolution come from
   one im2col of dL/dy, the input gradient being a convolution with the rotated kernel
   (derived in ``Conv2dFunction``'s docstring);
-* ``_swap_channel_axes``: the kernel-by-kernel transpose that rotated-kernel trick needs;
-* ``_tiled_backward_input``: windows that tile the image (kernel = stride, the UNet's
-  ``ConvTranspose2d(k=2, stride=2)``) make col2im a reordering: one GEMM and one copy.
+* ``_swap_channel_axes``: the kernel-by-kernel transpose that rotated-kernel trick needs.
 """
 import numpy as np
 
-from .im2col import col2im, conv2d_output_size, im2col, workspace
+from .im2col import _pad, col2im, conv2d_output_size, im2col, workspace
 
 # Images with fewer output pixels than this get the batch-folded col layout (see _folds_batch).
 FOLD_BATCH_BELOW = 256
@@ -133,24 +131,76 @@ def _stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, gr
     return grad_x, grad_weight
 
 
-def _tiles(x_shape, kernel_size, stride, padding, dilation, out_hw):
-    """Whether the windows tile x exactly: kernel = stride, no padding or dilation, x = Ho·kh × Wo·kw."""
-    return (tuple(stride) == tuple(kernel_size) and tuple(padding) == (0, 0) and tuple(dilation) == (1, 1)
-            and tuple(x_shape[2:]) == (out_hw[0] * kernel_size[0], out_hw[1] * kernel_size[1]))
+# ---------------------------------------------------------------------------
+# Depthwise convolution: one multiply-add per kernel tap, no im2col
+# ---------------------------------------------------------------------------
+def _is_depthwise(weight_shape, groups):
+    """One input channel per group (groups = C; O = M·C with channel multiplier M)."""
+    return groups > 1 and weight_shape[1] == 1
 
 
-def _tiled_backward_input(grad_y, weight, x_shape):
-    """conv2d_backward_input_plain(grad_y, weight, x_shape, ...) when the windows tile x (see ``_tiles``), groups 1.
+def _taps(kernel_size, stride, dilation, out_hw):
+    """(i, j, rows, columns) per kernel tap: the slices of the padded image that tap reads at every output pixel."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel_size, stride, dilation, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
 
-    Every pixel of x lies in exactly one window, so col2im only reorders: grad_col, as
-    one product (N·Ho·Wo, O) @ (O, C·kh·kw), is copied once into place. This is the
-    forward of the UNet's ``ConvTranspose2d(k=2, stride=2)``.
+
+def _depthwise_forward(x, weight, stride, padding, dilation):
+    """Equals conv2d_forward_plain(x, weight, ..., groups=C) for weight (C·M, 1, kh, kw).
+
+    y[n, c·M + m] = Σ_(i,j) W[c·M + m, 0, i, j] · (tap (i, j)'s view of x_padded[n, c]):
+    a K = kh·kw product per output pixel is too short for a matrix product, so each tap
+    is one multiply-add over whole images, image by image so that they stay in cache.
     """
-    n, o, ho, wo = grad_y.shape
-    _, c, kh, kw = weight.shape
-    pixels_by_channel = grad_y.transpose(0, 2, 3, 1).reshape(n * ho * wo, o)  # one copy, to (N·Ho·Wo, O)
-    grad_col = np.matmul(pixels_by_channel, weight.reshape(o, c * kh * kw))
-    return np.ascontiguousarray(grad_col.reshape(n, ho, wo, c, kh, kw).transpose(0, 3, 1, 4, 2, 5)).reshape(x_shape)
+    n, c = x.shape[:2]
+    o, _, kh, kw = weight.shape
+    out_hw = conv2d_output_size(x.shape[2:], (kh, kw), stride, padding, dilation)
+    weight = weight.reshape(c, o // c, kh, kw, 1, 1)
+    x_padded = _pad(x, padding)
+    y = np.empty((n, c, o // c, *out_hw), x.dtype)
+    term = np.empty(y.shape[1:], x.dtype)
+    for image, y_image in zip(x_padded, y):
+        for k, (i, j, rows, columns) in enumerate(_taps((kh, kw), stride, dilation, out_hw)):
+            np.multiply(image[:, None, rows, columns], weight[:, :, i, j], out=y_image if k == 0 else term)
+            if k:
+                y_image += term
+    return y.reshape(n, o, *out_hw)
+
+
+def _depthwise_backward_input(grad_y, weight, x_shape, stride, padding, dilation):
+    """Equals conv2d_backward_input_plain(grad_y, weight, x_shape, ..., groups=C) for weight (C·M, 1, kh, kw).
+
+    The adjoint of ``_depthwise_forward``: each tap adds W[c·M + m, 0, i, j] · grad_y[n, c·M + m],
+    summed over m, onto the pixels of x_padded that tap read.
+    """
+    n, c, h, w = x_shape
+    o, _, kh, kw = weight.shape
+    (ph, pw), out_hw = padding, grad_y.shape[2:]
+    weight = weight.reshape(c, o // c, kh, kw, 1, 1)
+    grad_y = grad_y.reshape(n, c, o // c, *out_hw)
+    grad_x_padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), grad_y.dtype)
+    for grad_y_image, grad_x_image in zip(grad_y, grad_x_padded):
+        for i, j, rows, columns in _taps((kh, kw), stride, dilation, out_hw):
+            grad_x_image[:, rows, columns] += (grad_y_image * weight[:, :, i, j]).sum(axis=1)
+    return np.ascontiguousarray(grad_x_padded[:, :, ph:ph + h, pw:pw + w])
+
+
+def _depthwise_backward_weight(x, grad_y, weight_shape, stride, padding, dilation):
+    """Equals conv2d_backward_weight_plain(x, grad_y, weight_shape, ..., groups=C) for weight (C·M, 1, kh, kw).
+
+    grad_W[c·M + m, 0, i, j] = Σ_(n, oh, ow) grad_y[n, c·M + m, oh, ow] · (tap (i, j)'s view of x_padded[n, c]).
+    """
+    n, c = x.shape[:2]
+    o, _, kh, kw = weight_shape
+    out_hw = grad_y.shape[2:]
+    x_padded = _pad(x, padding)
+    grad_y = grad_y.reshape(n, c, o // c, *out_hw)
+    grad_weight = np.empty((c, o // c, kh, kw), x.dtype)
+    for i, j, rows, columns in _taps((kh, kw), stride, dilation, out_hw):
+        grad_weight[:, :, i, j] = np.einsum("nchw,ncmhw->cm", x_padded[:, :, rows, columns], grad_y)
+    return grad_weight.reshape(weight_shape)
 
 
 # ---------------------------------------------------------------------------
@@ -158,6 +208,8 @@ def _tiled_backward_input(grad_y, weight, x_shape):
 # ---------------------------------------------------------------------------
 def conv2d_forward(x, weight, stride, padding, dilation, groups):
     """Equals ``conv2d_forward_plain``: y = W2d @ im2col(x) per group, col in the workspace."""
+    if _is_depthwise(weight.shape, groups):
+        return _depthwise_forward(x, weight, stride, padding, dilation)
     o, _, kh, kw = weight.shape
     col, folded = _col(x, (kh, kw), stride, padding, dilation)
     y_shape = (x.shape[0], o, *conv2d_output_size(x.shape[2:], (kh, kw), stride, padding, dilation))
@@ -165,13 +217,19 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
 
 
 def conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation, groups):
-    """Equals ``conv2d_backward_input_plain``: col2im(W2dᵀ @ grad_y) per group, or one of the two shortcuts."""
+    """Equals ``conv2d_backward_input_plain``: col2im(W2dᵀ @ grad_y) per group; at stride 1, no col2im.
+
+    When the windows tile x (kernel = stride: the UNet's transposed convolution) col2im
+    is only a reordering and costs little (see im2col.col2im); writing this as one GEMM
+    (N·Ho·Wo, O) @ (O, C·kh·kw) and a scatter was measured slower here, the scatter's
+    transpose being the expensive part.
+    """
     n, o, ho, wo = grad_y.shape
     kernel_size = weight.shape[2:]
+    if _is_depthwise(weight.shape, groups):
+        return _depthwise_backward_input(grad_y, weight, x_shape, stride, padding, dilation)
     if _stride_one_applies(stride, padding, dilation, kernel_size):
         return _stride_one_gradients(grad_y, weight, None, weight.shape, padding, dilation, groups)[0]
-    if groups == 1 and _tiles(x_shape, kernel_size, stride, padding, dilation, (ho, wo)):
-        return _tiled_backward_input(grad_y, weight, x_shape)
     weight_t = weight.reshape(groups, o // groups, -1).transpose(0, 2, 1)  # (G, C/G·kh·kw, O/G)
     rows = weight_t.shape[1]
     folded = _folds_batch((ho, wo))
@@ -186,13 +244,15 @@ def conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation, gr
 
 def conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation, groups):
     """Equals ``conv2d_backward_weight_plain``: Σ_n grad_y[n] @ im2col(x)[n]ᵀ per group, col in the workspace."""
+    if _is_depthwise(weight_shape, groups):
+        return _depthwise_backward_weight(x, grad_y, weight_shape, stride, padding, dilation)
     col, folded = _col(x, weight_shape[2:], stride, padding, dilation)
     return np.ascontiguousarray(_products_with_col(grad_y, col, folded, groups)).reshape(weight_shape)
 
 
 def conv2d_backward(grad_y, x, weight, x_shape, weight_shape, stride, padding, dilation, groups):
     """Equals (conv2d_backward_input(...), conv2d_backward_weight(...)); with stride 1 both from one im2col."""
-    if _stride_one_applies(stride, padding, dilation, weight_shape[2:]):
+    if _stride_one_applies(stride, padding, dilation, weight_shape[2:]) and not _is_depthwise(weight_shape, groups):
         return _stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, groups)
     grad_x = None if weight is None else conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation,
                                                                 groups)
