@@ -110,8 +110,9 @@ _flops_cache = {}
 def conv_flops(name, mode):
     """Analytic conv FLOPs of one call, recorded by wrapping every conv module's forward.
 
-    Counted on a batch of 1 (FLOPs are linear in the batch) with the graph on, because
-    whether a conv needs its input gradient is read from ``x.requires_grad``.
+    Counted on a batch of 2, scaled to BATCH (FLOPs are linear in the batch; a batch of 1 would leave training-mode
+    BatchNorm nothing to normalize in DeepLab's 1x1 image pooling), with the graph on, because whether a conv needs
+    its input gradient is read from ``x.requires_grad``.
     """
     if name not in _flops_cache:
         import minseg
@@ -136,7 +137,7 @@ def conv_flops(name, mode):
         for module in model.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 wrap(module, isinstance(module, nn.ConvTranspose2d))
-        model(minseg.Tensor(np.zeros((1, CHANNELS, HEIGHT, WIDTH), np.float32)))
+        model(minseg.Tensor(np.zeros((2, CHANNELS, HEIGHT, WIDTH), np.float32)))
         _flops_cache[name] = total
     return _flops_cache[name][mode]
 
