@@ -14,6 +14,7 @@ from PIL import Image
 from minseg import Tensor, backend, cli, no_grad
 from minseg.checkpoint import load_checkpoint
 from minseg.predict import Predictor, pad_to_multiple
+from minseg.run import UsageError, create_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--base", "2", "--batch-size", "4", "--no-progress", "--threads", "1"]
@@ -211,30 +212,30 @@ def test_evaluate_command_reports_the_run_metrics(trained, capsys):
 
 def test_default_threads_leaves_out_the_busy_cores(monkeypatch):
     cores = len(os.sched_getaffinity(0))
+    assert 0 <= cli._busy_cores(0.05) <= (os.cpu_count() or 1) + 1e-9
     monkeypatch.setattr(cli, "_busy_cores", lambda: 50.0)
     assert cli.default_threads() == 1
     monkeypatch.setattr(cli, "_busy_cores", lambda: 0.0)
     assert cli.default_threads() == cores
     monkeypatch.setattr(cli, "_busy_cores", lambda: 1.0)
     assert cli.default_threads() == max(1, cores - 1)
-    assert 0 <= cli._busy_cores(0.05) <= (os.cpu_count() or 1) + 1e-9
 
 
 def test_weights_load_into_the_whole_model_or_its_encoder(tmp_path, capsys):
     from minseg.models import create, save_weights
     source = create("unet", 3, base=2)
     save_weights(source, tmp_path / "whole.safetensors")
-    model = cli._build({"name": "unet", "options": {"base": 2}}, 3, tmp_path / "whole.safetensors")
+    model = create_model({"name": "unet", "options": {"base": 2}}, 3, tmp_path / "whole.safetensors")
     for name, array in source.state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[name], array)
     assert "(whole model)" in capsys.readouterr().out
 
     encoder_source = create("unet", 3, encoder="resnet18")
     save_weights(encoder_source.encoder, tmp_path / "encoder.safetensors")
-    model = cli._build({"name": "unet", "options": {"encoder": "resnet18"}}, 3, tmp_path / "encoder.safetensors")
+    model = create_model({"name": "unet", "options": {"encoder": "resnet18"}}, 3, tmp_path / "encoder.safetensors")
     for name, array in encoder_source.encoder.state_dict().items():
         np.testing.assert_array_equal(model.encoder.state_dict()[name], array)
     assert "into model.encoder" in capsys.readouterr().out
 
-    with pytest.raises(cli.UsageError, match="--weights .*whole.safetensors"):
-        cli._build({"name": "linknet", "options": {"base": 4}}, 3, tmp_path / "whole.safetensors")
+    with pytest.raises(UsageError, match="--weights .*whole.safetensors"):
+        create_model({"name": "linknet", "options": {"base": 4}}, 3, tmp_path / "whole.safetensors")

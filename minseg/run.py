@@ -1,0 +1,201 @@
+"""One training run built from the options of ``minseg train``: data, model, Learner, then figures and metrics.
+
+``minseg.cli`` parses the command line and handles errors, threads and Ctrl-C; ``TrainingRun`` does the
+work, from a dict of options (the keys of ``cli.TRAIN_DEFAULTS``) and, on ``--resume``, the checkpoint's
+state. What it stores in every checkpoint as the Learner's ``run`` (model name and options,
+normalization, classes and colours, ignore index, layout, every option) is what ``--resume``,
+``minseg predict`` and ``minseg evaluate`` rebuild the run from.
+"""
+import inspect
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from .checkpoint import load_checkpoint
+from .data import DatasetError
+from .models import MODELS
+
+__all__ = ["TrainingRun", "UsageError", "create_model", "write_json"]
+
+
+class UsageError(ValueError):
+    """A mistake in how the command was called; printed as one ``error:`` line, exit status 2."""
+
+
+def _jsonable(value):
+    return str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+
+
+class TrainingRun:
+    """Everything one ``minseg train`` builds from its options: data, model, Learner; then figures and metrics."""
+
+    def __init__(self, options, state):
+        from .data import DataLoader, channel_stats, download_camvid_tiny
+        from .data.recipe import augmentation, open_splits
+        from .optim import AdamW, OneCycleLR
+        from .predict import size_multiple
+        from .train import Learner
+
+        self.options = options
+        if options["data"] is None:
+            options["data"] = str(download_camvid_tiny())
+        try:
+            self.layout, self.train_set, self.valid_set = open_splits(options)
+        except ValueError as error:
+            if isinstance(error, DatasetError):
+                raise
+            raise UsageError(str(error)) from error
+        self.classes = list(self.train_set.classes)
+        saved = state["run"] if state is not None else None
+        self.mean, self.std = (saved["mean"], saved["std"]) if saved else channel_stats(self.train_set)
+        import minseg
+        minseg.manual_seed(options["seed"])
+        self.model_spec = _model_spec(options)
+        self.model = create_model(self.model_spec, len(self.classes), options["weights"]).to(options["device"])
+        multiple = size_multiple(self.model)
+        crop = options["crop"]
+        if crop is not None and (crop[0] % multiple or crop[1] % multiple):
+            raise UsageError(f"--crop {crop[0]}x{crop[1]}: {options['model']} needs sizes divisible by {multiple}; "
+                             f"use --crop {crop[0] // multiple * multiple or multiple}x"
+                             f"{crop[1] // multiple * multiple or multiple}")
+        self.train_loader = DataLoader(self.train_set, batch_size=options["batch_size"], shuffle=True,
+                                       augment=augmentation(options), mean=self.mean, std=self.std,
+                                       seed=options["seed"], device=options["device"],
+                                       pad_to_multiple=None if crop else _padding(self.train_set, multiple))
+        self.valid_loader = DataLoader(self.valid_set, batch_size=options["batch_size"], mean=self.mean, std=self.std,
+                                       device=options["device"], pad_to_multiple=_padding(self.valid_set, multiple))
+        optimizer = AdamW(self.model.parameters(), lr=options["lr"], weight_decay=options["weight_decay"])
+        total_steps = options["epochs"] * len(self.train_loader)
+        scheduler = OneCycleLR(optimizer, max_lr=options["lr"], total_steps=total_steps)
+        void = self.classes.index("Void") if "Void" in self.classes else None
+        self.checkpoint_path = Path(options["out"]) / "checkpoint.npz"
+        Path(options["out"]).mkdir(parents=True, exist_ok=True)
+        self.learner = Learner(self.model, self.train_loader, self.valid_loader, _loss(options["loss"]), optimizer,
+                               scheduler, num_classes=len(self.classes), void_class=void,
+                               checkpoint_path=self.checkpoint_path, progress=options["progress"], table=True,
+                               run=self._run())
+        if state is not None:
+            state["scheduler"]["total_steps"] = total_steps  # --epochs may change: re-plan the cycle from here
+            self.learner.load_state_dict(state)
+            self.learner.run = self._run()
+            print(f"resumed {self.checkpoint_path} after epoch {self.learner.epoch} of {options['epochs']}")
+
+    def _run(self):
+        colors = self.train_set.class_colors
+        return {"model": self.model_spec, "classes": self.classes, "colors": colors, "mean": self.mean,
+                "std": self.std, "ignore_index": self.train_set.ignore_index, "layout": self.layout,
+                "args": {key: _jsonable(value) for key, value in self.options.items()}}
+
+    def saved_epoch(self):
+        return load_checkpoint(self.checkpoint_path)["epoch"] if self.checkpoint_path.is_file() else 0
+
+    def fit(self):
+        options, train_set = self.options, self.train_set
+        size = "x".join(map(str, train_set[0][0].shape[:2])) if len(train_set) else "?"
+        print(f"{options['model']}{' ' + options['encoder'] if options['encoder'] else ''}: "
+              f"{sum(p.size for p in self.model.parameters()):,} parameters; {len(train_set)} training and "
+              f"{len(self.valid_set)} validation images ({self.layout} layout, first {size}), "
+              f"{len(self.classes)} classes; {self.threads} BLAS thread{'s' * (self.threads > 1)}")
+        self.started = time.perf_counter()
+        self.learner.fit(max(options["epochs"] - self.learner.epoch, 0))
+
+    def report(self):
+        """Figures, metrics.json and the last line; returns the metrics."""
+        from . import viz
+        out, learner, classes = Path(self.options["out"]), self.learner, self.classes
+        colors = self.train_set.class_colors
+        results = learner.evaluate()
+        from .data import DataLoader
+        shown = self.train_set.subset(viz.spread_indices(len(self.train_set), 8))
+        images, labels = next(iter(DataLoader(shown, batch_size=8, mean=self.mean, std=self.std, pad_to_multiple=1)))
+        viz.show_batch(images, labels, out / "batch.png", codes=classes, mean=self.mean, std=self.std, colors=colors)
+        images, targets = next(iter(self.valid_loader))
+        viz.show_results(images, targets, learner.predict(images), out / "results.png", codes=classes,
+                         mean=self.mean, std=self.std, colors=colors)
+        if learner.history:
+            viz.plot_history(learner.history, out / "history.png")
+        viz.plot_per_class_iou(results["per_class_iou"], out / "per_class_iou.png", codes=classes, colors=colors)
+        viz.plot_confusion_matrix(results["confusion_matrix"], out / "confusion_matrix.png", codes=classes)
+        metrics = {"model": self.options["model"], "encoder": self.options["encoder"], "base": self.options["base"],
+                   **{key: _finite_or_none(results.get(key)) for key in
+                      ("pixel_accuracy", "foreground_accuracy", "mean_iou", "mean_dice")},
+                   "per_class_iou": dict(zip(classes, map(_finite_or_none, results["per_class_iou"]))),
+                   "per_class_dice": dict(zip(classes, map(_finite_or_none, results["per_class_dice"]))),
+                   "epochs": learner.epoch,
+                   "seconds": sum(record["seconds"] for record in learner.history),  # training + validation
+                   "wall_seconds": time.perf_counter() - self.started}
+        write_json(out / "metrics.json", metrics)
+        print(f"validation after {learner.epoch} epochs ({metrics['seconds']:.0f} s): pixel accuracy "
+              f"{results['pixel_accuracy']:.4f}, mean IoU {results['mean_iou']:.4f}, mean Dice "
+              f"{results['mean_dice']:.4f}; results in {out}/")
+        return metrics
+
+
+def _finite_or_none(value):
+    """JSON has no NaN: a class absent from the validation images gets null."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _padding(dataset, multiple):
+    """``multiple`` when batches of ``dataset`` need padding for the model (mixed or indivisible sizes), else None."""
+    if dataset.same_size and not (dataset.images.shape[1] % multiple or dataset.images.shape[2] % multiple):
+        return None
+    return multiple
+
+
+def _model_spec(options):
+    """``{"name", "options"}`` for ``models.create``: the encoder, or the base width of a from-scratch model."""
+    name, encoder, base = options["model"], options["encoder"], options["base"]
+    if encoder is not None:
+        return {"name": name, "options": {"encoder": encoder}}
+    parameters = inspect.signature(MODELS[name]).parameters
+    if "base" in parameters:
+        return {"name": name, "options": {"base": base}}
+    if name == "naive":
+        return {"name": name, "options": {"widths": [base, 2 * base, 4 * base, 8 * base]}}
+    return {"name": name, "options": {}}
+
+
+def create_model(spec, num_classes, weights=None):
+    """``models.create`` for a run description, then the ``--weights`` file: the whole model, else its encoder."""
+    from .models import load_weights
+    from .predict import build_model
+    try:
+        model = build_model(spec, num_classes)
+    except ValueError as error:  # an unknown model or encoder name
+        raise UsageError(str(error)) from error
+    if weights is None:
+        return model
+    try:
+        load_weights(model, weights)
+        print(f"initial weights: {weights} (whole model)")
+    except ValueError as whole_error:
+        if not hasattr(model, "encoder"):
+            raise UsageError(f"--weights {weights}: {whole_error}") from whole_error
+        try:
+            report = load_weights(model.encoder, weights, strict=False)
+        except ValueError as error:
+            raise UsageError(f"--weights {weights}: fits neither the whole model nor its encoder: {error}") from error
+        skipped = list(report.unexpected_keys) + [key for key, _, _ in report.mismatched_keys]
+        print(f"initial weights: {weights} into model.encoder; not used: {', '.join(skipped) or 'nothing'}")
+    return model
+
+
+def _loss(name):
+    import minseg.functional as F
+    if name == "ce":
+        return F.cross_entropy
+
+    def dice_plus_cross_entropy(logits, targets):
+        """Soft Dice + cross-entropy, both skipping ignored pixels (-100)."""
+        return F.cross_entropy(logits, targets) + F.dice_loss(logits, targets, ignore_index=-100)
+    return dice_plus_cross_entropy
+
+
+def write_json(path, document):
+    """``document`` to ``path`` as JSON, atomically (temporary file + rename)."""
+    temporary = Path(f"{path}.tmp")
+    temporary.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(temporary, path)
