@@ -239,3 +239,16 @@ def test_weights_load_into_the_whole_model_or_its_encoder(tmp_path, capsys):
 
     with pytest.raises(UsageError, match="--weights .*whole.safetensors"):
         create_model({"name": "linknet", "options": {"base": 4}}, 3, tmp_path / "whole.safetensors")
+
+
+def test_an_offline_download_is_one_error_line(tmp_path, capsys, monkeypatch):
+    import minseg.data
+    from minseg.data import DownloadError
+
+    def offline(dest=None):
+        raise DownloadError("could not download https://example/camvid_tiny.tgz (URLError: no network); "
+                            "this machine may be offline. To use a copy you already have, ...")
+
+    monkeypatch.setattr(minseg.data, "download_camvid_tiny", offline)
+    status, _, err = run_cli(capsys, "train", "--out", tmp_path / "run", *TINY)
+    assert status == 2 and err.startswith("error: could not download") and err.count("\n") == 1
