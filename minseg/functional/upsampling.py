@@ -64,7 +64,7 @@ def _bilinear_matrix(n_in, n_out, scale_factor, align_corners, dtype):
 
 
 def resample_simple(x, rows, cols):
-    """y = A_h · x · A_wᵀ for every (n, c) plane of x, as the definition reads; rows = A_h, cols = A_w."""
+    """y = A_h · x · A_wᵀ for every (n, c) plane of x (NumPy), as the definition reads; rows = A_h, cols = A_w."""
     return rows.astype(x.dtype) @ x @ cols.T.astype(x.dtype)
 
 
