@@ -1,6 +1,6 @@
 """How fast are minseg's convolutions and bilinear resize on the CPU, next to PyTorch's?
 
-    flock /tmp/minseg-bench.lock python benchmarks/layers.py [--runs 15] [--warmup 3] [--no-torch]
+    flock /tmp/minseg-heavy.lock python benchmarks/layers.py [--runs 15] [--warmup 3] [--no-torch]
 
 Float32, the shapes a UNet meets at batch 8 on 96×128 images. For each case: the
 median time of several runs after warm-up, the GFLOP/s that makes, and, when PyTorch
@@ -11,7 +11,10 @@ threads, like NumPy's BLAS here) and the ratio minseg / PyTorch.
 input, the weight and the bias. "GEMM only" (convolutions) times just the one matrix
 product minseg's forward is built on, W.reshape(O, C·kh·kw) @ im2col(x), with the im2col
 matrix made beforehand: no im2col + GEMM forward can beat it with this BLAS, so its ratio
-is the floor for that approach (compared with PyTorch's forward time from the row above).
+is the floor for that approach (compared with PyTorch's forward time from the row above);
+the row ends with minseg's forward time over it ("fwd/GEMM", issue 15's target: at most 1.25).
+A depthwise convolution (one input channel per group) has no such row: minseg computes it
+with one multiply-add per kernel tap, not a matrix product.
 
 FLOPs count multiply-adds as two: a convolution's forward is 2·N·O·(C/groups)·kh·kw·Ho·Wo,
 the backward twice that (input and weight gradients). A bilinear resize mixes four input
@@ -77,12 +80,17 @@ def operation(library_functional, kind):
     return library_functional.conv2d if kind == "conv" else library_functional.conv_transpose2d
 
 
-def minseg_runners(kind, arrays, grad_y, kwargs):
-    op = operation(F, kind)
-    tensors = [minseg.Tensor(a, requires_grad=True) for a in arrays]
+def runners(library, kind, arrays, grad_y, kwargs):
+    """(forward, forward_backward): closures that time one case in ``library`` (minseg or torch)."""
+    if library is minseg:
+        functional, tensors = F, [minseg.Tensor(a, requires_grad=True) for a in arrays]
+    else:
+        functional, tensors = library.nn.functional, [library.from_numpy(a).requires_grad_() for a in arrays]
+        grad_y = library.from_numpy(grad_y)
+    op = operation(functional, kind)
 
     def forward():
-        with minseg.no_grad():
+        with library.no_grad():
             op(*tensors, **kwargs)
 
     def forward_backward():
@@ -94,32 +102,17 @@ def minseg_runners(kind, arrays, grad_y, kwargs):
 
 
 def gemm_only_runner(x, weight, kwargs):
-    """The forward's matrix product alone, in the layout conv2d uses for this shape (see conv.py)."""
-    kernel_size = weight.shape[2:]
+    """The forward's matrix product alone, per group, in the layout conv2d uses for this shape (see conv_numpy.py)."""
+    kernel_size, groups = weight.shape[2:], kwargs.get("groups", 1)
     pairs = [(kwargs.get(key, default),) * 2 for key, default in (("stride", 1), ("padding", 0), ("dilation", 1))]
-    _, _, h, w = x.shape
+    n, _, h, w = x.shape
     ho, wo = (conv_output_size(size, k, s, p, d) for size, k, s, p, d in zip((h, w), kernel_size, *pairs))
-    col = im2col(x, kernel_size, *pairs, fold_batch=ho * wo < FOLD_BATCH_BELOW)
-    weight2d = weight.reshape(weight.shape[0], -1)
-    out = np.matmul(weight2d, col)
-    return lambda: np.matmul(weight2d, col, out=out)
-
-
-def torch_runners(torch, kind, arrays, grad_y, kwargs):
-    op = operation(torch.nn.functional, kind)
-    tensors = [torch.from_numpy(a).requires_grad_() for a in arrays]
-    grad_y = torch.from_numpy(grad_y)
-
-    def forward():
-        with torch.no_grad():
-            op(*tensors, **kwargs)
-
-    def forward_backward():
-        for t in tensors:
-            t.grad = None
-        op(*tensors, **kwargs).backward(grad_y)
-
-    return forward, forward_backward
+    folded = ho * wo < FOLD_BATCH_BELOW
+    col = im2col(x, kernel_size, *pairs, fold_batch=folded)
+    col = col.reshape(groups, -1, n * ho * wo) if folded else col.reshape(n, groups, -1, ho * wo)
+    weight_by_group = weight.reshape(groups, weight.shape[0] // groups, -1)
+    out = np.matmul(weight_by_group, col)
+    return lambda: np.matmul(weight_by_group, col, out=out)
 
 
 def blas_summary(rng):
@@ -146,7 +139,7 @@ def main():
             print("(PyTorch is not installed: minseg's times only)")
 
     rng = np.random.default_rng(0)
-    print(blas_summary(rng))
+    print(f"minseg from {Path(minseg.__file__).parent}; {blas_summary(rng)}")
     header = f"{'case':30s} {'pass':9s} {'minseg ms':>9s} {'GFLOP/s':>8s}"
     if torch is not None:
         header += f" {'torch ms':>9s} {'GFLOP/s':>8s} {'ratio':>6s}"
@@ -167,13 +160,13 @@ def main():
         grad_y = rng.standard_normal(y_shape, dtype=np.float32)
         flops = forward_flops(kind, x_shape, weight_shape, y_shape)
 
-        ours = minseg_runners(kind, arrays, grad_y, kwargs)
-        theirs = torch_runners(torch, kind, arrays, grad_y, kwargs) if torch is not None else (None, None)
+        ours = runners(minseg, kind, arrays, grad_y, kwargs)
+        theirs = runners(torch, kind, arrays, grad_y, kwargs) if torch is not None else (None, None)
         backward_flops = flops if kind == "bilinear" else 2 * flops
         passes = [("fwd", ours[0], theirs[0], flops), ("fwd+bwd", ours[1], theirs[1], flops + backward_flops)]
-        if kind == "conv" and kwargs.get("groups", 1) == 1:
+        if kind == "conv" and weight_shape[1] > 1:  # a depthwise convolution is no matrix product (conv_numpy.py)
             passes.append(("GEMM only", gemm_only_runner(*arrays[:2], kwargs), "fwd", flops))
-        torch_ms_of = {}
+        torch_ms_of, minseg_ms_of = {}, {}
         for pass_name, mine, torch_fn, pass_flops in passes:
             ms = median_ms(mine, args.runs, args.warmup)
             line = f"{name:30s} {pass_name:9s} {ms:9.2f} {pass_flops / ms / 1e6:8.1f}"
@@ -185,6 +178,9 @@ def main():
                 torch_ms = None
             if torch_ms is not None:
                 line += f" {torch_ms:9.2f} {pass_flops / torch_ms / 1e6:8.1f} {ms / torch_ms:6.2f}"
+            minseg_ms_of[pass_name] = ms
+            if pass_name == "GEMM only":
+                line += f"  fwd/GEMM {minseg_ms_of['fwd'] / ms:.2f}"
             print(line, flush=True)
 
 
