@@ -27,7 +27,8 @@ Two layouts of ``col``; both are the same numbers in a different order:
   result ``(N, O, Ho·Wo)`` is already the NCHW output, no transpose needed;
 * ``fold_batch=True``, ``(C·kh·kw, N·Ho·Wo)``: one big matrix. When each image has
   few pixels (deep layers: 6×8), the per-image products are too thin for BLAS to run
-  fast and one wide product is 1.5-2.5× quicker, worth transposing the small output.
+  fast and one wide product is quicker, worth transposing the small output
+  (``conv_numpy._folds_batch`` chooses; ``benchmarks/layers.py`` measures it).
 """
 import numpy as np
 
@@ -47,8 +48,8 @@ def conv2d_output_size(height_width, kernel_size, stride, padding, dilation):
 
 
 # Large NumPy arrays come from the operating system as fresh pages, and touching each
-# page for the first time costs time: for a 113 MB col matrix about 9 ms, as much as
-# the copy itself. The im2col matrix (and the padded copy of x it is read from) is
+# page for the first time costs time, for a large col matrix about as much as the copy
+# itself. The im2col matrix (and the padded copy of x it is read from) is
 # needed only during one call, so convolutions reuse scratch buffers instead. Nothing
 # that lives in them ever leaves the function that filled it (callers get fresh
 # arrays). Each grows to the largest size seen and stays allocated;
