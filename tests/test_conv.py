@@ -331,6 +331,8 @@ W = np.zeros((4, 3, 3, 3), np.float32)
     (lambda: F.conv2d(np.zeros((2, 6, 8, 8), np.float32), np.zeros((4, 2, 3, 3), np.float32), groups=3),
      ValueError, "conv2d: weight's 4 output channels must be divisible by groups, got groups=3"),
     (lambda: F.conv2d(X, W, groups=0), ValueError, "conv2d: groups must be a positive int, got 0"),
+    (lambda: F.conv_transpose2d(np.zeros((2, 4, 8, 8), np.float32), np.zeros((5, 2, 3, 3), np.float32), groups=2),
+     ValueError, "conv_transpose2d: weight has 5 input channels but x has 4"),
     (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), groups=2), ValueError,
      "conv_transpose2d: x's 3 channels must be divisible by groups"),
 ])

@@ -229,7 +229,7 @@ class ConvTranspose2dFunction(Function):
             grad_x = conv2d_forward(grad_y, self.weight, *geometry)
             if grad_x.shape != self.x_shape:  # drop the rows _pad_to_conv_output added
                 h, w = self.x_shape[2:]
-                grad_x = get_array_module(grad_x).ascontiguousarray(grad_x[:, :, :h, :w])
+                grad_x = grad_x[:, :, :h, :w].copy()
         if self.needs_input_grad[1]:
             grad_weight = conv2d_backward_weight(grad_y, self.x, self.weight_shape, *geometry)
         if len(self.needs_input_grad) == 2:
@@ -242,22 +242,26 @@ class ConvTranspose2dFunction(Function):
 # ---------------------------------------------------------------------------
 # Public functions: argument checks, then the Function
 # ---------------------------------------------------------------------------
-def _check_arrays(where, x, weight, bias, groups, weight_layout, in_channels_per_group, out_channels):
-    """x (N, C, H, W) floating point; weight 4-D with C/groups input channels; bias (out_channels,); one dtype."""
+def _check_arrays(where, x, weight, bias, groups, in_channel_axis):
+    """x (N, C, H, W) floating point; weight 4-D with C input channels (C/groups on axis 1); bias one per output."""
+    layout = ("(out_channels, in_channels/groups, kH, kW)" if in_channel_axis == 1
+              else "(in_channels, out_channels/groups, kH, kW)")
     if x.ndim != 4:
         raise ValueError(f"{where}: x must be 4-D (N, C, H, W), got shape {x.shape}")
     if weight.ndim != 4:
-        raise ValueError(f"{where}: weight must be 4-D {weight_layout}, got shape {weight.shape}")
+        raise ValueError(f"{where}: weight must be 4-D {layout}, got shape {weight.shape}")
     if x.dtype.kind != "f":
         raise TypeError(f"{where}: x must be floating point, got dtype {x.dtype}")
     if weight.dtype != x.dtype:
         raise TypeError(f"{where}: weight is {weight.dtype} but x is {x.dtype}; convert one with .astype() first")
     if x.shape[1] % groups:
         raise ValueError(f"{where}: x's {x.shape[1]} channels must be divisible by groups, got groups={groups}")
-    if in_channels_per_group(weight) * groups != x.shape[1]:
-        per_group = f" per group (groups={groups})" if groups > 1 else ""
-        raise ValueError(f"{where}: weight has {in_channels_per_group(weight)} input channels{per_group} "
-                         f"but x has {x.shape[1]} (weight layout {weight_layout})")
+    per_group = in_channel_axis == 1 and groups > 1
+    if weight.shape[in_channel_axis] * (groups if in_channel_axis == 1 else 1) != x.shape[1]:
+        raise ValueError(f"{where}: weight has {weight.shape[in_channel_axis]} input channels"
+                         f"{f' per group (groups={groups})' if per_group else ''} but x has {x.shape[1]} "
+                         f"(weight layout {layout})")
+    out_channels = weight.shape[0] if in_channel_axis == 1 else weight.shape[1] * groups
     if bias is not None:
         if bias.shape != (out_channels,):
             raise ValueError(f"{where}: bias must have shape ({out_channels},), one per output channel, "
@@ -278,8 +282,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     x, weight = as_tensor(x), as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)
     groups = positive_int("conv2d", "groups", groups)
-    _check_arrays("conv2d", x, weight, bias, groups, "(out_channels, in_channels/groups, kH, kW)",
-                  lambda w: w.shape[1], weight.shape[0])
+    _check_arrays("conv2d", x, weight, bias, groups, in_channel_axis=1)
     if weight.shape[0] % groups:
         raise ValueError(f"conv2d: weight's {weight.shape[0]} output channels must be divisible by groups, "
                          f"got groups={groups}")
@@ -308,8 +311,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     x, weight = as_tensor(x), as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)
     groups = positive_int("conv_transpose2d", "groups", groups)
-    _check_arrays("conv_transpose2d", x, weight, bias, groups, "(in_channels, out_channels/groups, kH, kW)",
-                  lambda w: w.shape[0] // groups, weight.shape[1] * groups)
+    _check_arrays("conv_transpose2d", x, weight, bias, groups, in_channel_axis=0)
     stride, padding, output_padding, dilation = (
         pair("conv_transpose2d", name, value, minimum) for name, value, minimum in
         (("stride", stride, 1), ("padding", padding, 0), ("output_padding", output_padding, 0),
