@@ -15,6 +15,8 @@ functions choose, once per call, who computes: float32 CuPy arrays go to the CUD
 kernels of the same name in ``minseg.cuda``; CuPy arrays of other dtypes (float64,
 for gradient checks on a GPU) to the plain versions; NumPy arrays to the fast path in
 conv_numpy.py, which gives the same numbers as the plain versions, faster.
+(The per-group CUDA calls and the plain CuPy route are checked without a GPU, by a
+stand-in for CuPy in tests/test_conv.py; they have not run on a GPU yet.)
 """
 import numpy as np
 
@@ -112,7 +114,7 @@ def conv2d_backward(grad_y, x, weight, x_shape, weight_shape, stride, padding, d
 
     One call for both because on NumPy at stride 1 both come from a single im2col of
     grad_y (``conv_numpy._stride_one_gradients``); two separate calls would build that
-    window matrix twice, one more copy of nine times grad_y per backward pass.
+    window matrix twice: one more copy of kh·kw times grad_y per backward pass.
     """
     if get_array_module(grad_y) is np:
         return conv_numpy.conv2d_backward(grad_y, x, weight, x_shape, weight_shape, stride, padding, dilation, groups)
