@@ -27,19 +27,26 @@ class DropoutFunction(Function):
 
     def forward(self, x):
         # Drawn on the CPU from minseg's one generator (repeatable with minseg.manual_seed),
-        # then moved to x's device; a bool mask costs one byte per element.
+        # then moved to x's device.
         keep = generator().random(self.mask_shape, dtype=np.float32) >= self.p
-        self.keep = backend.to_device(keep, backend.device_of(x))
+        keep = backend.to_device(keep, backend.device_of(x))
         # p == 1 drops everything; 1/(1 − p) would be inf, and 0 · inf is NaN.
-        self.scale = x.dtype.type(0.0 if self.p == 1 else 1.0 / (1.0 - self.p))
-        y = x * self.keep
-        y *= self.scale
-        return y
+        scale = x.dtype.type(0.0 if self.p == 1 else 1.0 / (1.0 - self.p))
+        if keep.size < x.size:  # one entry per channel: held scaled, in x's dtype, so y is one product
+            self.mask, self.scale = keep * scale, None
+        else:  # x's own size: held as bool (one byte per element, not four), scaled after
+            self.mask, self.scale = keep, scale
+        return self._apply_mask(x)
+
+    def _apply_mask(self, array):
+        """array · m / (1 − p): the forward of x, and the backward of grad_y (y is linear in x)."""
+        out = array * self.mask
+        if self.scale is not None:
+            out *= self.scale
+        return out
 
     def backward(self, grad_y):
-        grad_x = grad_y * self.keep
-        grad_x *= self.scale
-        return grad_x
+        return self._apply_mask(grad_y)
 
 
 def _check_p(where, p):
