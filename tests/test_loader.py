@@ -6,8 +6,7 @@ import pytest
 from PIL import Image
 
 from minseg import Tensor, backend
-from minseg.data import (Compose, DataLoader, RandomCrop, RandomHorizontalFlip, SegmentationDataset,
-                         channel_stats)
+from minseg.data import Compose, DataLoader, RandomCrop, RandomHorizontalFlip, SegmentationDataset, channel_stats
 
 CAMVID_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid_tiny"
 N_IMAGES, HEIGHT, WIDTH = 10, 13, 17
