@@ -98,3 +98,15 @@ def test_results_do_not_live_in_the_workspace(layout):
         buffer[...] = 0xFF  # the next convolution overwrites the scratch memory
     for result, copy in zip(results, copies):
         np.testing.assert_array_equal(result, copy)
+
+
+@pytest.mark.parametrize("groups, weight_shape", [(2, (4, 2, 3, 3)), (4, (8, 1, 3, 3))])
+def test_float32_stays_float32_with_groups(groups, weight_shape):
+    y_shape = (2, weight_shape[0], 6, 7)
+    x, weight, grad_y = (a.astype(np.float32) for a in arrays(5, (2, 4, 6, 7), weight_shape, y_shape))
+    geometry = (1, 1), (1, 1), (1, 1), groups
+    results = [conv_numpy.conv2d_forward(x, weight, *geometry),
+               *conv_numpy.conv2d_backward(grad_y, x, weight, x.shape, weight.shape, *geometry)]
+    assert [r.dtype for r in results] == [np.float32] * 3
+    np.testing.assert_allclose(results[0], conv.conv2d_forward_plain(x.astype(np.float64), weight.astype(np.float64),
+                                                                     *geometry), rtol=1e-4, atol=1e-4)
