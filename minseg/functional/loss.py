@@ -82,13 +82,43 @@ class _PixelSoftmax:
         grad_logits.reshape(-1)[self.positions] -= scale  # positions are distinct, so -= hits each once
         return grad_logits
 
+    def cross_entropy(self):
+        """(loss, pixel_weight) per pixel, loss = −pixel_weight · log p_target."""
+        loss = self.log_prob_target
+        loss *= -self.pixel_weight  # cross-entropy needs log_prob_target no more: reuse its memory
+        return loss, self.pixel_weight
+
+    def cross_entropy_backward(self, grad_loss):
+        """grad_loss · pixel_weight · (softmax − one_hot(target)), from the softmax kept since the forward."""
+        return self.grad_logits(grad_loss * self.pixel_weight)
+
+
+class _PixelSoftmaxKernels:
+    """``_PixelSoftmax``'s cross-entropy, on ``minseg.cuda``'s fused kernels (float32 CuPy arrays).
+
+    It keeps only the arguments: the backward kernel computes the softmax again from the logits,
+    in registers, which costs less on a GPU than storing and re-reading an (N, C, H, W) buffer.
+    """
+
+    def __init__(self, logits, target, class_weight, ignore_index):
+        target = backend.get_array_module(target).asarray(target, dtype=np.int64)
+        self.arguments = (logits, target, class_weight, ignore_index)
+
+    def cross_entropy(self):
+        return cuda.softmax_cross_entropy_forward(*self.arguments)
+
+    def cross_entropy_backward(self, grad_loss):
+        return cuda.softmax_cross_entropy_backward(*self.arguments, grad_loss)
+
 
 # ---------------------------------------------------------------------------
-# The cross-entropy array functions: NumPy here, minseg.cuda's kernels for float32 CuPy arrays
+# The cross-entropy array functions: the one place NumPy or minseg.cuda is chosen
 # ---------------------------------------------------------------------------
-def _runs_on_kernel(logits):
-    """True for float32 CuPy logits, the arrays ``minseg.cuda``'s cross-entropy kernels take."""
-    return backend.device_of(logits) == "cuda" and logits.dtype == np.float32
+def _cross_entropy_pixels(logits, target, class_weight, ignore_index):
+    """The per-pixel softmax for cross-entropy: ``minseg.cuda``'s kernels for float32 CuPy logits,
+    the NumPy-style ``_PixelSoftmax`` (NumPy, or CuPy in other dtypes) for anything else."""
+    on_kernels = backend.device_of(logits) == "cuda" and logits.dtype == np.float32
+    return (_PixelSoftmaxKernels if on_kernels else _PixelSoftmax)(logits, target, class_weight, ignore_index)
 
 
 def softmax_cross_entropy_forward(logits, target, class_weight, ignore_index):
@@ -96,30 +126,21 @@ def softmax_cross_entropy_forward(logits, target, class_weight, ignore_index):
 
     logits (N, C, *), target (N, *) integer, class_weight (C,) or None; both results have the
     target's shape. Float32 CuPy arrays run ``minseg.cuda.softmax_cross_entropy_forward`` (same
-    names and arguments); anything else runs the NumPy-style code below, the kernel's reference.
+    names and arguments); anything else runs ``_PixelSoftmax``, the kernel's reference.
     """
-    if _runs_on_kernel(logits):
-        target = backend.get_array_module(target).asarray(target, dtype=np.int64)
-        return cuda.softmax_cross_entropy_forward(logits, target, class_weight, ignore_index)
-    pixels = _PixelSoftmax(logits, target, class_weight, ignore_index)
-    loss = pixels.log_prob_target
-    loss *= -pixels.pixel_weight  # log_prob_target is not needed again: reuse its memory
-    return loss, pixels.pixel_weight
+    return _cross_entropy_pixels(logits, target, class_weight, ignore_index).cross_entropy()
 
 
 def softmax_cross_entropy_backward(logits, target, class_weight, ignore_index, grad_loss):
     """grad_logits = grad_loss · pixel_weight · (softmax(logits) − one_hot(target)), shaped like logits.
 
-    ``grad_loss`` (the target's shape) is d(loss)/d(per-pixel loss). The softmax is computed
-    again from the logits rather than kept from the forward, as the kernel does: between forward
-    and backward only the logits stay alive, not a second (N, C, *) array. Float32 CuPy arrays
-    run ``minseg.cuda.softmax_cross_entropy_backward`` (same names and arguments).
+    ``grad_loss`` (the target's shape) is d(loss)/d(per-pixel loss). Float32 CuPy arrays run
+    ``minseg.cuda.softmax_cross_entropy_backward`` (same names and arguments); anything else
+    ``_PixelSoftmax``. Called on its own it computes the softmax again; the cross-entropy
+    Function instead keeps the forward's ``_cross_entropy_pixels`` object, which on the CPU
+    holds the softmax already computed.
     """
-    if _runs_on_kernel(logits):
-        target = backend.get_array_module(target).asarray(target, dtype=np.int64)
-        return cuda.softmax_cross_entropy_backward(logits, target, class_weight, ignore_index, grad_loss)
-    pixels = _PixelSoftmax(logits, target, class_weight, ignore_index)
-    return pixels.grad_logits(grad_loss * pixels.pixel_weight)
+    return _cross_entropy_pixels(logits, target, class_weight, ignore_index).cross_entropy_backward(grad_loss)
 
 
 def _reduce(loss, pixel_weight, reduction):
@@ -147,25 +168,23 @@ class SoftmaxCrossEntropyFunction(Function):
     Backward: the log-sum-exp's gradient is the softmax and the picked logit's is the
     one-hot of the target, so d loss_i / d x_ic = w[t_i] · (softmax(x_i)_c − [c = t_i]),
     times what the reduction hands each pixel (1/Σ w for 'mean'). Ignored pixels have
-    w = 0 and get no gradient. One node: ``softmax_cross_entropy_forward`` and
-    ``softmax_cross_entropy_backward`` compute both directions (on a GPU, one kernel each).
+    w = 0 and get no gradient. One node: the pixels object of ``_cross_entropy_pixels``
+    (the one CPU/GPU switch) computes both directions; on a GPU, one kernel each.
     """
 
     def __init__(self, class_weight, ignore_index, reduction):
         self.class_weight, self.ignore_index, self.reduction = class_weight, ignore_index, reduction
 
     def forward(self, logits, target):
-        self.logits, self.target = logits, target
-        loss, self.pixel_weight = softmax_cross_entropy_forward(logits, target, self.class_weight, self.ignore_index)
+        self.pixels = _cross_entropy_pixels(logits, target, self.class_weight, self.ignore_index)
+        loss, self.pixel_weight = self.pixels.cross_entropy()
         reduced, self.weight_sum = _reduce(loss, self.pixel_weight, self.reduction)
         return reduced
 
     def backward(self, grad_output):
         upstream = _upstream_per_pixel(grad_output, self.reduction, self.weight_sum)
         grad_loss = backend.get_array_module(upstream).broadcast_to(upstream, self.pixel_weight.shape)
-        grad_logits = softmax_cross_entropy_backward(self.logits, self.target, self.class_weight, self.ignore_index,
-                                                     grad_loss)
-        return grad_logits, None
+        return self.pixels.cross_entropy_backward(grad_loss), None
 
 
 class SoftmaxFocalFunction(Function):
