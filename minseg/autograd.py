@@ -64,6 +64,18 @@ def _to_array(data, dtype):
     return array
 
 
+def _operator(name, reflected=False):
+    """The Tensor method behind a binary operator: ``ops.<name>(self, other)``, or (other, self) reflected."""
+    if reflected:
+        return lambda self, other: getattr(ops, name)(other, self)
+    return lambda self, other: getattr(ops, name)(self, other)
+
+
+def _elementwise(name):
+    """The Tensor method ``t.<name>()``: ``ops.<name>(t)``, one Function applied to every element."""
+    return lambda self: getattr(ops, name)(self)
+
+
 class Tensor:
     """An array plus what autograd needs: ``grad``, ``requires_grad`` and its ``creator``."""
 
@@ -197,50 +209,21 @@ class Tensor:
         self.grad = None
 
     # --- operators: each builds one Function from ops.py ----------------------
-    def __add__(self, other):
-        return ops.add(self, other)
-
-    def __radd__(self, other):
-        return ops.add(other, self)
-
-    def __sub__(self, other):
-        return ops.sub(self, other)
-
-    def __rsub__(self, other):
-        return ops.sub(other, self)
-
-    def __mul__(self, other):
-        return ops.mul(self, other)
-
-    def __rmul__(self, other):
-        return ops.mul(other, self)
-
-    def __truediv__(self, other):
-        return ops.div(self, other)
-
-    def __rtruediv__(self, other):
-        return ops.div(other, self)
-
-    def __neg__(self):
-        return ops.neg(self)
+    # ``a + b`` calls a.__add__(b); ``2 * t`` calls t.__rmul__(2), the operands reflected.
+    __add__, __radd__ = _operator("add"), _operator("add", reflected=True)
+    __sub__, __rsub__ = _operator("sub"), _operator("sub", reflected=True)
+    __mul__, __rmul__ = _operator("mul"), _operator("mul", reflected=True)
+    __truediv__, __rtruediv__ = _operator("div"), _operator("div", reflected=True)
+    __matmul__, __rmatmul__ = _operator("matmul"), _operator("matmul", reflected=True)
+    __neg__ = _elementwise("neg")
+    exp, log = _elementwise("exp"), _elementwise("log")
+    relu, sigmoid, tanh = _elementwise("relu"), _elementwise("sigmoid"), _elementwise("tanh")
 
     def __pow__(self, exponent):
         return ops.pow(self, exponent)
 
-    def __matmul__(self, other):
-        return ops.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return ops.matmul(other, self)
-
     def __getitem__(self, index):
         return ops.getitem(self, index)
-
-    def exp(self):
-        return ops.exp(self)
-
-    def log(self):
-        return ops.log(self)
 
     def sum(self, dim=None, keepdim=False):
         return ops.sum(self, dim, keepdim)
@@ -269,15 +252,6 @@ class Tensor:
     @property
     def T(self):
         return ops.permute(self, tuple(reversed(range(self.ndim))))
-
-    def relu(self):
-        return ops.relu(self)
-
-    def sigmoid(self):
-        return ops.sigmoid(self)
-
-    def tanh(self):
-        return ops.tanh(self)
 
     def softmax(self, dim):
         return ops.softmax(self, dim)
