@@ -196,3 +196,29 @@ def test_create_without_an_encoder_uses_smps_default_resnet34():
 def test_bad_options_are_named(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# --- ASPP's dilated convs skip the taps that read only padding -----------------------------------
+@pytest.mark.parametrize("height, width, rate, groups", [
+    (6, 8, 24, 1),    # both directions trimmed: a 1x1 conv of the centre weights
+    (6, 8, 6, 1),     # rows trimmed (6 >= 6), columns kept (6 < 8)
+    (12, 16, 12, 4),  # grouped, rows trimmed
+    (5, 9, 2, 2),     # nothing trimmed: the plain path
+])
+def test_atrous_conv_equals_the_full_dilated_conv_forward_and_backward(height, width, rate, groups):
+    from minseg.models.deeplab import AtrousConv2d
+    minseg.manual_seed(6)
+    conv = AtrousConv2d(4, 8, 3, padding=rate, dilation=rate, groups=groups)
+    rng = np.random.default_rng(7)
+    x = Tensor(rng.standard_normal((2, 4, height, width)), requires_grad=True)
+    conv.weight.data = conv.weight.data.astype(np.float64)
+    conv.bias.data = conv.bias.data.astype(np.float64)
+    grad_y = Tensor(rng.standard_normal((2, 8, height, width)))
+    results = []
+    for y in (conv(x), F.conv2d(x, conv.weight, conv.bias, 1, rate, rate, groups=groups)):
+        x.grad = conv.weight.grad = None
+        (y * grad_y).sum().backward()
+        results.append((y.numpy(), x.grad, conv.weight.grad))
+    for trimmed, full in zip(*results):
+        np.testing.assert_allclose(trimmed, full, rtol=1e-12, atol=1e-12)
+    assert conv.weight.shape == (8, 4 // groups, 3, 3)

@@ -18,20 +18,42 @@ from .. import nn
 from ..ops import cat
 from .encoder_decoder import SegmentationHead, SegmentationModel, make_encoder
 
-__all__ = ["DeepLabV3", "DeepLabV3Plus", "ASPP", "SeparableConv2d"]
+__all__ = ["DeepLabV3", "DeepLabV3Plus", "ASPP", "SeparableConv2d", "AtrousConv2d"]
 
 
 # ---------------------------------------------------------------------------
 # Blocks
 # ---------------------------------------------------------------------------
+class AtrousConv2d(nn.Conv2d):
+    """A stride-1 dilated conv with 'same' padding, dilation·(k // 2), that skips the taps reading only padding.
+
+    Tap j steps from the kernel's centre reads the pixels j·rate away. Where j·rate ≥ the map's height (or width),
+    every one of them is zero padding, so dropping those taps, and the padding only they needed, changes no output
+    value (nor any gradient: the dropped weights' gradient is zero). ASPP meets this at its rates 12, 24 and 36
+    on the small maps of a stride-8 or -16 encoder; on a 6x8 map the rate-24 and rate-36 convs are 1x1 convs of
+    their centre weights, with no padding to copy. The weight stays kxk, as in the state dict.
+    """
+
+    def forward(self, x):
+        centre = [k // 2 for k in self.kernel_size]
+        reach = [min(c, (size - 1) // rate) for c, size, rate in zip(centre, x.shape[2:], self.dilation)]
+        if reach == centre:
+            return super().forward(x)
+        weight = self.weight[:, :, centre[0] - reach[0]:centre[0] + reach[0] + 1,
+                             centre[1] - reach[1]:centre[1] + reach[1] + 1]
+        padding = tuple(r * rate for r, rate in zip(reach, self.dilation))
+        return F.conv2d(x, weight, self.bias, 1, padding, self.dilation, groups=self.groups)
+
+
 class SeparableConv2d(nn.Sequential):
     """Depthwise conv (groups=in_channels: each channel its own kxk filter), then a 1x1 conv mixing channels.
 
     Weights: in·k² + in·out instead of a full conv's in·out·k².
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True):
-        super().__init__(nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride, padding=padding,
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True,
+                 depthwise=nn.Conv2d):
+        super().__init__(depthwise(in_channels, in_channels, kernel_size, stride=stride, padding=padding,
                                    dilation=dilation, groups=in_channels, bias=False),
                          nn.Conv2d(in_channels, out_channels, 1, bias=bias))
 
@@ -39,9 +61,10 @@ class SeparableConv2d(nn.Sequential):
 def conv_bn_relu_rate(in_channels, out_channels, kernel_size, dilation=1, separable=False):
     """(Separable) conv with 'same' padding at ``dilation`` → BatchNorm → ReLU, no conv bias."""
     padding = dilation * (kernel_size // 2)
-    conv = (SeparableConv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
+    conv = (SeparableConv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False,
+                            depthwise=AtrousConv2d)
             if separable else
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False))
+            AtrousConv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False))
     return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU())
 
 
