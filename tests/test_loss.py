@@ -294,7 +294,7 @@ def test_losses_on_gpu_match_numpy(dtype, shape):
     grad_loss = np.random.default_rng(1).standard_normal(target.shape).astype(dtype)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     for loss_fn, kwargs in [(F.cross_entropy, {"weight": weight}), (F.focal_loss, {"weight": weight}),
-                            (F.dice_loss, {})]:
+                            (F.dice_loss, {"ignore_index": -100})]:
         for reduction in (["mean", "sum", "none"] if "weight" in kwargs else [None]):
             options = dict(kwargs, reduction=reduction) if reduction else kwargs
             results = []
