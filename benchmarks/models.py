@@ -39,7 +39,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 BATCH, CHANNELS, HEIGHT, WIDTH, CLASSES = 8, 3, 96, 128, 32
 # case → (model name for minseg.models.create, its options)
-MODELS = {"naive": ("naive", {}), "unet": ("unet", {"base": 32}), "linknet": ("linknet", {})}
+MODELS = {"naive": ("naive", {}), "unet": ("unet", {"base": 32}), "linknet": ("linknet", {}),
+          "unet16": ("unet", {"base": 16})}  # unet16: the example's default width
 SMP_NAMES = {"unet": "Unet", "linknet": "Linknet", "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3",
              "deeplabv3plus": "DeepLabV3Plus"}
 MODELS.update({f"{name}-resnet18": (name, {"encoder": "resnet18"}) for name in SMP_NAMES})
@@ -238,7 +239,7 @@ def torch_case(name, mode):
         import segmentation_models_pytorch as smp
         model = getattr(smp, SMP_NAMES[model_name])(options["encoder"], encoder_weights=None, classes=CLASSES)
     else:
-        model = torch_models()[name](CLASSES, **options)
+        model = torch_models()[model_name](CLASSES, **options)
     x = torch.randn(BATCH, CHANNELS, HEIGHT, WIDTH)
     target = torch.randint(0, CLASSES, (BATCH, HEIGHT, WIDTH))
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
