@@ -56,6 +56,10 @@ def test_each_array_function_equals_its_plain_version(layout, x_shape, weight_sh
     np.testing.assert_allclose(both[1], grad_weight, rtol=1e-12, atol=1e-12)
     assert conv_numpy.conv2d_backward(grad_y, None, weight, x_shape, weight_shape, *geometry)[1] is None
     assert conv_numpy.conv2d_backward(grad_y, x, None, x_shape, weight_shape, *geometry)[0] is None
+    # the transposed convolution's backward: forward and weight gradient from one im2col of x
+    y, grad_weight_shared = conv_numpy.conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, *geometry)
+    np.testing.assert_allclose(y, conv.conv2d_forward_plain(x, weight, *geometry), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad_weight_shared, grad_weight, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("x_shape, weight_shape, stride, padding, dilation, groups",

@@ -123,6 +123,21 @@ def conv2d_backward(grad_y, x, weight, x_shape, weight_shape, stride, padding, d
             None if x is None else conv2d_backward_weight(x, grad_y, weight_shape, *geometry))
 
 
+def conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, stride, padding, dilation, groups=1):
+    """(conv2d_forward(x, weight, ...), conv2d_backward_weight(x, grad_y, weight_shape, ...)); None for a None input.
+
+    The transposed convolution's backward, where its grad_y plays x. One call for both
+    because on NumPy both products read the same im2col of x, which two separate calls
+    would build twice.
+    """
+    if get_array_module(x) is np:
+        return conv_numpy.conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, stride, padding,
+                                                             dilation, groups)
+    geometry = stride, padding, dilation, groups
+    return (None if weight is None else conv2d_forward(x, weight, *geometry),
+            None if grad_y is None else conv2d_backward_weight(x, grad_y, weight_shape, *geometry))
+
+
 def conv_transpose2d_output_size(height_width, kernel_size, stride, padding, output_padding, dilation):
     """(Ho, Wo) of a transposed convolution: (H - 1)·s - 2p + d·(k - 1) + output_padding + 1 per axis."""
     return tuple((size - 1) * s - 2 * p + d * (k - 1) + op + 1 for size, k, s, p, op, d
@@ -225,20 +240,14 @@ class ConvTranspose2dFunction(Function):
         return padded
 
     def backward(self, grad_y):
-        geometry = self.stride, self.padding, self.dilation, self.groups
-        grad_x = grad_weight = grad_bias = None
-        if self.needs_input_grad[0]:
-            grad_x = conv2d_forward(grad_y, self.weight, *geometry)
-            if grad_x.shape != self.x_shape:  # drop the rows _pad_to_conv_output added
-                h, w = self.x_shape[2:]
-                grad_x = grad_x[:, :, :h, :w].copy()
-        if self.needs_input_grad[1]:
-            grad_weight = conv2d_backward_weight(grad_y, self.x, self.weight_shape, *geometry)
+        grad_x, grad_weight = conv2d_forward_and_backward_weight(grad_y, self.weight, self.x, self.weight_shape,
+                                                                 self.stride, self.padding, self.dilation, self.groups)
+        if grad_x is not None and grad_x.shape != self.x_shape:  # drop the rows _pad_to_conv_output added
+            h, w = self.x_shape[2:]
+            grad_x = grad_x[:, :, :h, :w].copy()
         if len(self.needs_input_grad) == 2:
             return grad_x, grad_weight
-        if self.needs_input_grad[2]:
-            grad_bias = grad_y.sum(axis=(0, 2, 3))
-        return grad_x, grad_weight, grad_bias
+        return grad_x, grad_weight, (grad_y.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None)
 
 
 # ---------------------------------------------------------------------------

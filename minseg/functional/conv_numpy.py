@@ -259,3 +259,19 @@ def conv2d_backward(grad_y, x, weight, x_shape, weight_shape, stride, padding, d
     grad_weight = None if x is None else conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation,
                                                                  groups)
     return grad_x, grad_weight
+
+
+def conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, stride, padding, dilation, groups):
+    """Equals (conv2d_forward(x, weight, ...), conv2d_backward_weight(x, grad_y, weight_shape, ...)), one im2col of x.
+
+    A None weight or grad_y skips that result. (The transposed convolution's backward.)
+    """
+    if weight is None or grad_y is None or _is_depthwise(weight_shape, groups):
+        return (None if weight is None else conv2d_forward(x, weight, stride, padding, dilation, groups),
+                None if grad_y is None else conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation,
+                                                                   groups))
+    o = weight_shape[0]
+    col, folded = _col(x, weight_shape[2:], stride, padding, dilation)
+    y_shape = (x.shape[0], o, *conv2d_output_size(x.shape[2:], weight_shape[2:], stride, padding, dilation))
+    y = _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y_shape)
+    return y, np.ascontiguousarray(_products_with_col(grad_y, col, folded, groups)).reshape(weight_shape)
