@@ -55,7 +55,7 @@ def test_every_code_block_is_tagged(page):
                         f"```bash (shell commands) or ```text (output), which are not run; tag each one")
 
 
-@pytest.mark.parametrize("example", _python_blocks())
+@pytest.mark.parametrize("example", list(_python_blocks()))
 def test_docs_code_block_runs_on_its_own(example, tmp_path, monkeypatch):
     if str(example.parsed).lstrip().startswith(GPU_MARK) and not backend.cupy_available():
         pytest.skip(f"{example.path}:{example.line} needs a GPU (CuPy found none)")
