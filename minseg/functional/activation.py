@@ -3,6 +3,8 @@
 The parameter-free activations (``relu``, ``sigmoid``, ``tanh``, ``softmax``) are basic
 ops in ``minseg/ops.py``; this file holds the ones a layer trains.
 """
+import math
+
 from .. import backend
 from ..autograd import Function, as_tensor
 
@@ -10,15 +12,32 @@ __all__ = ["prelu"]
 
 
 def _channel_view(weight, ndim):
-    """weight (C,) or (1,) viewed as (1, C, 1, ...) so it broadcasts along dim 1 of an ndim-d input."""
-    return weight.reshape((1, weight.size) + (1,) * (ndim - 2)) if ndim >= 2 else weight
+    """weight (C,) or (1,) viewed as (1, C, 1, ...) so it broadcasts along dim 1 of an ndim-d input.
+
+    Below 2-D there is no channel dim and the slope is shared: (1,) for a 1-D input, () for a 0-d one, so
+    that the result keeps x's shape.
+    """
+    return weight.reshape(((1, weight.size) + (1,) * (ndim - 2)) if ndim >= 2 else (1,) * ndim)
 
 
-def _sum_per_channel(values, num_parameters):
-    """Σ over every dim but dim 1 as a (C,) array, or over everything as (1,) when the slope is shared."""
+def _slope_factor(x, weight):
+    """dy/dx of PReLU: 1 where x > 0, the slope a_c of x's channel elsewhere, in x's dtype and shape."""
+    xp = backend.get_array_module(x)
+    return xp.where(x > 0, x.dtype.type(1), _channel_view(weight, x.ndim))
+
+
+def _sum_per_channel_of_product(a, b, num_parameters):
+    """Σ a · b over every dim but dim 1, as a (C,) array, or over everything as (1,) when the slope is shared.
+
+    Equals ``(a * b).sum(axis=(0, 2, 3, ...))``. Viewed as (N, C, rest) (free for contiguous arrays),
+    ``einsum`` multiplies and adds in one pass with each (n, c) row as its contiguous inner loop: no product
+    array is written, and no reduction strides across channels (which NumPy does slowly).
+    """
+    xp = backend.get_array_module(a)
     if num_parameters == 1:
-        return values.sum().reshape(1)
-    return values.sum(axis=(0,) + tuple(range(2, values.ndim)))
+        return xp.einsum("i,i->", a.reshape(-1), b.reshape(-1)).reshape(1)
+    rows = (a.shape[0], a.shape[1], math.prod(a.shape[2:]))  # not -1, which an empty array cannot resolve
+    return xp.einsum("ncl,ncl->c", a.reshape(rows), b.reshape(rows))
 
 
 # ---------------------------------------------------------------------------
@@ -31,21 +50,29 @@ class PReLUFunction(Function):
     a_c is shared by every element of channel c (of every sample), so its gradient sums
     grad_y · x over the non-positive elements of that channel. At x = 0 the slope taken is
     a_c, as PyTorch.
+
+    forward keeps f = dy/dx (``_slope_factor``, one array in x's dtype: four times a bool
+    mask's memory) because it is also backward's factor for grad_x, and x, which the graph
+    holds anyway, for grad_a.
     """
 
     def forward(self, x, weight):
-        xp = backend.get_array_module(x)
-        self.x, self.weight = x, weight
-        self.positive = x > 0
-        return xp.where(self.positive, x, x * _channel_view(weight, x.ndim))
+        factor = _slope_factor(x, weight)
+        self.factor = factor if self.needs_input_grad[0] else None
+        self.x = x if self.needs_input_grad[1] else None
+        self.num_parameters = weight.size
+        # y = x · f rather than where(x > 0, x, a · x): one product instead of a product and a three-array
+        # select, and the same f then makes grad_x = grad_y · f one product too.
+        return x * factor
 
     def backward(self, grad_y):
         xp = backend.get_array_module(grad_y)
         grad_x = grad_weight = None
         if self.needs_input_grad[0]:
-            grad_x = xp.where(self.positive, grad_y, grad_y * _channel_view(self.weight, grad_y.ndim))
+            grad_x = grad_y * self.factor
         if self.needs_input_grad[1]:
-            grad_weight = _sum_per_channel(xp.where(self.positive, 0, grad_y * self.x), self.weight.size)
+            # grad_y · min(x, 0) is grad_y · x where x ≤ 0 and 0 elsewhere, without a mask or a select.
+            grad_weight = _sum_per_channel_of_product(grad_y, xp.minimum(self.x, 0), self.num_parameters)
         return grad_x, grad_weight
 
 
