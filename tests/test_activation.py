@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import minseg.functional as F
-from minseg import Tensor, gradcheck
+from minseg import Tensor, backend, gradcheck
 from minseg.functional.activation import _slope_factor, _sum_per_channel_of_product
 
 rng = np.random.default_rng(0)
@@ -138,6 +138,27 @@ def test_keeps_float32():
     y = F.prelu(x, weight)
     y.sum().backward()
     assert y.dtype == x.grad.dtype == weight.grad.dtype == np.float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not backend.cupy_available(), reason="needs CuPy and an NVIDIA GPU")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, per_channel", [((3, 5, 7, 9), True), ((2, 4, 6), False), ((5, 3), True)])
+def test_prelu_on_gpu_matches_numpy(shape, per_channel, dtype):
+    x = float32_with_exact_zeros(shape).astype(dtype)
+    weight = rng.uniform(-0.5, 1.5, shape[1] if per_channel else 1).astype(dtype)
+    grad_y = rng.standard_normal(shape).astype(dtype)
+    results = []
+    for device in ("cpu", "cuda"):
+        x_tensor = Tensor(x, requires_grad=True).to(device)
+        weight_tensor = Tensor(weight, requires_grad=True).to(device)
+        y = F.prelu(x_tensor, weight_tensor)
+        y.backward(Tensor(grad_y).to(device))
+        assert y.device == device and y.dtype == x_tensor.grad.dtype == weight_tensor.grad.dtype == dtype
+        results.append([y.numpy(), backend.to_device(x_tensor.grad, "cpu"),
+                        backend.to_device(weight_tensor.grad, "cpu")])
+    for on_cpu, on_gpu in zip(*results):
+        np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
 
 
 @pytest.mark.parametrize("x_shape, weight, error, pattern", [
