@@ -13,6 +13,9 @@ product minseg's forward is built on, W.reshape(O, C·kh·kw) @ im2col(x), with 
 matrix made beforehand: no im2col + GEMM forward can beat it with this BLAS, so its ratio
 is the floor for that approach (compared with PyTorch's forward time from the row above);
 the row ends with minseg's forward time over it ("fwd/GEMM", issue 15's target: at most 1.25).
+"col write" times only writing the im2col matrix's bytes once (a fill, GB/s): every im2col
++ GEMM forward writes that matrix, so (GEMM + col write)/GEMM is the best fwd/GEMM any
+such forward can reach on this machine, however its copy is arranged.
 A depthwise convolution (one input channel per group) has no such row: minseg computes it
 with one multiply-add per kernel tap, not a matrix product.
 
@@ -115,6 +118,14 @@ def gemm_only_runner(x, weight, kwargs):
     return lambda: np.matmul(weight_by_group, col, out=out)
 
 
+def col_write_runner(x, weight, kwargs):
+    """Writing the bytes of the forward's im2col matrix once (a fill): what any im2col + GEMM forward pays at least."""
+    kernel_size = weight.shape[2:]
+    pairs = [(kwargs.get(key, default),) * 2 for key, default in (("stride", 1), ("padding", 0), ("dilation", 1))]
+    col = np.empty_like(im2col(x, kernel_size, *pairs))
+    return lambda: col.fill(1.0), col.nbytes
+
+
 def blas_summary(rng):
     """Which BLAS NumPy uses and its float32 matrix-product speed: the ceiling for im2col + GEMM."""
     a, b = (rng.standard_normal((2048, 2048), dtype=np.float32) for _ in range(2))
@@ -166,9 +177,16 @@ def main():
         passes = [("fwd", ours[0], theirs[0], flops), ("fwd+bwd", ours[1], theirs[1], flops + backward_flops)]
         if kind == "conv" and weight_shape[1] > 1:  # a depthwise convolution is no matrix product (conv_numpy.py)
             passes.append(("GEMM only", gemm_only_runner(*arrays[:2], kwargs), "fwd", flops))
+            write, nbytes = col_write_runner(*arrays[:2], kwargs)
+            passes.append(("col write", write, None, nbytes))
         torch_ms_of, minseg_ms_of = {}, {}
         for pass_name, mine, torch_fn, pass_flops in passes:
             ms = median_ms(mine, args.runs, args.warmup)
+            if pass_name == "col write":  # pass_flops is the matrix's size in bytes here
+                gemm_ms = minseg_ms_of["GEMM only"]
+                print(f"{name:30s} {pass_name:9s} {ms:9.2f} {pass_flops / ms / 1e6:6.1f} GB/s  "
+                      f"(GEMM + col write)/GEMM {(gemm_ms + ms) / gemm_ms:.2f}", flush=True)
+                continue
             line = f"{name:30s} {pass_name:9s} {ms:9.2f} {pass_flops / ms / 1e6:8.1f}"
             if isinstance(torch_fn, str):  # compared with the time PyTorch took for that pass
                 torch_ms = torch_ms_of.get(torch_fn)
