@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import minseg.functional as F
-from minseg import Tensor, gradcheck
-from minseg.functional.pooling import avg_pool2d_simple, max_pool2d_simple
+from minseg import Tensor, backend, gradcheck
+from minseg.functional.pooling import _pad, avg_pool2d_simple, max_pool2d_simple
 
 rng = np.random.default_rng(0)
 
@@ -107,6 +107,43 @@ def test_max_pool2d_gradient_goes_to_the_maximum_only():
     np.testing.assert_array_equal(x.grad, [[[[0, 10, 0, 0], [0, 0, 20, 0]]]])
 
 
+def test_max_pool2d_kernel_of_256_or_more_taps_keeps_winners_in_int32():
+    # 257 taps do not fit a uint8 winner; the int32 path must give the loop reference's values and indices.
+    x = rng.standard_normal((1, 2, 2, 260))
+    y, indices = F.max_pool2d(Tensor(x), (1, 257), 1, return_indices=True)
+    expected, expected_indices = loop_pool(x, (1, 257), (1, 1), (0, 0), "max")
+    np.testing.assert_array_equal(y.numpy(), expected)
+    np.testing.assert_array_equal(indices.numpy(), expected_indices)
+
+
+@pytest.mark.parametrize("padding", [(0, 0), (1, 0), (0, 1), (2, 1)])
+def test_pad_fills_only_a_border_of_the_value_around_x(padding):
+    x = rng.standard_normal((2, 3, 4, 5))
+    expected = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2), constant_values=-np.inf)
+    np.testing.assert_array_equal(_pad(x, padding, -np.inf), expected)
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding", WINDOW_CASES)
+def test_buffers_left_unzeroed_are_fully_written(shape, kernel, stride, padding, monkeypatch):
+    # The fast paths skip zeroing where every element gets written; with np.empty handing out NaN, any element
+    # they missed would show up in the values or gradients.
+    x, grad_y = rng.standard_normal(shape), None
+    results = []
+    for nan_empty in (False, True):
+        if nan_empty:
+            monkeypatch.setattr(np, "empty", lambda shape, dtype=float: np.full(shape, np.nan, dtype))
+        row = []
+        for pool in (F.max_pool2d, F.avg_pool2d):
+            x_tensor = Tensor(x, requires_grad=True)
+            y = pool(x_tensor, kernel, stride, padding)
+            grad_y = rng.standard_normal(y.shape) if grad_y is None else grad_y
+            y.backward(grad_y)
+            row += [y.numpy(), x_tensor.grad]
+        results.append(row)
+    for plain, with_nan in zip(*results):
+        np.testing.assert_array_equal(with_nan, plain)
+
+
 @pytest.mark.parametrize("shape, kernel, stride, padding", WINDOW_CASES)
 def test_avg_pool2d_matches_a_loop_reference_counting_padding(shape, kernel, stride, padding):
     x = rng.standard_normal(shape)
@@ -148,11 +185,15 @@ def test_max_unpool2d_default_output_size_follows_pytorch_formula():
     assert F.max_unpool2d(x, indices, 2, output_size=(1, 2, 7, 9)).shape == (1, 2, 7, 9)
 
 
-def test_max_unpool2d_gradcheck_flows_to_x_only():
-    x = rng.standard_normal((2, 3, 7, 6))
-    y, indices = F.max_pool2d(Tensor(x), 2, return_indices=True)
-    values = Tensor(y.numpy(), requires_grad=True)
-    assert gradcheck(lambda v: F.max_unpool2d(v, indices, 2, output_size=(7, 6)), [values])
+@pytest.mark.parametrize("shape, kernel, stride, padding", [
+    ((2, 3, 7, 6), 2, 2, 0), ((1, 1, 5, 5), 2, 2, 0), ((2, 2, 7, 6), 2, 2, 1), ((1, 3, 9, 7), (3, 2), (3, 2), 0)])
+def test_max_unpool2d_gradcheck_flows_to_x_only(shape, kernel, stride, padding):
+    x = rng.standard_normal(shape)
+    y, indices = F.max_pool2d(Tensor(x), kernel, stride, padding, return_indices=True)
+    # Any values may be unpooled, not just the pooled ones. Windows that do not overlap: with overlap two
+    # outputs may share an index, and which value lands there is unspecified (as in PyTorch).
+    values = rand(*y.shape, requires_grad=True)
+    assert gradcheck(lambda v: F.max_unpool2d(v, indices, kernel, stride, padding, output_size=shape[2:]), [values])
     assert not indices.requires_grad
 
 
@@ -230,7 +271,35 @@ def test_max_unpool2d_bad_indices_and_output_size_raise():
         F.max_unpool2d(x, Tensor(np.zeros((1, 2, 3, 2), np.int64)), 2)
     with pytest.raises(TypeError, match="indices must be integers"):
         F.max_unpool2d(x, Tensor(np.zeros((1, 2, 3, 3))), 2)
-    with pytest.raises(ValueError, match="indices must lie in"):
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 36\) .* got values in \[36, 36\]"):
         F.max_unpool2d(x, Tensor(np.full((1, 2, 3, 3), 36, np.int64)), 2)
+    negative = np.zeros((1, 2, 3, 3), np.int64)
+    negative[0, 1, 2, 2] = -1
+    with pytest.raises(ValueError, match=r"got values in \[-1, 0\]"):
+        F.max_unpool2d(x, Tensor(negative), 2)
+    # int8 -1 is 255 as a byte; an output plane of 30 x 30 > 255 must still reject it.
+    with pytest.raises(ValueError, match=r"got values in \[-1, 0\]"):
+        F.max_unpool2d(rand(1, 2, 3, 3), Tensor(negative.astype(np.int8)), 10)
     with pytest.raises(ValueError, match="output_size"):
         F.max_unpool2d(x, good, 2, output_size=(8, 6))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not backend.cupy_available(), reason="needs CuPy and an NVIDIA GPU")
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 2, 1), ((3, 2), 1, (1, 0))])
+def test_pool_and_unpool_on_gpu_match_numpy(kernel, stride, padding):
+    x = rng.standard_normal((2, 3, 7, 8)).astype(np.float32)
+    results = []
+    for device in ("cpu", "cuda"):
+        x_tensor = Tensor(x, requires_grad=True).to(device)
+        y, indices = F.max_pool2d(x_tensor, kernel, stride, padding, return_indices=True)
+        values = Tensor(y.numpy() * 2, requires_grad=True).to(device)
+        restored = F.max_unpool2d(values, indices, kernel, stride, padding, output_size=(7, 8))
+        (y.sum() + F.avg_pool2d(x_tensor, kernel, stride, padding).sum() + restored.sum()).backward()
+        assert x_tensor.grad is not None and values.grad is not None and indices.device == device
+        results.append([y.numpy(), indices.numpy(), restored.numpy(), backend.to_device(x_tensor.grad, "cpu"),
+                        backend.to_device(values.grad, "cpu")])
+    for on_cpu, on_gpu in zip(*results):
+        np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-6, atol=1e-6)
+    with pytest.raises(RuntimeError, match="max_unpool2d: all tensors must be on the same device"):
+        F.max_unpool2d(values, indices.to("cpu"), kernel, stride, padding, output_size=(7, 8))

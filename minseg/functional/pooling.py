@@ -16,7 +16,7 @@ import numpy as np
 
 from ..arguments import pair
 from ..autograd import Function, Tensor, as_tensor
-from ..backend import get_array_module
+from ..backend import check_same_device, get_array_module
 from .im2col import conv_output_size
 
 __all__ = ["max_pool2d", "max_unpool2d", "avg_pool2d", "adaptive_avg_pool2d"]
@@ -50,10 +50,17 @@ def _taps(x, axis, kernel, stride, n_out):
     return [x[lead + (slice(j, j + stride * (n_out - 1) + 1, stride),)] for j in range(kernel)]
 
 
-def _empty_for_taps(xp, shape, dtype, axis, kernel, stride, n_out):
-    """A gradient buffer for the taps' adjoint; zeroed unless the windows cover every element exactly once."""
-    tiles = kernel == stride and kernel * n_out == shape[axis]
-    return (xp.empty if tiles else xp.zeros)(shape, dtype), tiles
+def _buffer_for_taps(xp, shape, dtype, axis, kernel, stride, n_out):
+    """A gradient buffer for the taps' adjoint, and how many leading taps may be written into it, not added.
+
+    Taps j < min(kernel, stride) never overlap; when kernel ≥ stride they cover [0, stride·n_out) exactly,
+    so only the elements past it start at zero and the later taps add on top.
+    """
+    if kernel < stride:  # gaps between windows stay zero
+        return xp.zeros(shape, dtype), kernel
+    grad_x = xp.empty(shape, dtype)  # no zeroing pass: the first `stride` taps overwrite all of [0, stride·n_out)
+    grad_x[(slice(None),) * axis + (slice(stride * n_out, None),)] = 0
+    return grad_x, stride
 
 
 def _max_along(x, axis, kernel, stride, n_out):
@@ -62,14 +69,15 @@ def _max_along(x, axis, kernel, stride, n_out):
     taps = _taps(x, axis, kernel, stride, n_out)
     if kernel == 1:
         return taps[0].copy(), xp.zeros(taps[0].shape, xp.uint8)
-    # strictly greater: an equal later tap does not take over
-    winner = (taps[1] > taps[0]).astype(xp.uint8 if kernel < 256 else xp.int32)
+    beats = taps[1] > taps[0]  # strictly greater: an equal later tap does not take over
+    # A bool is a 0/1 byte, so viewing it as uint8 is free where astype would be one more pass.
+    winner = beats.view(xp.uint8) if kernel < 256 else beats.astype(xp.int32)
     best = xp.maximum(taps[0], taps[1])  # the running max, updated in place
     for j, tap in enumerate(taps[2:], start=2):
         beats = tap > best
         xp.maximum(best, tap, out=best)
-        # j only grows, so the last tap that beat the running max is the winner.
-        xp.maximum(winner, beats * winner.dtype.type(j), out=winner)
+        # The last tap that beat the running max is the winner; a masked copy is one pass, not a product and a max.
+        xp.copyto(winner, winner.dtype.type(j), where=beats)
     return best, winner
 
 
@@ -78,10 +86,10 @@ def _max_along_backward(grad_max, winner, axis, kernel, stride, size):
     xp = get_array_module(grad_max)
     shape = grad_max.shape[:axis] + (size,) + grad_max.shape[axis + 1:]
     n_out = grad_max.shape[axis]
-    grad_x, tiles = _empty_for_taps(xp, shape, grad_max.dtype, axis, kernel, stride, n_out)
-    routed = None if tiles else xp.empty_like(grad_max)  # one scratch buffer for all taps
+    grad_x, n_written = _buffer_for_taps(xp, shape, grad_max.dtype, axis, kernel, stride, n_out)
+    routed = None if n_written == kernel else xp.empty_like(grad_max)  # one scratch buffer for the added taps
     for j, tap in enumerate(_taps(grad_x, axis, kernel, stride, n_out)):
-        if tiles:  # each element belongs to one window: write, don't add
+        if j < n_written:  # no earlier tap wrote here: write, don't add
             xp.multiply(grad_max, winner == j, out=tap)
         else:
             xp.multiply(grad_max, winner == j, out=routed)
@@ -103,9 +111,9 @@ def _sum_along_backward(grad_sum, axis, kernel, stride, size):
     xp = get_array_module(grad_sum)
     n_out = grad_sum.shape[axis]
     shape = grad_sum.shape[:axis] + (size,) + grad_sum.shape[axis + 1:]
-    grad_x, tiles = _empty_for_taps(xp, shape, grad_sum.dtype, axis, kernel, stride, n_out)
-    for tap in _taps(grad_x, axis, kernel, stride, n_out):
-        if tiles:
+    grad_x, n_written = _buffer_for_taps(xp, shape, grad_sum.dtype, axis, kernel, stride, n_out)
+    for j, tap in enumerate(_taps(grad_x, axis, kernel, stride, n_out)):
+        if j < n_written:
             tap[...] = grad_sum
         else:
             tap += grad_sum
@@ -147,8 +155,11 @@ def _pad(x, padding, value):
         return x
     xp = get_array_module(x)
     n, c, h, w = x.shape
-    padded = xp.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
+    padded = xp.empty((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
     padded[:, :, ph:ph + h, pw:pw + w] = x
+    # Only the border is filled: filling the whole array first would write the interior twice.
+    padded[:, :, :ph], padded[:, :, ph + h:] = value, value
+    padded[:, :, ph:ph + h, :pw], padded[:, :, ph:ph + h, pw + w:] = value, value
     return padded
 
 
@@ -176,6 +187,17 @@ def _pooled_size(x_shape, kernel, stride, padding):
 def _rows_used(out_h, kernel, stride):
     """Rows of the padded input that some window reaches; rows past the last window never matter."""
     return (out_h - 1) * stride[0] + kernel[0]
+
+
+def _flat_plane_indices(indices, plane):
+    """(N·C·L,) indices into all N·C output planes at once: each plane's index plus that plane's start.
+
+    One flat index array is NumPy's fast scatter/gather; a (plane, index) pair of arrays goes through its
+    general multi-index machinery.
+    """
+    n, c = indices.shape[:2]
+    plane_start = get_array_module(indices).arange(0, n * c * plane, plane, dtype=indices.dtype).reshape(-1, 1)
+    return (indices.reshape(n * c, -1) + plane_start).reshape(-1)
 
 
 # ---------------------------------------------------------------------------
@@ -209,13 +231,18 @@ class MaxPool2dFunction(Function):
         xp = get_array_module(self.row_winner)
         (kh, _), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         out_h, out_w = self.row_winner.shape[2:]
-        # The winning column is the one that won within the winning row.
-        win_col = xp.zeros_like(self.row_winner)
-        for i, col_winner_of_row_i in enumerate(_taps(self.col_winner, 2, kh, sh, out_h)):
-            win_col += (self.row_winner == i) * col_winner_of_row_i
-        row = xp.arange(out_h).reshape(-1, 1) * sh - ph + self.row_winner
-        col = xp.arange(out_w) * sw - pw + win_col
-        return row * self.x_shape[3] + col
+        width = self.x_shape[3]
+        # The winning column is the one that won within the winning row (tap i of col_winner is window row i).
+        col_winner_of_row = _taps(self.col_winner, 2, kh, sh, out_h)
+        win_col = col_winner_of_row[0].copy()
+        for i, col_winner_of_row_i in enumerate(col_winner_of_row[1:], start=1):
+            xp.copyto(win_col, col_winner_of_row_i, where=self.row_winner == i)
+        # index = window origin + offset inside the window. The offset (< kh·W) fits int32 and the origins are one
+        # plane's worth, so the only full-size int64 pass is the final sum.
+        offset = xp.multiply(self.row_winner, width, dtype=xp.int32 if kh * width < 2**31 else xp.int64)
+        offset += win_col
+        origin = (xp.arange(out_h) * sh - ph).reshape(-1, 1) * width + (xp.arange(out_w) * sw - pw)
+        return xp.add(offset, origin, dtype=xp.int64)
 
     def backward(self, grad_y, *unused_grad_indices):
         grad_padded = _max_pool_separable_backward(grad_y, self.col_winner, self.row_winner, self.kernel_size,
@@ -253,26 +280,23 @@ class MaxUnpool2dFunction(Function):
 
     Unpooling puts each value back where max pooling found it. y is a permutation of x
     padded with zeros, so the gradient for x is grad_y read at the same places.
-    The indices receive no gradient.
+    The indices receive no gradient, so they are an argument, not an input: the graph then
+    keeps only ``flat_indices`` (``_flat_plane_indices``), not the indices as well.
     """
 
-    def __init__(self, output_hw):
-        self.output_hw = output_hw
+    def __init__(self, output_hw, flat_indices):
+        self.output_hw, self.flat_indices = output_hw, flat_indices
 
-    def forward(self, x, indices):
+    def forward(self, x):
         xp = get_array_module(x)
         n, c = x.shape[:2]
-        plane = self.output_hw[0] * self.output_hw[1]
-        self.planes = xp.arange(n * c).reshape(-1, 1)
-        self.indices, self.x_shape = indices.reshape(n * c, -1), x.shape
-        y = xp.zeros((n * c, plane), dtype=x.dtype)
-        y[self.planes, self.indices] = x.reshape(n * c, -1)
+        self.x_shape = x.shape
+        y = xp.zeros(n * c * self.output_hw[0] * self.output_hw[1], dtype=x.dtype)
+        y[self.flat_indices] = x.reshape(-1)
         return y.reshape(n, c, *self.output_hw)
 
     def backward(self, grad_y):
-        n, c = self.x_shape[:2]
-        grad_x = grad_y.reshape(n * c, -1)[self.planes, self.indices].reshape(self.x_shape)
-        return grad_x, None
+        return (grad_y.reshape(-1).take(self.flat_indices).reshape(self.x_shape),)
 
 
 class AdaptiveAvgPool2dFunction(Function):
@@ -386,12 +410,15 @@ def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=No
     if indices.dtype.kind not in "iu":
         raise TypeError(f"max_unpool2d: indices must be integers (from max_pool2d(..., return_indices=True)), "
                         f"got dtype {indices.dtype}")
+    check_same_device([x.data, indices.data], "max_unpool2d")
     output_hw = _unpooled_size(x, kernel, stride, padding, output_size)
     plane = output_hw[0] * output_hw[1]
-    if indices.size and (int(indices.data.min()) < 0 or int(indices.data.max()) >= plane):
+    indices_int64 = indices.data.astype(np.int64, copy=False)
+    # Viewed as uint64 a negative index is ≥ 2⁶³, so one max over the indices finds any outside [0, plane).
+    if indices_int64.size and int(indices_int64.view(np.uint64).max()) >= plane:
         raise ValueError(f"max_unpool2d: indices must lie in [0, {plane}) for an output of size {output_hw}, "
-                         f"got values in [{int(indices.data.min())}, {int(indices.data.max())}]")
-    return MaxUnpool2dFunction(output_hw)(x, Tensor(indices.data.astype(np.int64, copy=False)))
+                         f"got values in [{int(indices_int64.min())}, {int(indices_int64.max())}]")
+    return MaxUnpool2dFunction(output_hw, _flat_plane_indices(indices_int64, plane))(x)
 
 
 def adaptive_avg_pool2d(x, output_size):
