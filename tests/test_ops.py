@@ -108,6 +108,16 @@ def test_activation_gradients(name):
     assert gradcheck(lambda t: getattr(t, name)(), [x])
 
 
+def test_relu_passes_the_gradient_only_where_x_is_positive():
+    # x = 0 and x = -0 take slope 0, as PyTorch; float32 stays float32 (the bool mask is no upcast).
+    x = Tensor(np.array([[-2.0, -0.0, 0.0, 1e-30, 3.0]], np.float32), requires_grad=True)
+    y = x.relu()
+    y.backward(np.array([[10.0, 20.0, 30.0, 40.0, 50.0]], np.float32))
+    np.testing.assert_array_equal(y.numpy(), np.array([[0.0, 0.0, 0.0, 1e-30, 3.0]], np.float32))
+    np.testing.assert_array_equal(x.grad, [[0.0, 0.0, 0.0, 40.0, 50.0]])
+    assert x.grad.dtype == np.float32
+
+
 @pytest.mark.parametrize("dim", [0, 1, -1])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_softmax_family_gradients(name, dim):
