@@ -2,21 +2,19 @@
 
 The plain versions (im2col and one matrix product per group) are checked against loop
 references and by gradient checks in test_conv.py; here each fast path is made to run
-(the layout by FOLD_BATCH_BELOW and WHOLE_ROWS_MAX_EXTRA, the shortcuts by choosing shapes that take them) and
+(the layout by FOLD_BATCH_BELOW, the shortcuts by choosing shapes that take them) and
 must give the same numbers.
 """
 import numpy as np
 import pytest
 
 from minseg.functional import conv, conv_numpy
-from minseg.functional.im2col import conv2d_output_size, im2col, workspace
+from minseg.functional.im2col import conv2d_output_size, workspace
 
 
-@pytest.fixture(params=["per_image", "fold_batch", "per_image whole_rows", "fold_batch whole_rows"])
+@pytest.fixture(params=["per_image", "fold_batch"])
 def layout(request, monkeypatch):
-    """Forces the col layout: per image or batch-folded, and at stride 1 short rows (im2col) or whole rows."""
-    monkeypatch.setattr(conv_numpy, "FOLD_BATCH_BELOW", 10 ** 9 if "fold_batch" in request.param else 0)
-    monkeypatch.setattr(conv_numpy, "WHOLE_ROWS_MAX_EXTRA", 10 ** 9 if "whole_rows" in request.param else -1)
+    monkeypatch.setattr(conv_numpy, "FOLD_BATCH_BELOW", 0 if request.param == "per_image" else 10 ** 9)
     return request.param
 
 
@@ -32,10 +30,7 @@ CASES = [((2, 4, 7, 6), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2),        # strid
          ((2, 3, 7, 9), (4, 3, 2, 3), (2, 1), (1, 0), (1, 2), 1),        # strided: col2im
          ((2, 4, 6, 8), (4, 2, 2, 2), (2, 2), (0, 0), (1, 1), 2),        # windows tile the image, grouped
          ((1, 2, 5, 5), (3, 2, 3, 3), (1, 1), (3, 3), (1, 1), 1),        # stride 1, padding > k-1: no shortcut
-         ((2, 2, 7, 8), (4, 1, 3, 3), (2, 1), (1, 2), (1, 2), 2),        # depthwise, multiplier 2, strided
-         ((2, 3, 8, 7), (4, 3, 3, 2), (1, 1), (1, 2), (2, 3), 1),        # stride 1, dilated: whole rows + slack
-         ((1, 4, 5, 9), (2, 4, 1, 5), (1, 1), (0, 2), (1, 1), 1),        # ENet's 1×5
-         ((2, 3, 6, 5), (2, 3, 1, 1), (1, 1), (1, 1), (1, 1), 1)]        # 1×1 with padding: whole rows, col2im
+         ((2, 2, 7, 8), (4, 1, 3, 3), (2, 1), (1, 2), (1, 2), 2)]        # depthwise, multiplier 2, strided
 
 
 def _y_shape(x_shape, weight_shape, stride, padding, dilation):
@@ -86,34 +81,8 @@ def test_the_cases_above_take_every_path():
     applies = [conv_numpy._stride_one_applies(stride, padding, dilation, weight_shape[2:])
                for _, weight_shape, stride, padding, dilation, _ in CASES]
     depthwise = [conv_numpy._is_depthwise(case[1], case[5]) for case in CASES]
-    assert applies == [True, True, False, False, False, False, True, True, False]
-    assert depthwise == [False, True, False, False, False, True, False, False, False]
-
-
-@pytest.mark.parametrize("fold_batch", [False, True])
-@pytest.mark.parametrize("rotate", [False, True])
-def test_im2col_rows_holds_im2col_in_the_first_columns_of_each_row(fold_batch, rotate):
-    x = np.random.default_rng(6).standard_normal((2, 3, 5, 6))
-    geometry = (3, 2), (1, 1), (1, 2), (2, 3)  # kernel, stride, padding, dilation
-    (ho, wo), wp = conv2d_output_size(x.shape[2:], *geometry[:1], *geometry[1:]), 6 + 2 * 2
-    for buffer in workspace.buffers.values():
-        buffer[...] = 0xFF  # NaN in every scratch buffer: the slack must be written before it is read
-    out = np.full((2 * 3 * 3 * 2 * ho * wp,), np.nan)
-    rows = conv_numpy._im2col_rows(x, geometry[0], geometry[2], geometry[3], fold_batch, rotate, out)
-    expected = im2col(x, *geometry, fold_batch=fold_batch, rotate=rotate)
-    assert rows.shape == expected.shape[:-1] + (expected.shape[-1] // wo * wp,)
-    assert np.isfinite(rows).all()
-    # Each row of wp columns, cut to its first wo, is im2col's row.
-    np.testing.assert_array_equal(rows.reshape(*rows.shape[:-1], -1, wp)[..., :wo].reshape(expected.shape), expected)
-
-
-def test_whole_rows_only_at_stride_one_and_when_rows_are_not_much_wider():
-    whole_rows = conv_numpy._copies_whole_rows
-    assert whole_rows((3, 3), (1, 1), (1, 1), (1, 1), out_w=128)
-    assert not whole_rows((3, 3), (2, 2), (1, 1), (1, 1), out_w=128)  # strided: the runs are not contiguous
-    assert not whole_rows((1, 1), (1, 1), (0, 0), (1, 1), out_w=8)  # a 1×1 convolution copies nothing
-    assert not whole_rows((3, 3), (1, 1), (1, 1), (1, 1), out_w=4)  # 6 columns per row of 4: too much extra work
-    assert whole_rows((5, 1), (1, 1), (2, 0), (1, 1), out_w=4)  # a k×1 kernel's rows are not widened at all
+    assert applies == [True, True, False, False, False, False]
+    assert depthwise == [False, True, False, False, False, True]
 
 
 def test_swap_channel_axes_is_swapaxes():

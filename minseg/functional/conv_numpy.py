@@ -8,28 +8,18 @@ is one private function whose docstring says what it equals, and
 version. Why each is faster is measured by ``benchmarks/layers.py``.
 
 * ``_col``: im2col into the scratch workspace (``im2col.workspace``), in the layout
-  ``_folds_batch`` picks (per image, or the batch folded into one wide matrix), at
-  stride 1 copied as whole rows of the padded image (``_im2col_rows``);
+  ``_folds_batch`` picks (per image, or the batch folded into one wide matrix);
 * ``_stride_one_gradients``: with stride 1 both gradients of a convolution come from
   one im2col of dL/dy, the input gradient being a convolution with the rotated kernel
   (derived in ``Conv2dFunction``'s docstring);
 * ``_swap_channel_axes``: the kernel-by-kernel transpose that rotated-kernel trick needs.
 """
-from collections import namedtuple
-
 import numpy as np
 
 from .im2col import _pad, col2im, conv2d_output_size, im2col, workspace
 
 # Images with fewer output pixels than this get the batch-folded col layout (see _folds_batch).
 FOLD_BATCH_BELOW = 256
-# A stride-1 col is copied as whole rows of the padded image when those are at most this fraction wider than the
-# output rows (see _copies_whole_rows).
-WHOLE_ROWS_MAX_EXTRA = 0.125
-
-# How a col matrix is laid out: batch-folded or per image, and how many columns each output row takes (Wo, or the
-# padded width Wp when _im2col_rows copied whole rows; then only the first Wo of each row are output pixels).
-Layout = namedtuple("Layout", "folded row_width")
 
 
 # ---------------------------------------------------------------------------
@@ -52,109 +42,41 @@ def _rows_by_channel(array):
     return array.transpose(1, 0, 2, 3).reshape(c, n * h * w)
 
 
-def _copies_whole_rows(kernel_size, stride, padding, dilation, out_w):
-    """Whether a stride-1 col is copied by ``_im2col_rows``: its rows are at most WHOLE_ROWS_MAX_EXTRA too wide.
-
-    Each output row then costs Wp = Wo + d·(kw-1) columns in the matrix product instead
-    of Wo, but the copy moves one long run per tap instead of Ho short ones. Short rows
-    are what make im2col slow: the copy's cost per run is what grows, not its cost per
-    byte (``benchmarks/layers.py``). A 1×1 convolution without padding needs no copy at all.
-    """
-    if tuple(stride) != (1, 1) or (tuple(kernel_size) == (1, 1) and tuple(padding) == (0, 0)):
-        return False
-    return dilation[1] * (kernel_size[1] - 1) <= WHOLE_ROWS_MAX_EXTRA * out_w
-
-
-def _im2col_rows(x, kernel_size, padding, dilation, fold_batch, rotate, out):
-    """``im2col`` at stride 1 with each output row Wp = W + 2·pw columns wide, filled into ``out``.
-
-    Returns (N, C·kh·kw, Ho·Wp), or batch-folded (C·kh·kw, N·Ho·Wp); column (oh, ow) with
-    ow < Wo holds what im2col's column (oh, ow) holds, the other Wp - Wo of each row are
-    leftovers (finite values from the next row) for the caller to drop or zero out.
-    Why it works: at stride 1, seen as one flat line of Hp·Wp values per channel, tap
-    (i, j) of all Ho output rows is the one run of Ho·Wp values starting at i·dh·Wp + j·dw,
-    so each tap is one long copy. The last run overshoots the image by dw·(kw-1) values:
-    that slack, zeroed, follows the padded images in the buffer.
-    """
-    n, c, h, w = x.shape
-    (kh, kw), (ph, pw), (dh, dw) = kernel_size, padding, dilation
-    hp, wp = h + 2 * ph, w + 2 * pw
-    run = (hp - dh * (kh - 1)) * wp  # Ho·Wp
-    image_size, slack = hp * wp, dw * (kw - 1)
-    flat = workspace((n * c * image_size + slack,), x.dtype, name="padded")
-    flat[n * c * image_size:] = 0
-    _pad(x, padding, out=flat[:n * c * image_size].reshape(n, c, hp, wp))
-    step = flat.itemsize
-    runs = np.lib.stride_tricks.as_strided(flat, shape=(n, c, kh, kw, run), writeable=False,
-                                           strides=(c * image_size * step, image_size * step, dh * wp * step,
-                                                    dw * step, step))
-    if rotate:
-        runs = runs[:, :, ::-1, ::-1]  # the taps in reverse order, as im2col's rotate
-    if fold_batch:
-        shape, runs = (c, kh, kw, n, run), runs.transpose(1, 2, 3, 0, 4)
-    else:
-        shape = (n, c, kh, kw, run)
-    col = out.reshape(shape)
-    col[...] = runs
-    return col.reshape((c * kh * kw, n * run) if fold_batch else (n, c * kh * kw, run))
-
-
 def _col(source, kernel_size, stride, padding, dilation, rotate=False):
-    """(col, layout): the window matrix in the scratch workspace, laid out as ``Layout`` says.
+    """(im2col(source, ...), folded): the window matrix in the scratch workspace, in ``_folds_batch``'s layout.
 
     Equals ``im2col(source, kernel_size, stride, padding, dilation, rotate=rotate)``, or
-    its batch-folded twin when ``layout.folded`` (``_folds_batch``), each output row
-    widened to ``layout.row_width`` columns when ``_im2col_rows`` copied whole rows. The
-    workspace's memory is reused by the next convolution: use col before calling another one.
+    its batch-folded twin when ``folded``. The workspace's memory is reused by the next
+    convolution: use col before calling another one.
     """
     n, c = source.shape[:2]
     out_hw = conv2d_output_size(source.shape[2:], kernel_size, stride, padding, dilation)
+    rows, pixels = c * kernel_size[0] * kernel_size[1], out_hw[0] * out_hw[1]
     folded = _folds_batch(out_hw)
-    whole_rows = _copies_whole_rows(kernel_size, stride, padding, dilation, out_hw[1])
-    layout = Layout(folded, source.shape[3] + 2 * padding[1] if whole_rows else out_hw[1])
-    rows, pixels = c * kernel_size[0] * kernel_size[1], out_hw[0] * layout.row_width
     out = workspace((rows, n * pixels) if folded else (n, rows, pixels), source.dtype)
-    if whole_rows:
-        return _im2col_rows(source, kernel_size, padding, dilation, folded, rotate, out), layout
-    return im2col(source, kernel_size, stride, padding, dilation, fold_batch=folded, rotate=rotate, out=out), layout
+    return im2col(source, kernel_size, stride, padding, dilation, fold_batch=folded, rotate=rotate, out=out), folded
 
 
-def _weight_times_col(weight, col, layout, y_shape):
+def _weight_times_col(weight, col, folded, y_shape):
     """y_g = weight_g @ col_g for every group g, as the images y of ``y_shape`` (N, G·M, Ho, Wo); a new array.
 
-    weight (G, M, K); col in any ``Layout``, its G·K rows grouped like the channels; the
-    leftover columns of widened rows are dropped.
+    weight (G, M, K); col in either layout, its G·K rows grouped like the channels.
     """
     n, _, ho, wo = y_shape
-    groups, width = weight.shape[0], layout.row_width
-    if layout.folded:
-        y = np.matmul(weight, col.reshape(groups, -1, n * ho * width))  # (G, M, N·Ho·Wp)
-        return np.ascontiguousarray(y.reshape(-1, n, ho, width)[..., :wo].transpose(1, 0, 2, 3))
-    y = np.matmul(weight, col.reshape(n, groups, -1, ho * width))  # (N, G, M, Ho·Wp) is NCHW
-    y = y.reshape(n, -1, ho, width)
-    return y if width == wo else np.ascontiguousarray(y[..., :wo])
+    groups = weight.shape[0]
+    if folded:
+        y = np.matmul(weight, col.reshape(groups, -1, n * ho * wo))  # (G, M, N·Ho·Wo)
+        return np.ascontiguousarray(y.reshape(-1, n, ho, wo).transpose(1, 0, 2, 3))
+    return np.matmul(weight, col.reshape(n, groups, -1, ho * wo)).reshape(y_shape)  # (N, G, M, Ho·Wo) is NCHW
 
 
-def _widened(images, width):
-    """images (N, C, H, W) with zero columns appended to width ``width``, in scratch memory (images itself if W is)."""
-    n, c, h, w = images.shape
-    if w == width:
-        return images
-    wide = workspace((n, c, h, width), images.dtype, name="widened")
-    wide[..., w:] = 0
-    wide[..., :w] = images
-    return wide
-
-
-def _products_with_col(images, col, layout, groups):
+def _products_with_col(images, col, folded, groups):
     """Σ_n images_g[n] @ col_g[n]ᵀ for every group g, shape (G, M, K): a weight gradient's product.
 
-    images (N, G·M, Ho, Wo); col in any ``Layout``, with G·K rows. Widened rows meet zero
-    columns of images, so their leftovers add nothing.
+    images (N, G·M, Ho, Wo); col in either layout, with G·K rows.
     """
-    images = _widened(images, layout.row_width)
     n, m, ho, wo = images.shape
-    if layout.folded:
+    if folded:
         return np.matmul(_rows_by_channel(images).reshape(groups, m // groups, -1),
                          col.reshape(groups, -1, n * ho * wo).transpose(0, 2, 1))
     # Computed transposed, (G, K, M): BLAS runs this orientation faster for these tall col
@@ -197,14 +119,14 @@ def _stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, gr
     o, c_group, kh, kw = weight_shape
     n, _, ho, wo = grad_y.shape
     rotated_padding = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
-    col, layout = _col(grad_y, (kh, kw), (1, 1), rotated_padding, dilation, rotate=True)
+    col, folded = _col(grad_y, (kh, kw), (1, 1), rotated_padding, dilation, rotate=True)
     grad_x = grad_weight = None
     if weight is not None:
         swapped = _swap_channel_axes(weight.reshape(groups, o // groups, c_group, kh, kw))
         x_hw = conv2d_output_size((ho, wo), (kh, kw), (1, 1), rotated_padding, dilation)
-        grad_x = _weight_times_col(swapped.reshape(groups, c_group, -1), col, layout, (n, c_group * groups, *x_hw))
+        grad_x = _weight_times_col(swapped.reshape(groups, c_group, -1), col, folded, (n, c_group * groups, *x_hw))
     if x is not None:
-        products = _products_with_col(x, col, layout, groups)  # (G, C/G, O/G·kh·kw)
+        products = _products_with_col(x, col, folded, groups)  # (G, C/G, O/G·kh·kw)
         grad_weight = _swap_channel_axes(products.reshape(groups, c_group, o // groups, kh, kw)).reshape(weight_shape)
     return grad_x, grad_weight
 
@@ -289,9 +211,9 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     if _is_depthwise(weight.shape, groups):
         return _depthwise_forward(x, weight, stride, padding, dilation)
     o, _, kh, kw = weight.shape
-    col, layout = _col(x, (kh, kw), stride, padding, dilation)
+    col, folded = _col(x, (kh, kw), stride, padding, dilation)
     y_shape = (x.shape[0], o, *conv2d_output_size(x.shape[2:], (kh, kw), stride, padding, dilation))
-    return _weight_times_col(weight.reshape(groups, o // groups, -1), col, layout, y_shape)
+    return _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y_shape)
 
 
 def conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation, groups):
@@ -324,8 +246,8 @@ def conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation, g
     """Equals ``conv2d_backward_weight_plain``: Σ_n grad_y[n] @ im2col(x)[n]ᵀ per group, col in the workspace."""
     if _is_depthwise(weight_shape, groups):
         return _depthwise_backward_weight(x, grad_y, weight_shape, stride, padding, dilation)
-    col, layout = _col(x, weight_shape[2:], stride, padding, dilation)
-    return np.ascontiguousarray(_products_with_col(grad_y, col, layout, groups)).reshape(weight_shape)
+    col, folded = _col(x, weight_shape[2:], stride, padding, dilation)
+    return np.ascontiguousarray(_products_with_col(grad_y, col, folded, groups)).reshape(weight_shape)
 
 
 def conv2d_backward(grad_y, x, weight, x_shape, weight_shape, stride, padding, dilation, groups):
@@ -349,7 +271,7 @@ def conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, stride, 
                 None if grad_y is None else conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation,
                                                                    groups))
     o = weight_shape[0]
-    col, layout = _col(x, weight_shape[2:], stride, padding, dilation)
+    col, folded = _col(x, weight_shape[2:], stride, padding, dilation)
     y_shape = (x.shape[0], o, *conv2d_output_size(x.shape[2:], weight_shape[2:], stride, padding, dilation))
-    y = _weight_times_col(weight.reshape(groups, o // groups, -1), col, layout, y_shape)
-    return y, np.ascontiguousarray(_products_with_col(grad_y, col, layout, groups)).reshape(weight_shape)
+    y = _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y_shape)
+    return y, np.ascontiguousarray(_products_with_col(grad_y, col, folded, groups)).reshape(weight_shape)

@@ -76,21 +76,20 @@ class _Workspace:
 workspace = _Workspace()
 
 
-def _pad(x, padding, out=None):
+def _pad(x, padding):
     """x with ``padding`` = (ph, pw) zeros around its two spatial axes (x itself when there are none).
 
     The result is scratch memory (NumPy) or a new array (CuPy): read it, don't keep it.
-    ``out``: the (N, C, H + 2·ph, W + 2·pw) array to fill instead (then always filled).
     """
     ph, pw = padding
-    if ph == 0 and pw == 0 and out is None:
+    if ph == 0 and pw == 0:
         return x
     n, c, h, w = x.shape
     shape = (n, c, h + 2 * ph, w + 2 * pw)
-    if out is None and get_array_module(x) is not np:
+    if get_array_module(x) is not np:
         padded = get_array_module(x).zeros(shape, dtype=x.dtype)
     else:
-        padded = workspace(shape, x.dtype, name="padded") if out is None else out
+        padded = workspace(shape, x.dtype, name="padded")
         padded[:, :, :ph], padded[:, :, ph + h:] = 0, 0  # the border; the inside is overwritten below
         padded[:, :, :, :pw], padded[:, :, :, pw + w:] = 0, 0
     padded[:, :, ph:ph + h, pw:pw + w] = x
