@@ -63,3 +63,16 @@ def test_docs_code_block_runs_on_its_own(example, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a block that writes files leaves them out of the repository
     example.namespace.clear()  # no names from the block before
     example.evaluate()
+
+
+ZOO_ROWS_BEGIN, ZOO_ROWS_END = "<!-- zoo rows: copied from docs/zoo.md -->", "<!-- end of zoo rows -->"
+
+
+def test_course_page_3_quotes_the_zoo_rows_as_the_zoo_wrote_them():
+    """Page 3 shows each model's row of docs/zoo.md; a quoted row that is not in zoo.md has drifted from the run."""
+    page = (DOCS / "course_3_models.md").read_text(encoding="utf-8")
+    assert page.count(ZOO_ROWS_BEGIN) == 1 and page.count(ZOO_ROWS_END) == 1, "the zoo rows' markers are missing"
+    quoted = page.split(ZOO_ROWS_BEGIN)[1].split(ZOO_ROWS_END)[0].strip().splitlines()[2:]  # after the header
+    written = set((DOCS / "zoo.md").read_text(encoding="utf-8").splitlines())
+    assert len(quoted) >= 10
+    assert [row for row in quoted if row not in written] == []
