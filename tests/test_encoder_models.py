@@ -222,3 +222,39 @@ def test_atrous_conv_equals_the_full_dilated_conv_forward_and_backward(height, w
     for trimmed, full in zip(*results):
         np.testing.assert_allclose(trimmed, full, rtol=1e-12, atol=1e-12)
     assert conv.weight.shape == (8, 4 // groups, 3, 3)
+
+
+def _conv_layers(module):
+    return [layer for layer in module.modules() if isinstance(layer, minseg.nn.Conv2d)]
+
+
+def _fan_in_and_out(conv):
+    out_channels, in_per_group, kh, kw = conv.weight.shape
+    return in_per_group * kh * kw, out_channels * kh * kw
+
+
+@pytest.mark.parametrize("name", ["unet", "linknet", "fpn", "pspnet"])
+def test_decoder_and_head_start_as_smp_initializes_them(name):
+    """smp's initialize(): decoder convs Kaiming-uniform for ReLU, U(±√(6/fan_in)); head Xavier-uniform,
+    U(±√(6/(fan_in + fan_out))); biases 0. Each big layer must fill its bound, not just stay inside it."""
+    model = built(name)
+    decoder = [(conv, np.sqrt(6 / _fan_in_and_out(conv)[0])) for conv in _conv_layers(model.decoder)]
+    head = [(conv, np.sqrt(6 / sum(_fan_in_and_out(conv)))) for conv in _conv_layers(model.segmentation_head)]
+    for conv, bound in decoder + head:
+        weight = conv.weight.data
+        assert np.abs(weight).max() <= bound
+        if weight.size >= 2000:  # enough draws: a uniform on (−b, b) has standard deviation b/√3
+            np.testing.assert_allclose(weight.std(), bound / np.sqrt(3), rtol=0.1)
+        if conv.bias is not None:
+            assert not conv.bias.data.any()
+
+
+@pytest.mark.parametrize("name", ["deeplabv3", "deeplabv3plus"])
+def test_deeplab_keeps_each_layers_default_initialization_as_smp_does(name):
+    """smp's DeepLabV3 and DeepLabV3+ never call initialize(): their convs keep PyTorch's U(±1/√fan_in)."""
+    model = built(name)
+    convs = _conv_layers(model.decoder) + _conv_layers(model.segmentation_head)
+    widest = max(convs, key=lambda conv: conv.weight.size)
+    bound = 1 / np.sqrt(_fan_in_and_out(widest)[0])
+    assert np.abs(widest.weight.data).max() <= bound
+    np.testing.assert_allclose(widest.weight.data.std(), bound / np.sqrt(3), rtol=0.1)

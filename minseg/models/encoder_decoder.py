@@ -6,11 +6,17 @@ the head maps that to one score per class and, where the decoder stopped short o
 upsamples bilinearly. The modules and their names follow segmentation_models_pytorch (smp) 0.6.0, so its state
 dicts load here and these models compute what smp's do (``benchmarks/smp_crosscheck.py`` compares them).
 """
+import math
+
+import numpy as np
+
 from .. import nn
+from ..random import generator
 from .resnet import ResNetEncoder
 from .sizes import check_divisible
 
-__all__ = ["SegmentationModel", "SegmentationHead", "conv_bn_relu", "make_encoder"]
+__all__ = ["SegmentationModel", "SegmentationHead", "conv_bn_relu", "make_encoder", "initialize_decoder",
+           "initialize_head"]
 
 
 def conv_bn_relu(in_channels, out_channels, kernel_size, stride=1, padding=0, use_norm=True):
@@ -33,6 +39,41 @@ class SegmentationHead(nn.Sequential):
         super().__init__(nn.Conv2d(in_channels, num_classes, kernel_size, padding=kernel_size // 2), resize)
 
 
+def _draw_uniform(parameter, bound):
+    parameter.data = generator().uniform(-bound, bound, size=parameter.shape).astype(np.float32)
+
+
+def _fans(conv):
+    """(fan_in, fan_out) of a Conv2d weight (O, C/groups, kh, kw): (C/groups·kh·kw, O·kh·kw)."""
+    out_channels, in_per_group, kh, kw = conv.weight.shape
+    return in_per_group * kh * kw, out_channels * kh * kw
+
+
+def initialize_decoder(module):
+    """smp's ``initialize_decoder``: each Conv2d in ``module`` Kaiming-uniform for ReLU, each norm layer 1 and 0.
+
+    Kaiming for ReLU draws U(−√(6/fan_in), √(6/fan_in)), variance 2/fan_in, which keeps activations' scale through
+    a ReLU (see ``nn.layers.kaiming_uniform_bound`` with a = 0); conv biases start at 0. Transposed convolutions
+    keep their default initialization, as in smp.
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            _draw_uniform(layer.weight, math.sqrt(6.0 / _fans(layer)[0]))
+            if layer.bias is not None:
+                layer.bias.data = np.zeros_like(layer.bias.data)
+        elif isinstance(layer, (nn.BatchNorm2d, nn.GroupNorm)) and layer.weight is not None:
+            layer.weight.data, layer.bias.data = np.ones_like(layer.weight.data), np.zeros_like(layer.bias.data)
+
+
+def initialize_head(module):
+    """smp's ``initialize_head``: each Conv2d Xavier-uniform, U(±√(6 / (fan_in + fan_out))), with a zero bias."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            _draw_uniform(layer.weight, math.sqrt(6.0 / sum(_fans(layer))))
+            if layer.bias is not None:
+                layer.bias.data = np.zeros_like(layer.bias.data)
+
+
 def make_encoder(encoder, in_channels, depth=5, output_stride=32):
     """The encoder called ``encoder`` ("resnet18" or "resnet34"), as smp's ``get_encoder``."""
     return ResNetEncoder(encoder, in_channels=in_channels, output_stride=output_stride, depth=depth)
@@ -47,6 +88,12 @@ class SegmentationModel(nn.Module):
     """
 
     requires_divisible_input = True
+
+    def initialize(self):
+        """Re-initialize the decoder and the head as smp does (its Unet, Linknet, FPN and PSPNet call this; its
+        DeepLabV3 and DeepLabV3+ do not, and keep each layer's default). The encoder keeps torchvision's."""
+        initialize_decoder(self.decoder)
+        initialize_head(self.segmentation_head)
 
     def forward(self, x):
         if self.requires_divisible_input:

@@ -105,3 +105,4 @@ class FPN(SegmentationModel):
                                   decoder_dropout, decoder_merge_policy, decoder_interpolation)
         self.segmentation_head = SegmentationHead(self.decoder.out_channels, num_classes, kernel_size=1,
                                                   upsampling=upsampling)
+        self.initialize()

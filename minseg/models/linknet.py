@@ -129,3 +129,4 @@ class Linknet(SegmentationModel):
         self.encoder = make_encoder(encoder, in_channels, depth=encoder_depth)
         self.decoder = LinknetDecoder(self.encoder.out_channels, 32, decoder_use_norm)
         self.segmentation_head = SegmentationHead(32, num_classes, kernel_size=1)
+        self.initialize()

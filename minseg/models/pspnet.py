@@ -71,3 +71,4 @@ class PSPNet(SegmentationModel):
         self.encoder = make_encoder(encoder, in_channels, depth=encoder_depth)
         self.decoder = PSPDecoder(self.encoder.out_channels, decoder_use_norm, psp_out_channels, psp_dropout)
         self.segmentation_head = SegmentationHead(psp_out_channels, num_classes, kernel_size=3, upsampling=upsampling)
+        self.initialize()

@@ -125,3 +125,4 @@ class Unet(SegmentationModel):
         self.decoder = UnetDecoder(self.encoder.out_channels, decoder_channels, decoder_use_norm,
                                    decoder_interpolation)
         self.segmentation_head = SegmentationHead(decoder_channels[-1], num_classes, kernel_size=3)
+        self.initialize()
