@@ -106,6 +106,11 @@ def test_the_slope_factor_is_one_where_x_is_positive_and_the_channel_slope_elsew
     np.testing.assert_array_equal(factor, np.where(x > 0, 1.0, weight[None, :, None, None]).astype(np.float32))
     shared = _slope_factor(x[0, 0, 0], np.array([0.3], np.float32))
     np.testing.assert_array_equal(shared, np.where(x[0, 0, 0] > 0, 1.0, np.float32(0.3)))
+    # An infinite slope must not turn the positive side's factor into 0·inf = NaN.
+    infinite = np.array([np.inf, -np.inf, 2.0, 0.5], np.float32)
+    np.testing.assert_array_equal(_slope_factor(x, infinite),
+                                  np.where(x > 0, 1.0, infinite[None, :, None, None]).astype(np.float32))
+    assert _slope_factor(np.float32(-2.0) * np.ones((), np.float32), np.array([0.3], np.float32)).shape == ()
 
 
 @pytest.mark.parametrize("contiguous", [True, False])

@@ -21,9 +21,20 @@ def _channel_view(weight, ndim):
 
 
 def _slope_factor(x, weight):
-    """dy/dx of PReLU: 1 where x > 0, the slope a_c of x's channel elsewhere, in x's dtype and shape."""
+    """dy/dx of PReLU: 1 where x > 0, the slope a_c of x's channel elsewhere, in x's dtype and shape.
+
+    Equals ``where(x > 0, 1, a)``, computed as a·[x ≤ 0] + [x > 0] because arithmetic on the 0/1 masks is
+    vectorized and a three-array select is not. Each step is exact for a finite a (a·1 = a, a·0 = 0, then
+    0 + 1 or a + 0); an infinite slope (0·inf is NaN) takes the select.
+    """
     xp = backend.get_array_module(x)
-    return xp.where(x > 0, x.dtype.type(1), _channel_view(weight, x.ndim))
+    slope = _channel_view(weight, x.ndim)
+    positive = x > 0
+    if not bool(xp.isfinite(weight).all()):
+        return xp.where(positive, x.dtype.type(1), slope)
+    factor = xp.asarray(xp.multiply(~positive, slope, dtype=x.dtype))  # asarray: a 0-d x gives a scalar
+    factor += positive
+    return factor
 
 
 def _sum_per_channel_of_product(a, b, num_parameters):
