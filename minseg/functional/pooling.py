@@ -76,8 +76,9 @@ def _max_along(x, axis, kernel, stride, n_out):
     for j, tap in enumerate(taps[2:], start=2):
         beats = tap > best
         xp.maximum(best, tap, out=best)
-        # The last tap that beat the running max is the winner; a masked copy is one pass, not a product and a max.
-        xp.copyto(winner, winner.dtype.type(j), where=beats)
+        # j only grows, so the last tap that beat the running max is the winner. (A masked copy, copyto(where=),
+        # reads as one pass but runs element by element; the product and the max are vectorized.)
+        xp.maximum(winner, beats * winner.dtype.type(j), out=winner)
     return best, winner
 
 
@@ -233,10 +234,9 @@ class MaxPool2dFunction(Function):
         out_h, out_w = self.row_winner.shape[2:]
         width = self.x_shape[3]
         # The winning column is the one that won within the winning row (tap i of col_winner is window row i).
-        col_winner_of_row = _taps(self.col_winner, 2, kh, sh, out_h)
-        win_col = col_winner_of_row[0].copy()
-        for i, col_winner_of_row_i in enumerate(col_winner_of_row[1:], start=1):
-            xp.copyto(win_col, col_winner_of_row_i, where=self.row_winner == i)
+        win_col = xp.zeros(self.row_winner.shape, self.col_winner.dtype)
+        for i, col_winner_of_row_i in enumerate(_taps(self.col_winner, 2, kh, sh, out_h)):
+            win_col += (self.row_winner == i) * col_winner_of_row_i  # vectorized, unlike a masked copy
         # index = window origin + offset inside the window. The offset (< kh·W) fits int32 and the origins are one
         # plane's worth, so the only full-size int64 pass is the final sum.
         offset = xp.multiply(self.row_winner, width, dtype=xp.int32 if kh * width < 2**31 else xp.int64)
