@@ -126,6 +126,17 @@ def col_write_runner(x, weight, kwargs):
     return lambda: col.fill(1.0), col.nbytes
 
 
+def optional_torch():
+    """PyTorch on 2 threads (NumPy's BLAS here uses both cores too), or None with a note when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        print("(PyTorch is not installed: minseg's times only)")
+        return None
+    torch.set_num_threads(2)
+    return torch
+
+
 def blas_summary(rng):
     """Which BLAS NumPy uses and its float32 matrix-product speed: the ceiling for im2col + GEMM."""
     a, b = (rng.standard_normal((2048, 2048), dtype=np.float32) for _ in range(2))
@@ -141,13 +152,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-torch", action="store_true", help="time minseg only")
     args = parser.parse_args()
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-            torch.set_num_threads(2)
-        except ImportError:
-            print("(PyTorch is not installed: minseg's times only)")
+    torch = None if args.no_torch else optional_torch()
 
     rng = np.random.default_rng(0)
     print(f"minseg from {Path(minseg.__file__).parent}; {blas_summary(rng)}")

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from layers import median_ms  # noqa: E402
+from layers import median_ms, optional_torch  # noqa: E402
 
 import minseg  # noqa: E402
 import minseg.functional as F  # noqa: E402
@@ -76,13 +76,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-torch", action="store_true", help="time minseg and the where version only")
     args = parser.parse_args()
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-            torch.set_num_threads(2)
-        except ImportError:
-            print("(PyTorch is not installed: minseg's times only)")
+    torch = None if args.no_torch else optional_torch()
 
     rng = np.random.default_rng(0)
     print(f"minseg from {Path(minseg.__file__).parent}; NumPy {np.__version__}")
