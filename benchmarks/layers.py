@@ -16,8 +16,8 @@ the row ends with minseg's forward time over it ("fwd/GEMM", issue 15's target: 
 "col write" times only writing the im2col matrix's bytes once (a fill, GB/s): every im2col
 + GEMM forward writes that matrix, so (GEMM + col write)/GEMM is the best fwd/GEMM any
 such forward can reach on this machine, however its copy is arranged.
-A depthwise convolution (one input channel per group) has no such row: minseg computes it
-with one multiply-add per kernel tap, not a matrix product.
+A depthwise convolution (one input channel per group) is the same im2col + grouped product,
+each group's a kh·kw-term one.
 
 FLOPs count multiply-adds as two: a convolution's forward is 2·N·O·(C/groups)·kh·kw·Ho·Wo,
 the backward twice that (input and weight gradients). A bilinear resize mixes four input
@@ -180,7 +180,7 @@ def main():
         theirs = runners(torch, kind, arrays, grad_y, kwargs) if torch is not None else (None, None)
         backward_flops = flops if kind == "bilinear" else 2 * flops
         passes = [("fwd", ours[0], theirs[0], flops), ("fwd+bwd", ours[1], theirs[1], flops + backward_flops)]
-        if kind == "conv" and weight_shape[1] > 1:  # a depthwise convolution is no matrix product (conv_numpy.py)
+        if kind == "conv":
             passes.append(("GEMM only", gemm_only_runner(*arrays[:2], kwargs), "fwd", flops))
             write, nbytes = col_write_runner(*arrays[:2], kwargs)
             passes.append(("col write", write, None, nbytes))

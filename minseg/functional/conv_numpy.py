@@ -16,7 +16,7 @@ version. Why each is faster is measured by ``benchmarks/layers.py``.
 """
 import numpy as np
 
-from .im2col import _pad, col2im, conv2d_output_size, im2col, workspace
+from .im2col import col2im, conv2d_output_size, im2col, workspace
 
 # Images with fewer output pixels than this get the batch-folded col layout (see _folds_batch).
 FOLD_BATCH_BELOW = 256
@@ -132,84 +132,10 @@ def _stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, gr
 
 
 # ---------------------------------------------------------------------------
-# Depthwise convolution: one multiply-add per kernel tap, no im2col
-# ---------------------------------------------------------------------------
-def _is_depthwise(weight_shape, groups):
-    """One input channel per group (groups = C; O = M·C with channel multiplier M)."""
-    return groups > 1 and weight_shape[1] == 1
-
-
-def _taps(kernel_size, stride, dilation, out_hw):
-    """(i, j, rows, columns) per kernel tap: the slices of the padded image that tap reads at every output pixel."""
-    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel_size, stride, dilation, out_hw
-    for i in range(kh):
-        for j in range(kw):
-            yield i, j, slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
-
-
-def _depthwise_forward(x, weight, stride, padding, dilation):
-    """Equals conv2d_forward_plain(x, weight, ..., groups=C) for weight (C·M, 1, kh, kw).
-
-    y[n, c·M + m] = Σ_(i,j) W[c·M + m, 0, i, j] · (tap (i, j)'s view of x_padded[n, c]):
-    a K = kh·kw product per output pixel is too short for a matrix product, so each tap
-    is one multiply-add over whole images, image by image so that they stay in cache.
-    """
-    n, c = x.shape[:2]
-    o, _, kh, kw = weight.shape
-    out_hw = conv2d_output_size(x.shape[2:], (kh, kw), stride, padding, dilation)
-    weight = weight.reshape(c, o // c, kh, kw, 1, 1)
-    x_padded = _pad(x, padding)
-    y = np.empty((n, c, o // c, *out_hw), x.dtype)
-    term = np.empty(y.shape[1:], x.dtype)
-    for image, y_image in zip(x_padded, y):
-        for k, (i, j, rows, columns) in enumerate(_taps((kh, kw), stride, dilation, out_hw)):
-            np.multiply(image[:, None, rows, columns], weight[:, :, i, j], out=y_image if k == 0 else term)
-            if k:
-                y_image += term
-    return y.reshape(n, o, *out_hw)
-
-
-def _depthwise_backward_input(grad_y, weight, x_shape, stride, padding, dilation):
-    """Equals conv2d_backward_input_plain(grad_y, weight, x_shape, ..., groups=C) for weight (C·M, 1, kh, kw).
-
-    The adjoint of ``_depthwise_forward``: each tap adds W[c·M + m, 0, i, j] · grad_y[n, c·M + m],
-    summed over m, onto the pixels of x_padded that tap read.
-    """
-    n, c, h, w = x_shape
-    o, _, kh, kw = weight.shape
-    (ph, pw), out_hw = padding, grad_y.shape[2:]
-    weight = weight.reshape(c, o // c, kh, kw, 1, 1)
-    grad_y = grad_y.reshape(n, c, o // c, *out_hw)
-    grad_x_padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), grad_y.dtype)
-    for grad_y_image, grad_x_image in zip(grad_y, grad_x_padded):
-        for i, j, rows, columns in _taps((kh, kw), stride, dilation, out_hw):
-            grad_x_image[:, rows, columns] += (grad_y_image * weight[:, :, i, j]).sum(axis=1)
-    return np.ascontiguousarray(grad_x_padded[:, :, ph:ph + h, pw:pw + w])
-
-
-def _depthwise_backward_weight(x, grad_y, weight_shape, stride, padding, dilation):
-    """Equals conv2d_backward_weight_plain(x, grad_y, weight_shape, ..., groups=C) for weight (C·M, 1, kh, kw).
-
-    grad_W[c·M + m, 0, i, j] = Σ_(n, oh, ow) grad_y[n, c·M + m, oh, ow] · (tap (i, j)'s view of x_padded[n, c]).
-    """
-    n, c = x.shape[:2]
-    o, _, kh, kw = weight_shape
-    out_hw = grad_y.shape[2:]
-    x_padded = _pad(x, padding)
-    grad_y = grad_y.reshape(n, c, o // c, *out_hw)
-    grad_weight = np.empty((c, o // c, kh, kw), x.dtype)
-    for i, j, rows, columns in _taps((kh, kw), stride, dilation, out_hw):
-        grad_weight[:, :, i, j] = np.einsum("nchw,ncmhw->cm", x_padded[:, :, rows, columns], grad_y)
-    return grad_weight.reshape(weight_shape)
-
-
-# ---------------------------------------------------------------------------
 # The array functions, NumPy's fast versions (same arguments as conv.py's)
 # ---------------------------------------------------------------------------
 def conv2d_forward(x, weight, stride, padding, dilation, groups):
     """Equals ``conv2d_forward_plain``: y = W2d @ im2col(x) per group, col in the workspace."""
-    if _is_depthwise(weight.shape, groups):
-        return _depthwise_forward(x, weight, stride, padding, dilation)
     o, _, kh, kw = weight.shape
     col, folded = _col(x, (kh, kw), stride, padding, dilation)
     y_shape = (x.shape[0], o, *conv2d_output_size(x.shape[2:], (kh, kw), stride, padding, dilation))
@@ -226,8 +152,6 @@ def conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation, gr
     """
     n, o, ho, wo = grad_y.shape
     kernel_size = weight.shape[2:]
-    if _is_depthwise(weight.shape, groups):
-        return _depthwise_backward_input(grad_y, weight, x_shape, stride, padding, dilation)
     if _stride_one_applies(stride, padding, dilation, kernel_size):
         return _stride_one_gradients(grad_y, weight, None, weight.shape, padding, dilation, groups)[0]
     weight_t = weight.reshape(groups, o // groups, -1).transpose(0, 2, 1)  # (G, C/G·kh·kw, O/G)
@@ -244,15 +168,13 @@ def conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation, gr
 
 def conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation, groups):
     """Equals ``conv2d_backward_weight_plain``: Σ_n grad_y[n] @ im2col(x)[n]ᵀ per group, col in the workspace."""
-    if _is_depthwise(weight_shape, groups):
-        return _depthwise_backward_weight(x, grad_y, weight_shape, stride, padding, dilation)
     col, folded = _col(x, weight_shape[2:], stride, padding, dilation)
     return np.ascontiguousarray(_products_with_col(grad_y, col, folded, groups)).reshape(weight_shape)
 
 
 def conv2d_backward(grad_y, x, weight, x_shape, weight_shape, stride, padding, dilation, groups):
     """Equals (conv2d_backward_input(...), conv2d_backward_weight(...)); with stride 1 both from one im2col."""
-    if _stride_one_applies(stride, padding, dilation, weight_shape[2:]) and not _is_depthwise(weight_shape, groups):
+    if _stride_one_applies(stride, padding, dilation, weight_shape[2:]):
         return _stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, groups)
     grad_x = None if weight is None else conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation,
                                                                 groups)
@@ -266,7 +188,7 @@ def conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, stride, 
 
     A None weight or grad_y skips that result. (The transposed convolution's backward.)
     """
-    if weight is None or grad_y is None or _is_depthwise(weight_shape, groups):
+    if weight is None or grad_y is None:
         return (None if weight is None else conv2d_forward(x, weight, stride, padding, dilation, groups),
                 None if grad_y is None else conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation,
                                                                    groups))
