@@ -12,7 +12,8 @@ steps (AdamW) on one batch of 8 images of 96×128, and of a few eval forwards of
 counts the training epochs only (no validation in between). PointRend trains with its own loss (``model.loss``).
 
 Results go to ``<out>/zoo_results.json`` after every model, so a stopped run continues where it stopped (models
-already there are skipped; ``--fresh`` starts over). The table ``<doc>`` is rewritten from those results at the
+already there are skipped; ``--redo`` trains the ``--models`` again, ``--fresh`` starts over; a row keeps the date,
+commit and command of the run that measured it). The table ``<doc>`` is rewritten from those results at the
 end, with the date, the machine and the command, and ``docs/figures.py``'s ``zoo_png`` draws ``img/zoo.png`` beside
 it (mean IoU against training time, one labelled point per model). A model below the naive one is flagged in the
 table; why, is for the person who ran it to say: ``--notes FILE`` puts their markdown under the table.
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -147,6 +149,18 @@ def write_atomically(path, text):
     os.replace(temporary, path)
 
 
+def git_commit():
+    """The checkout's short commit, with "+edits" when files differ from it; None outside a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        edited = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+edits" if edited else "")
+
+
 def machine():
     model = platform.processor() or platform.machine()
     try:
@@ -158,14 +172,30 @@ def machine():
            f"NumPy {np.__version__}"
 
 
+def provenance_lines(run):
+    """The command behind the table; when its rows come from several runs (a continued zoo), each run and its rows.
+
+    A row of an earlier run keeps that run's date, commit and command (``result["run"]``).
+    """
+    runs = {}
+    for key, result in run["results"].items():
+        source = result.get("run", run)
+        commit = f" at commit {source['commit']}" if source.get("commit") else ""
+        runs.setdefault(f"`{source['command']}`, {source['date']}{commit}", []).append(key)
+    if len(runs) == 1:
+        return [f"Command: {next(iter(runs))}."]
+    return [f"The rows come from {len(runs)} runs of this script on this machine:", "",
+            *(f"- {described}: {', '.join(keys)}." for described, keys in runs.items())]
+
+
 def zoo_markdown(run, notes):
     """docs/zoo.md: how it was made, the table (by year), the figure, the models below the naive one, notes."""
     rows = sorted(run["results"].items(), key=lambda item: (ZOO[item[0]][2] or 0, list(ZOO).index(item[0])))
     naive_iou = run["results"].get("naive", {}).get("mean_iou")
     below = [key for key, r in rows if naive_iou is not None and key != "naive" and r["mean_iou"] < naive_iou]
     lines = ["# The zoo: every minseg model, one recipe, one machine", "",
-             f"Written by `benchmarks/zoo.py` on {run['date']}. Machine: {run['machine']}.",
-             "", f"Command: `{run['command']}`",
+             f"Written by `benchmarks/zoo.py` on {run['date']}. Machine: {run['machine']}.", "",
+             *provenance_lines(run),
              "", f"Recipe: CamVid tiny, the example's split ({run['train_images']} training and {run['valid_images']} "
              f"validation images of 96×128, 32 classes), {run['epochs']} epoch(s) for every model, AdamW (weight decay "
              f"{RECIPE['weight_decay']}), one-cycle to lr {RECIPE['lr']}, batch {RECIPE['batch_size']}, random "
@@ -209,6 +239,8 @@ def parse_args(argv):
     parser.add_argument("--notes", type=Path, default=None, help="markdown put under the table (why, where, ...)")
     parser.add_argument("--smoke", action="store_true",
                         help="prove the script: 1 epoch on 16+8 images, 1 timed call, into a temporary folder")
+    parser.add_argument("--redo", action="store_true",
+                        help="train the --models again even when saved results hold them (the other rows stay)")
     parser.add_argument("--fresh", action="store_true", help="ignore results saved by an earlier run")
     parser.add_argument("--doc-only", action="store_true", help="only rewrite the table from the saved results")
     args = parser.parse_args(argv)
@@ -250,13 +282,16 @@ def main(argv=None):
     dataset, train, valid = open_data(args.data, *sizes)
     command = "python benchmarks/zoo.py " + " ".join(argv if argv is not None else sys.argv[1:])
     run = run or {"epochs": args.epochs, "smoke": args.smoke, "results": {}}
+    for result in run["results"].values():  # rows of an earlier run keep that run's date, commit and command
+        result.setdefault("run", {key: run.get(key) for key in ("date", "commit", "command")})
     run.update(date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
-               command=command.strip(), train_images=len(train), valid_images=len(valid))
+               commit=git_commit(), command=command.strip(), train_images=len(train), valid_images=len(valid))
     for key in args.models.split(","):
-        if key in run["results"]:
-            print(f"{key}: already in {results_path}, skipped")
+        if key in run["results"] and not args.redo:
+            print(f"{key}: already in {results_path}, skipped (--redo trains it again)")
             continue
         result = train_and_measure(key, dataset, train, valid, args.epochs, args.runs)
+        result["run"] = {key: run[key] for key in ("date", "commit", "command")}
         run["results"][key] = result
         write_atomically(results_path, json.dumps(run, indent=1) + "\n")
         print(f"{key:<24}{result['parameters']:>12,} params  step {result['step_ms']:6.0f} ms  inference "
