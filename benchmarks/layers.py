@@ -13,6 +13,8 @@ product minseg's forward is built on, W.reshape(O, C·kh·kw) @ im2col(x), with 
 matrix made beforehand: no im2col + GEMM forward can beat it with this BLAS, so its ratio
 is the floor for that approach (compared with PyTorch's forward time from the row above);
 the row ends with minseg's forward time over it ("fwd/GEMM", issue 15's target: at most 1.25).
+"torchGEMM" times that same product with PyTorch's matmul on its own BLAS (MKL in the x86 wheels), in the
+minseg columns: "GEMM only/torchGEMM" is how much of the gap is NumPy's BLAS (OpenBLAS) alone.
 "col write" times only writing the im2col matrix's bytes once (a fill, GB/s): every im2col
 + GEMM forward writes that matrix, so (GEMM + col write)/GEMM is the best fwd/GEMM any
 such forward can reach on this machine, however its copy is arranged.
@@ -104,8 +106,8 @@ def runners(library, kind, arrays, grad_y, kwargs):
     return forward, forward_backward
 
 
-def gemm_only_runner(x, weight, kwargs):
-    """The forward's matrix product alone, per group, in the layout conv2d uses for this shape (see conv_numpy.py)."""
+def gemm_operands(x, weight, kwargs):
+    """(weight per group, im2col(x)): the two matrices of the forward's product, in the layout conv2d uses here."""
     kernel_size, groups = weight.shape[2:], kwargs.get("groups", 1)
     pairs = [(kwargs.get(key, default),) * 2 for key, default in (("stride", 1), ("padding", 0), ("dilation", 1))]
     n, _, h, w = x.shape
@@ -113,9 +115,21 @@ def gemm_only_runner(x, weight, kwargs):
     folded = ho * wo < FOLD_BATCH_BELOW
     col = im2col(x, kernel_size, *pairs, fold_batch=folded)
     col = col.reshape(groups, -1, n * ho * wo) if folded else col.reshape(n, groups, -1, ho * wo)
-    weight_by_group = weight.reshape(groups, weight.shape[0] // groups, -1)
+    return weight.reshape(groups, weight.shape[0] // groups, -1), np.ascontiguousarray(col)
+
+
+def gemm_only_runner(x, weight, kwargs):
+    """The forward's matrix product alone, per group, in the layout conv2d uses for this shape (see conv_numpy.py)."""
+    weight_by_group, col = gemm_operands(x, weight, kwargs)
     out = np.matmul(weight_by_group, col)
     return lambda: np.matmul(weight_by_group, col, out=out)
+
+
+def torch_gemm_runner(torch, x, weight, kwargs):
+    """The same product by PyTorch's matmul, on its own BLAS (MKL in the x86 wheels): how much is the BLAS."""
+    weight_by_group, col = (torch.from_numpy(array) for array in gemm_operands(x, weight, kwargs))
+    out = torch.matmul(weight_by_group, col)
+    return lambda: torch.matmul(weight_by_group, col, out=out)
 
 
 def col_write_runner(x, weight, kwargs):
@@ -182,6 +196,8 @@ def main():
         passes = [("fwd", ours[0], theirs[0], flops), ("fwd+bwd", ours[1], theirs[1], flops + backward_flops)]
         if kind == "conv":
             passes.append(("GEMM only", gemm_only_runner(*arrays[:2], kwargs), "fwd", flops))
+            if torch is not None:
+                passes.append(("torchGEMM", torch_gemm_runner(torch, *arrays[:2], kwargs), None, flops))
             write, nbytes = col_write_runner(*arrays[:2], kwargs)
             passes.append(("col write", write, None, nbytes))
         torch_ms_of, minseg_ms_of = {}, {}
@@ -191,6 +207,10 @@ def main():
                 gemm_ms = minseg_ms_of["GEMM only"]
                 print(f"{name:30s} {pass_name:9s} {ms:9.2f} {pass_flops / ms / 1e6:6.1f} GB/s  "
                       f"(GEMM + col write)/GEMM {(gemm_ms + ms) / gemm_ms:.2f}", flush=True)
+                continue
+            if pass_name == "torchGEMM":  # PyTorch's time for minseg's product, in the minseg columns
+                print(f"{name:30s} {pass_name:9s} {ms:9.2f} {pass_flops / ms / 1e6:8.1f}  "
+                      f"GEMM only/torchGEMM {minseg_ms_of['GEMM only'] / ms:.2f}", flush=True)
                 continue
             line = f"{name:30s} {pass_name:9s} {ms:9.2f} {pass_flops / ms / 1e6:8.1f}"
             if isinstance(torch_fn, str):  # compared with the time PyTorch took for that pass
