@@ -2,6 +2,7 @@
 
     flock /tmp/minseg-heavy.lock python benchmarks/models.py            # the table
     flock /tmp/minseg-heavy.lock python benchmarks/models.py --models unet-resnet18 fpn-resnet18   # some rows
+    flock /tmp/minseg-heavy.lock python benchmarks/models.py --rounds 3   # each row 3 times, minseg and torch in turn
     flock /tmp/minseg-heavy.lock python benchmarks/models.py --profile  # where the UNet step spends its time
 
 The first three cases are the from-scratch models, compared with the same definitions written in torch.nn below.
@@ -303,38 +304,74 @@ def have_torch():
     return True
 
 
-def table(runs, cases):
+def paired_rounds(name, mode, runs, rounds, use_torch):
+    """(minseg's results, PyTorch's) for ``rounds`` rounds, each minseg's case then PyTorch's, back to back.
+
+    This machine's speed drifts by tens of percent over minutes; alternating the two frameworks round by round
+    lets both see it in the same state, and the spread of the per-round ratios shows how far one round can be
+    trusted. A failed case ends the rounds.
+    """
+    ours, theirs = [], []
+    for _ in range(rounds):
+        ours.append(measured("minseg", name, mode, runs))
+        if "error" in ours[-1]:
+            break
+        if use_torch:
+            theirs.append(measured("torch", name, mode, runs))
+            if "error" in theirs[-1]:
+                break
+    return ours, theirs
+
+
+def combined(results):
+    """One result from several rounds: the median of their medians, the largest peak memory and CPU share."""
+    if any("error" in result for result in results):
+        return next(result for result in results if "error" in result)
+    return {"ms": statistics.median(result["ms"] for result in results),
+            "peak_mib": max(result["peak_mib"] for result in results),
+            "base_mib": max(result["base_mib"] for result in results),
+            "others": max(result["others"] for result in results), "parameters": results[0]["parameters"]}
+
+
+def table(runs, cases, rounds=1):
     use_torch = have_torch()
     print(f"batch {BATCH}, {CHANNELS}x{HEIGHT}x{WIDTH}, {CLASSES} classes, float32, {runs} timed runs after 1 warm-up; "
           "memory = peak RSS (VmHWM) of a fresh process per case; others = CPU share other programs took "
-          "meanwhile\n(a case is re-run, up to 3 times, while that is over 10%)")
+          "meanwhile\n(a case is re-run, up to 3 times, while that is over 10%)"
+          + (f"; {rounds} rounds alternating minseg and torch: ms = median of the rounds' medians, ratio range = "
+             "the rounds' lowest and highest minseg/torch" if rounds > 1 else ""))
     width = max(16, max(len(name) for name in cases) + len(" forward") + 1)
+    spread = use_torch and rounds > 1
     header = (f"{'case':<{width}}{'params':>11}{'minseg ms':>11}{'GFLOP/s':>9}{'peak MiB':>10}{'base MiB':>10}"
-              + (f"{'torch ms':>10}{'GFLOP/s':>9}{'peak MiB':>10}{'ratio':>7}" if use_torch else "") + f"{'others':>8}")
+              + (f"{'torch ms':>10}{'GFLOP/s':>9}{'peak MiB':>10}{'ratio':>7}" if use_torch else "")
+              + (f"{'ratio range':>13}" if spread else "") + f"{'others':>8}")
     print(header)
     print("-" * len(header))
     for name in cases:
         for mode in ("forward", "step"):
             gflop = conv_flops(name, mode) / 1e9
-            ours = measured("minseg", name, mode, runs)
+            our_rounds, their_rounds = paired_rounds(name, mode, runs, rounds, use_torch)
+            ours = combined(our_rounds)
             line = f"{name + ' ' + mode:<{width}}"
             if "error" in ours:
                 print(line + f"  minseg failed: {ours['error']}")
                 continue
             line += (f"{ours['parameters']:>11,}{ours['ms']:>11.0f}{gflop / ours['ms'] * 1e3:>9.1f}"
                      f"{ours['peak_mib']:>10.0f}{ours['base_mib']:>10.0f}")
-            if use_torch:
-                theirs = measured("torch", name, mode, runs)
-                if "error" in theirs:
-                    line += f"  torch failed: {theirs['error']}"
-                else:
-                    if theirs["parameters"] != ours["parameters"]:
-                        line += f"  (torch model has {theirs['parameters']:,} parameters!)"
-                    line += (f"{theirs['ms']:>10.0f}{gflop / theirs['ms'] * 1e3:>9.1f}{theirs['peak_mib']:>10.0f}"
-                             f"{ours['ms'] / theirs['ms']:>7.2f}")
+            theirs = combined(their_rounds) if use_torch else {}
+            if use_torch and "error" in theirs:
+                line += f"  torch failed: {theirs['error']}"
+            elif use_torch:
+                if theirs["parameters"] != ours["parameters"]:
+                    line += f"  (torch model has {theirs['parameters']:,} parameters!)"
+                line += (f"{theirs['ms']:>10.0f}{gflop / theirs['ms'] * 1e3:>9.1f}{theirs['peak_mib']:>10.0f}"
+                         f"{ours['ms'] / theirs['ms']:>7.2f}")
+                if spread:
+                    ratios = [o["ms"] / t["ms"] for o, t in zip(our_rounds, their_rounds)]
+                    line += f"{f'{min(ratios):.2f}-{max(ratios):.2f}':>13}"
             # Share of the machine's CPU that other programs used during the timed runs:
             # more than a few % means they competed with us and the row is suspect.
-            line += f"{max(ours['others'], theirs.get('others', 0) if use_torch else 0):>8.0%}"
+            line += f"{max(ours['others'], theirs.get('others', 0)):>8.0%}"
             print(line, flush=True)
     print("conv GFLOP per call: " + ", ".join(f"{n} fwd {conv_flops(n, 'forward') / 1e9:.2f} / step "
                                               f"{conv_flops(n, 'step') / 1e9:.2f}" for n in cases))
@@ -420,6 +457,8 @@ def profile(name, runs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure each case this many times, alternating minseg and torch (see paired_rounds)")
     parser.add_argument("--profile", nargs="?", const="unet", choices=list(MODELS))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="CASE",
                         help=f"the cases to run (default: all of {', '.join(MODELS)})")
@@ -430,7 +469,7 @@ def main():
     elif args.profile:
         profile(args.profile, args.runs)
     else:
-        table(args.runs, args.models)
+        table(args.runs, args.models, args.rounds)
 
 
 if __name__ == "__main__":
