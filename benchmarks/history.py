@@ -1,6 +1,7 @@
 """The history models (FCN, SegNet, ENet, PointRend): minseg against PyTorch twins of the same definitions.
 
     flock /tmp/minseg-heavy.lock python benchmarks/history.py              # training step, minseg vs torch
+    flock /tmp/minseg-heavy.lock python benchmarks/history.py --rounds 3   # each step 3 times, minseg and torch in turn
     flock /tmp/minseg-heavy.lock python benchmarks/history.py --check      # same weights in, same scores out?
     flock /tmp/minseg-heavy.lock python benchmarks/history.py --inference  # ENet vs UNet at 360x480
 
@@ -128,20 +129,32 @@ def measured(framework, name, mode, runs, shape, attempts=3, disturbed=0.10):
 
 
 # --- the tables ---------------------------------------------------------------------------------------------
-def speed_table(runs, names):
+def speed_table(runs, names, rounds=1):
+    """minseg's and the twin's step, case by case; with ``rounds`` > 1, minseg then torch that many times in turn.
+
+    (As in models.py: the machine's speed drifts within minutes, so alternating lets both frameworks see the same
+    drift; ms is the median of the rounds' medians and the range the rounds' lowest and highest ratio.)
+    """
     shape = (BATCH, CHANNELS, HEIGHT, WIDTH)
     print(f"training step, batch {BATCH}x{CHANNELS}x{HEIGHT}x{WIDTH}, {CLASSES} classes, float32, SGD momentum; "
-          f"median of {runs} runs after 1 warm-up, each case in a fresh process; torch on 2 threads")
-    header = f"{'model':<14}{'params':>12}{'minseg ms':>11}{'torch ms':>10}{'ratio':>7}{'others':>8}"
+          f"median of {runs} runs after 1 warm-up, each case in a fresh process; torch on 2 threads; "
+          f"{rounds} round(s) alternating minseg and torch")
+    header = f"{'model':<14}{'params':>12}{'minseg ms':>11}{'torch ms':>10}{'ratio':>7}{'ratio range':>13}{'others':>8}"
     print(header + "\n" + "-" * len(header))
     for name in names:
-        ours, theirs = measured("minseg", name, "step", runs, shape), measured("torch", name, "step", runs, shape)
-        if "error" in ours or "error" in theirs:
-            print(f"{name:<14}  failed: {ours.get('error') or theirs.get('error')}")
+        pairs = [(measured("minseg", name, "step", runs, shape), measured("torch", name, "step", runs, shape))
+                 for _ in range(rounds)]
+        failed = [result["error"] for pair in pairs for result in pair if "error" in result]
+        if failed:
+            print(f"{name:<14}  failed: {failed[0]}")
             continue
+        ours, theirs = pairs[0]
+        our_ms, their_ms = (statistics.median(pair[side]["ms"] for pair in pairs) for side in (0, 1))
+        ratios = [mine["ms"] / twin["ms"] for mine, twin in pairs]
+        others = max(result["others"] for pair in pairs for result in pair)
         note = "" if ours["parameters"] == theirs["parameters"] else f"  (torch: {theirs['parameters']:,} params!)"
-        print(f"{name:<14}{ours['parameters']:>12,}{ours['ms']:>11.0f}{theirs['ms']:>10.0f}"
-              f"{ours['ms'] / theirs['ms']:>7.2f}{max(ours['others'], theirs['others']):>8.0%}{note}", flush=True)
+        print(f"{name:<14}{ours['parameters']:>12,}{our_ms:>11.0f}{their_ms:>10.0f}{our_ms / their_ms:>7.2f}"
+              f"{f'{min(ratios):.2f}-{max(ratios):.2f}':>13}{others:>8.0%}{note}", flush=True)
 
 
 def inference_table(runs):
@@ -190,6 +203,7 @@ def check_outputs(names):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1, help="each step this many times, minseg and torch in turn")
     parser.add_argument("--models", default=",".join(NAMES), help="comma-separated subset of " + ",".join(NAMES))
     parser.add_argument("--check", action="store_true", help="compare outputs with the twins (same weights)")
     parser.add_argument("--inference", action="store_true", help="ENet vs UNet inference at 360x480")
@@ -208,7 +222,7 @@ def main():
     elif args.inference:
         inference_table(args.runs)
     else:
-        speed_table(args.runs, names)
+        speed_table(args.runs, names, args.rounds)
 
 
 if __name__ == "__main__":
