@@ -2,19 +2,21 @@
 
 The plain versions (im2col and one matrix product per group) are checked against loop
 references and by gradient checks in test_conv.py; here each fast path is made to run
-(the layout by FOLD_BATCH_BELOW, the shortcuts by choosing shapes that take them) and
-must give the same numbers.
+(the layout by FOLD_BATCH_BELOW, the chunks of images by COL_CHUNK_BYTES, the shortcuts by
+choosing shapes that take them) and must give the same numbers.
 """
 import numpy as np
 import pytest
 
 from minseg.functional import conv, conv_numpy
-from minseg.functional.im2col import conv2d_output_size, workspace
+from minseg.functional.im2col import conv2d_output_size, im2col, workspace
 
 
-@pytest.fixture(params=["per_image", "fold_batch"])
+@pytest.fixture(params=["per_image", "per_image_one_at_a_time", "fold_batch"])
 def layout(request, monkeypatch):
-    monkeypatch.setattr(conv_numpy, "FOLD_BATCH_BELOW", 0 if request.param == "per_image" else 10 ** 9)
+    """The col layouts: per image (the whole batch in one chunk, or one image per chunk) and batch-folded."""
+    monkeypatch.setattr(conv_numpy, "FOLD_BATCH_BELOW", 10 ** 9 if request.param == "fold_batch" else 0)
+    monkeypatch.setattr(conv_numpy, "COL_CHUNK_BYTES", 1 if request.param == "per_image_one_at_a_time" else 2 ** 62)
     return request.param
 
 
@@ -83,6 +85,17 @@ def test_the_cases_above_take_every_path():
     depthwise = [groups > 1 and weight_shape[1] == 1 for _, weight_shape, *_, groups in CASES]
     assert applies == [True, True, False, False, False, False]
     assert depthwise == [False, True, False, False, False, True]
+
+
+def test_cols_come_in_chunks_of_whole_images_that_fit_the_budget(monkeypatch):
+    x = np.random.default_rng(4).standard_normal((5, 2, 16, 17))  # 272 pixels: per image
+    col_bytes_per_image = 2 * 3 * 3 * 16 * 17 * x.itemsize
+    for budget, chunks in ((1, [1, 1, 1, 1, 1]), (2 * col_bytes_per_image, [2, 2, 1]), (2 ** 62, [5])):
+        monkeypatch.setattr(conv_numpy, "COL_CHUNK_BYTES", budget)
+        cols = list(conv_numpy._cols(x, (3, 3), (1, 1), (1, 1), (1, 1)))
+        assert [images.stop - images.start for images, _, _ in cols] == chunks
+        assert all(col.shape == (size, 18, 272) and not folded for (_, col, folded), size in zip(cols, chunks))
+    np.testing.assert_array_equal(cols[0][1], im2col(x, (3, 3), (1, 1), (1, 1), (1, 1)))
 
 
 def test_swap_channel_axes_is_swapaxes():

@@ -7,8 +7,9 @@ is one private function whose docstring says what it equals, and
 ``tests/test_conv_numpy.py`` forces every one of them and compares it with the plain
 version. Why each is faster is measured by ``benchmarks/layers.py``.
 
-* ``_col``: im2col into the scratch workspace (``im2col.workspace``), in the layout
-  ``_folds_batch`` picks (per image, or the batch folded into one wide matrix);
+* ``_cols``: im2col into the scratch workspace (``im2col.workspace``), in the layout
+  ``_folds_batch`` picks (per image, or the batch folded into one wide matrix), per image
+  a few images at a time so that each chunk's col stays in the CPU's cache;
 * ``_stride_one_gradients``: with stride 1 both gradients of a convolution come from
   one im2col of dL/dy, the input gradient being a convolution with the rotated kernel
   (derived in ``Conv2dFunction``'s docstring);
@@ -20,6 +21,9 @@ from .im2col import col2im, conv2d_output_size, im2col, workspace
 
 # Images with fewer output pixels than this get the batch-folded col layout (see _folds_batch).
 FOLD_BATCH_BELOW = 256
+# The per-image col layout is built and used a few images at a time, at most this many bytes of col at once
+# (but always at least one image; see _cols).
+COL_CHUNK_BYTES = 16 * 2 ** 20
 
 
 # ---------------------------------------------------------------------------
@@ -42,32 +46,44 @@ def _rows_by_channel(array):
     return array.transpose(1, 0, 2, 3).reshape(c, n * h * w)
 
 
-def _col(source, kernel_size, stride, padding, dilation, rotate=False):
-    """(im2col(source, ...), folded): the window matrix in the scratch workspace, in ``_folds_batch``'s layout.
+def _cols(source, kernel_size, stride, padding, dilation, rotate=False):
+    """Yield (images, col, folded): im2col of ``source[images]`` in the scratch workspace, chunk by chunk.
 
-    Equals ``im2col(source, kernel_size, stride, padding, dilation, rotate=rotate)``, or
-    its batch-folded twin when ``folded``. The workspace's memory is reused by the next
-    convolution: use col before calling another one.
+    Each col equals ``im2col(source[images], kernel_size, stride, padding, dilation, rotate=rotate)``,
+    or its batch-folded twin when ``folded`` (then ``images`` is the whole batch, in one chunk).
+    Per image, the batch comes in chunks of as many images as fit in ``COL_CHUNK_BYTES``:
+    a chunk's col is written by im2col and read straight back by the matrix product,
+    and when it is small enough to stay in the CPU's cache in between, that round trip
+    skips main memory. The whole batch's col (kh·kw times the input) does not fit
+    (``benchmarks/layers.py``). The workspace is reused by the next chunk and by the next
+    convolution: use each col before taking the next.
     """
     n, c = source.shape[:2]
     out_hw = conv2d_output_size(source.shape[2:], kernel_size, stride, padding, dilation)
     rows, pixels = c * kernel_size[0] * kernel_size[1], out_hw[0] * out_hw[1]
-    folded = _folds_batch(out_hw)
-    out = workspace((rows, n * pixels) if folded else (n, rows, pixels), source.dtype)
-    return im2col(source, kernel_size, stride, padding, dilation, fold_batch=folded, rotate=rotate, out=out), folded
+    if _folds_batch(out_hw):
+        out = workspace((rows, n * pixels), source.dtype)
+        yield slice(0, n), im2col(source, kernel_size, stride, padding, dilation, True, rotate, out), True
+        return
+    per_chunk = max(1, COL_CHUNK_BYTES // (rows * pixels * source.itemsize))
+    for start in range(0, n, per_chunk):
+        images = slice(start, min(start + per_chunk, n))
+        out = workspace((images.stop - start, rows, pixels), source.dtype)
+        yield images, im2col(source[images], kernel_size, stride, padding, dilation, False, rotate, out), False
 
 
-def _weight_times_col(weight, col, folded, y_shape):
-    """y_g = weight_g @ col_g for every group g, as the images y of ``y_shape`` (N, G·M, Ho, Wo); a new array.
+def _weight_times_col(weight, col, folded, out):
+    """out = weight_g @ col_g for every group g, written into the images ``out`` (N, G·M, Ho, Wo).
 
     weight (G, M, K); col in either layout, its G·K rows grouped like the channels.
     """
-    n, _, ho, wo = y_shape
+    n, _, ho, wo = out.shape
     groups = weight.shape[0]
     if folded:
         y = np.matmul(weight, col.reshape(groups, -1, n * ho * wo))  # (G, M, N·Ho·Wo)
-        return np.ascontiguousarray(y.reshape(-1, n, ho, wo).transpose(1, 0, 2, 3))
-    return np.matmul(weight, col.reshape(n, groups, -1, ho * wo)).reshape(y_shape)  # (N, G, M, Ho·Wo) is NCHW
+        out[...] = y.reshape(-1, n, ho, wo).transpose(1, 0, 2, 3)
+    else:  # (N, G, M, Ho·Wo) is NCHW
+        np.matmul(weight, col.reshape(n, groups, -1, ho * wo), out=out.reshape(n, groups, -1, ho * wo))
 
 
 def _products_with_col(images, col, folded, groups):
@@ -84,6 +100,19 @@ def _products_with_col(images, col, folded, groups):
     per_image = np.matmul(col.reshape(n, groups, -1, ho * wo),
                           images.reshape(n, groups, m // groups, ho * wo).transpose(0, 1, 3, 2))
     return per_image.sum(axis=0).transpose(0, 2, 1)
+
+
+def _sum_of_products(total, images, col, folded, groups):
+    """total + ``_products_with_col(images, col, folded, groups)``: the weight-gradient sum, one chunk more.
+
+    ``total`` is None for the first chunk (and then the chunk's products are returned); later chunks are added
+    into it in place.
+    """
+    products = _products_with_col(images, col, folded, groups)
+    if total is None:
+        return np.ascontiguousarray(products)
+    total += products
+    return total
 
 
 def _swap_channel_axes(weight):
@@ -119,16 +148,19 @@ def _stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, gr
     o, c_group, kh, kw = weight_shape
     n, _, ho, wo = grad_y.shape
     rotated_padding = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
-    col, folded = _col(grad_y, (kh, kw), (1, 1), rotated_padding, dilation, rotate=True)
-    grad_x = grad_weight = None
+    grad_x = products = None
     if weight is not None:
-        swapped = _swap_channel_axes(weight.reshape(groups, o // groups, c_group, kh, kw))
+        swapped = _swap_channel_axes(weight.reshape(groups, o // groups, c_group, kh, kw)).reshape(groups, c_group, -1)
         x_hw = conv2d_output_size((ho, wo), (kh, kw), (1, 1), rotated_padding, dilation)
-        grad_x = _weight_times_col(swapped.reshape(groups, c_group, -1), col, folded, (n, c_group * groups, *x_hw))
-    if x is not None:
-        products = _products_with_col(x, col, folded, groups)  # (G, C/G, O/G·kh·kw)
-        grad_weight = _swap_channel_axes(products.reshape(groups, c_group, o // groups, kh, kw)).reshape(weight_shape)
-    return grad_x, grad_weight
+        grad_x = np.empty((n, c_group * groups, *x_hw), grad_y.dtype)
+    for images, col, folded in _cols(grad_y, (kh, kw), (1, 1), rotated_padding, dilation, rotate=True):
+        if weight is not None:
+            _weight_times_col(swapped, col, folded, grad_x[images])
+        if x is not None:
+            products = _sum_of_products(products, x[images], col, folded, groups)  # (G, C/G, O/G·kh·kw)
+    if x is None:
+        return grad_x, None
+    return grad_x, _swap_channel_axes(products.reshape(groups, c_group, o // groups, kh, kw)).reshape(weight_shape)
 
 
 # ---------------------------------------------------------------------------
@@ -137,9 +169,10 @@ def _stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, gr
 def conv2d_forward(x, weight, stride, padding, dilation, groups):
     """Equals ``conv2d_forward_plain``: y = W2d @ im2col(x) per group, col in the workspace."""
     o, _, kh, kw = weight.shape
-    col, folded = _col(x, (kh, kw), stride, padding, dilation)
-    y_shape = (x.shape[0], o, *conv2d_output_size(x.shape[2:], (kh, kw), stride, padding, dilation))
-    return _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y_shape)
+    y = np.empty((x.shape[0], o, *conv2d_output_size(x.shape[2:], (kh, kw), stride, padding, dilation)), x.dtype)
+    for images, col, folded in _cols(x, (kh, kw), stride, padding, dilation):
+        _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y[images])
+    return y
 
 
 def conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation, groups):
@@ -168,8 +201,10 @@ def conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation, gr
 
 def conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation, groups):
     """Equals ``conv2d_backward_weight_plain``: Σ_n grad_y[n] @ im2col(x)[n]ᵀ per group, col in the workspace."""
-    col, folded = _col(x, weight_shape[2:], stride, padding, dilation)
-    return np.ascontiguousarray(_products_with_col(grad_y, col, folded, groups)).reshape(weight_shape)
+    products = None
+    for images, col, folded in _cols(x, weight_shape[2:], stride, padding, dilation):
+        products = _sum_of_products(products, grad_y[images], col, folded, groups)
+    return products.reshape(weight_shape)
 
 
 def conv2d_backward(grad_y, x, weight, x_shape, weight_shape, stride, padding, dilation, groups):
@@ -193,7 +228,10 @@ def conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, stride, 
                 None if grad_y is None else conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation,
                                                                    groups))
     o = weight_shape[0]
-    col, folded = _col(x, weight_shape[2:], stride, padding, dilation)
-    y_shape = (x.shape[0], o, *conv2d_output_size(x.shape[2:], weight_shape[2:], stride, padding, dilation))
-    y = _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y_shape)
-    return y, np.ascontiguousarray(_products_with_col(grad_y, col, folded, groups)).reshape(weight_shape)
+    y = np.empty((x.shape[0], o, *conv2d_output_size(x.shape[2:], weight_shape[2:], stride, padding, dilation)),
+                 x.dtype)
+    products = None
+    for images, col, folded in _cols(x, weight_shape[2:], stride, padding, dilation):
+        _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y[images])
+        products = _sum_of_products(products, grad_y[images], col, folded, groups)
+    return y, products.reshape(weight_shape)
