@@ -12,11 +12,11 @@ from minseg.functional import conv, conv_numpy
 from minseg.functional.im2col import conv2d_output_size, im2col, workspace
 
 
-@pytest.fixture(params=["per_image", "per_image_one_at_a_time", "fold_batch"])
+@pytest.fixture(params=["per_image", "one_row_at_a_time", "fold_batch"])
 def layout(request, monkeypatch):
-    """The col layouts: per image (the whole batch in one chunk, or one image per chunk) and batch-folded."""
+    """The col layouts: per image (the whole batch in one chunk, or bands of one output row) and batch-folded."""
     monkeypatch.setattr(conv_numpy, "FOLD_BATCH_BELOW", 10 ** 9 if request.param == "fold_batch" else 0)
-    monkeypatch.setattr(conv_numpy, "COL_CHUNK_BYTES", 1 if request.param == "per_image_one_at_a_time" else 2 ** 62)
+    monkeypatch.setattr(conv_numpy, "COL_CHUNK_BYTES", 1 if request.param == "one_row_at_a_time" else 2 ** 62)
     return request.param
 
 
@@ -87,15 +87,41 @@ def test_the_cases_above_take_every_path():
     assert depthwise == [False, True, False, False, False, True]
 
 
-def test_cols_come_in_chunks_of_whole_images_that_fit_the_budget(monkeypatch):
-    x = np.random.default_rng(4).standard_normal((5, 2, 16, 17))  # 272 pixels: per image
-    col_bytes_per_image = 2 * 3 * 3 * 16 * 17 * x.itemsize
-    for budget, chunks in ((1, [1, 1, 1, 1, 1]), (2 * col_bytes_per_image, [2, 2, 1]), (2 ** 62, [5])):
+def test_cols_come_in_chunks_of_whole_images_or_bands_of_rows_that_fit_the_budget(monkeypatch):
+    x = np.random.default_rng(4).standard_normal((5, 2, 16, 17))  # 16×17 = 272 output pixels: per image
+    row_bytes = 2 * 3 * 3 * 17 * x.itemsize  # one output row's columns
+    whole = im2col(x, (3, 3), (1, 1), (1, 1), (1, 1)).reshape(5, 18, 16, 17)
+    for budget, chunks in ((2 ** 62, [(5, 16)]), (2 * 16 * row_bytes, [(2, 16)] * 2 + [(1, 16)]),
+                           (16 * row_bytes, [(1, 16)] * 5), (7 * row_bytes, [(1, 7), (1, 7), (1, 2)] * 5)):
         monkeypatch.setattr(conv_numpy, "COL_CHUNK_BYTES", budget)
-        cols = list(conv_numpy._cols(x, (3, 3), (1, 1), (1, 1), (1, 1)))
-        assert [images.stop - images.start for images, _, _ in cols] == chunks
-        assert all(col.shape == (size, 18, 272) and not folded for (_, col, folded), size in zip(cols, chunks))
-    np.testing.assert_array_equal(cols[0][1], im2col(x, (3, 3), (1, 1), (1, 1), (1, 1)))
+        sizes = []
+        for images, rows, col, folded in conv_numpy._cols(x, (3, 3), (1, 1), (1, 1), (1, 1)):
+            # each col before the next: they share the workspace
+            np.testing.assert_array_equal(col, whole[images, :, rows].reshape(col.shape))
+            sizes.append((images.stop - images.start, rows.stop - rows.start))
+            assert not folded
+        assert sizes == chunks
+
+
+@pytest.mark.parametrize("budget_rows", [2 * 9, 9, 3, 1])  # two images, one, bands of 3 rows, of 1 row
+@pytest.mark.parametrize("x_shape, weight_shape, stride, padding, dilation, groups",
+                         [((3, 4, 9, 30), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2),
+                          ((2, 3, 17, 31), (4, 3, 3, 2), (2, 1), (2, 1), (2, 3), 1)])
+def test_every_chunking_gives_the_plain_results(monkeypatch, budget_rows, x_shape, weight_shape, stride, padding,
+                                                dilation, groups):
+    y_shape = _y_shape(x_shape, weight_shape, stride, padding, dilation)
+    assert y_shape[2] == 9 and y_shape[2] * y_shape[3] >= conv_numpy.FOLD_BATCH_BELOW  # per image, 9 output rows
+    x, weight, grad_y = arrays(5, x_shape, weight_shape, y_shape)
+    widest_row = max(x_shape[1], weight_shape[0]) * weight_shape[2] * weight_shape[3] * x_shape[3] * x.itemsize
+    monkeypatch.setattr(conv_numpy, "COL_CHUNK_BYTES", budget_rows * widest_row)
+    geometry = stride, padding, dilation, groups
+    np.testing.assert_allclose(conv_numpy.conv2d_forward(x, weight, *geometry),
+                               conv.conv2d_forward_plain(x, weight, *geometry), rtol=1e-12, atol=1e-12)
+    grad_x, grad_weight = conv_numpy.conv2d_backward(grad_y, x, weight, x_shape, weight_shape, *geometry)
+    np.testing.assert_allclose(grad_x, conv.conv2d_backward_input_plain(grad_y, weight, x_shape, *geometry),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad_weight, conv.conv2d_backward_weight_plain(x, grad_y, weight_shape, *geometry),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_swap_channel_axes_is_swapaxes():

@@ -9,7 +9,8 @@ version. Why each is faster is measured by ``benchmarks/layers.py``.
 
 * ``_cols``: im2col into the scratch workspace (``im2col.workspace``), in the layout
   ``_folds_batch`` picks (per image, or the batch folded into one wide matrix), per image
-  a few images at a time so that each chunk's col stays in the CPU's cache;
+  a few images (or a band of one image's rows) at a time so that each chunk's col stays
+  in the CPU's cache;
 * ``_stride_one_gradients``: with stride 1 both gradients of a convolution come from
   one im2col of dL/dy, the input gradient being a convolution with the rotated kernel
   (derived in ``Conv2dFunction``'s docstring);
@@ -17,7 +18,7 @@ version. Why each is faster is measured by ``benchmarks/layers.py``.
 """
 import numpy as np
 
-from .im2col import col2im, conv2d_output_size, im2col, workspace
+from .im2col import _pad, col2im, conv2d_output_size, im2col, workspace
 
 # Images with fewer output pixels than this get the batch-folded col layout (see _folds_batch).
 FOLD_BATCH_BELOW = 256
@@ -47,29 +48,45 @@ def _rows_by_channel(array):
 
 
 def _cols(source, kernel_size, stride, padding, dilation, rotate=False):
-    """Yield (images, col, folded): im2col of ``source[images]`` in the scratch workspace, chunk by chunk.
+    """Yield (images, out_rows, col, folded): im2col of ``source[images]`` for output rows ``out_rows``, chunk by chunk.
 
-    Each col equals ``im2col(source[images], kernel_size, stride, padding, dilation, rotate=rotate)``,
-    or its batch-folded twin when ``folded`` (then ``images`` is the whole batch, in one chunk).
-    Per image, the batch comes in chunks of as many images as fit in ``COL_CHUNK_BYTES``:
-    a chunk's col is written by im2col and read straight back by the matrix product,
-    and when it is small enough to stay in the CPU's cache in between, that round trip
-    skips main memory. The whole batch's col (kh·kw times the input) does not fit
-    (``benchmarks/layers.py``). The workspace is reused by the next chunk and by the next
-    convolution: use each col before taking the next.
+    Each col equals the columns of ``im2col(source[images], kernel_size, stride, padding,
+    dilation, rotate=rotate)`` that belong to output rows ``out_rows``, or its batch-folded
+    twin when ``folded`` (then ``images`` is the whole batch and ``out_rows`` all rows, in one
+    chunk). A chunk's col is written by im2col and read straight back by the matrix product;
+    when it is small enough to stay in the CPU's cache in between, that round trip skips main
+    memory, which the whole batch's col (kh·kw times the input) would not (``benchmarks/layers.py``).
+    So per image the batch comes in chunks of as many images as fit in ``COL_CHUNK_BYTES``, and
+    an image whose col alone is bigger (a 7×7 kernel at full resolution) in bands of output
+    rows that fit. The workspace is reused by the next chunk and by the next convolution: use
+    each col before taking the next.
     """
     n, c = source.shape[:2]
-    out_hw = conv2d_output_size(source.shape[2:], kernel_size, stride, padding, dilation)
-    rows, pixels = c * kernel_size[0] * kernel_size[1], out_hw[0] * out_hw[1]
-    if _folds_batch(out_hw):
-        out = workspace((rows, n * pixels), source.dtype)
-        yield slice(0, n), im2col(source, kernel_size, stride, padding, dilation, True, rotate, out), True
+    (ho, wo), (kh, kw) = conv2d_output_size(source.shape[2:], kernel_size, stride, padding, dilation), kernel_size
+    rows, row_bytes = c * kh * kw, c * kh * kw * wo * source.itemsize
+    all_rows = slice(0, ho)
+    if _folds_batch((ho, wo)):
+        out = workspace((rows, n * ho * wo), source.dtype)
+        yield slice(0, n), all_rows, im2col(source, kernel_size, stride, padding, dilation, True, rotate, out), True
         return
-    per_chunk = max(1, COL_CHUNK_BYTES // (rows * pixels * source.itemsize))
-    for start in range(0, n, per_chunk):
-        images = slice(start, min(start + per_chunk, n))
-        out = workspace((images.stop - start, rows, pixels), source.dtype)
-        yield images, im2col(source[images], kernel_size, stride, padding, dilation, False, rotate, out), False
+    images_per_chunk = COL_CHUNK_BYTES // (row_bytes * ho)
+    if images_per_chunk >= 1:
+        for start in range(0, n, images_per_chunk):
+            images = slice(start, min(start + images_per_chunk, n))
+            out = workspace((images.stop - start, rows, ho * wo), source.dtype)
+            yield images, all_rows, im2col(source[images], kernel_size, stride, padding, dilation, False, rotate,
+                                           out), False
+        return
+    rows_per_band = max(1, COL_CHUNK_BYTES // row_bytes)
+    for image in range(n):
+        # The padded image, cut into overlapping slabs: the padded rows that one band of output rows reads.
+        padded = _pad(source[image:image + 1], padding)
+        for top in range(0, ho, rows_per_band):
+            out_rows = slice(top, min(top + rows_per_band, ho))
+            slab = padded[:, :, top * stride[0]:(out_rows.stop - 1) * stride[0] + dilation[0] * (kh - 1) + 1]
+            out = workspace((1, rows, (out_rows.stop - top) * wo), source.dtype)
+            yield slice(image, image + 1), out_rows, im2col(slab, kernel_size, stride, (0, 0), dilation, False,
+                                                            rotate, out), False
 
 
 def _weight_times_col(weight, col, folded, out):
@@ -82,8 +99,10 @@ def _weight_times_col(weight, col, folded, out):
     if folded:
         y = np.matmul(weight, col.reshape(groups, -1, n * ho * wo))  # (G, M, N·Ho·Wo)
         out[...] = y.reshape(-1, n, ho, wo).transpose(1, 0, 2, 3)
-    else:  # (N, G, M, Ho·Wo) is NCHW
+    elif out.flags.c_contiguous:  # (N, G, M, Ho·Wo) is NCHW
         np.matmul(weight, col.reshape(n, groups, -1, ho * wo), out=out.reshape(n, groups, -1, ho * wo))
+    else:  # a band of rows (see _cols), which reshape could only copy
+        out[...] = np.matmul(weight, col.reshape(n, groups, -1, ho * wo)).reshape(out.shape)
 
 
 def _products_with_col(images, col, folded, groups):
@@ -153,11 +172,11 @@ def _stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, gr
         swapped = _swap_channel_axes(weight.reshape(groups, o // groups, c_group, kh, kw)).reshape(groups, c_group, -1)
         x_hw = conv2d_output_size((ho, wo), (kh, kw), (1, 1), rotated_padding, dilation)
         grad_x = np.empty((n, c_group * groups, *x_hw), grad_y.dtype)
-    for images, col, folded in _cols(grad_y, (kh, kw), (1, 1), rotated_padding, dilation, rotate=True):
+    for images, out_rows, col, folded in _cols(grad_y, (kh, kw), (1, 1), rotated_padding, dilation, rotate=True):
         if weight is not None:
-            _weight_times_col(swapped, col, folded, grad_x[images])
+            _weight_times_col(swapped, col, folded, grad_x[images, :, out_rows])
         if x is not None:
-            products = _sum_of_products(products, x[images], col, folded, groups)  # (G, C/G, O/G·kh·kw)
+            products = _sum_of_products(products, x[images, :, out_rows], col, folded, groups)  # (G, C/G, O/G·kh·kw)
     if x is None:
         return grad_x, None
     return grad_x, _swap_channel_axes(products.reshape(groups, c_group, o // groups, kh, kw)).reshape(weight_shape)
@@ -170,8 +189,8 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     """Equals ``conv2d_forward_plain``: y = W2d @ im2col(x) per group, col in the workspace."""
     o, _, kh, kw = weight.shape
     y = np.empty((x.shape[0], o, *conv2d_output_size(x.shape[2:], (kh, kw), stride, padding, dilation)), x.dtype)
-    for images, col, folded in _cols(x, (kh, kw), stride, padding, dilation):
-        _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y[images])
+    for images, out_rows, col, folded in _cols(x, (kh, kw), stride, padding, dilation):
+        _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y[images, :, out_rows])
     return y
 
 
@@ -202,8 +221,8 @@ def conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation, gr
 def conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation, groups):
     """Equals ``conv2d_backward_weight_plain``: Σ_n grad_y[n] @ im2col(x)[n]ᵀ per group, col in the workspace."""
     products = None
-    for images, col, folded in _cols(x, weight_shape[2:], stride, padding, dilation):
-        products = _sum_of_products(products, grad_y[images], col, folded, groups)
+    for images, out_rows, col, folded in _cols(x, weight_shape[2:], stride, padding, dilation):
+        products = _sum_of_products(products, grad_y[images, :, out_rows], col, folded, groups)
     return products.reshape(weight_shape)
 
 
@@ -231,7 +250,7 @@ def conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, stride, 
     y = np.empty((x.shape[0], o, *conv2d_output_size(x.shape[2:], weight_shape[2:], stride, padding, dilation)),
                  x.dtype)
     products = None
-    for images, col, folded in _cols(x, weight_shape[2:], stride, padding, dilation):
-        _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y[images])
-        products = _sum_of_products(products, grad_y[images], col, folded, groups)
+    for images, out_rows, col, folded in _cols(x, weight_shape[2:], stride, padding, dilation):
+        _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y[images, :, out_rows])
+        products = _sum_of_products(products, grad_y[images, :, out_rows], col, folded, groups)
     return y, products.reshape(weight_shape)
