@@ -15,9 +15,10 @@ is the floor for that approach (compared with PyTorch's forward time from the ro
 the row ends with minseg's forward time over it ("fwd/GEMM", issue 15's target: at most 1.25).
 "torchGEMM" times that same product with PyTorch's matmul on its own BLAS (MKL in the x86 wheels), in the
 minseg columns: "GEMM only/torchGEMM" is how much of the gap is NumPy's BLAS (OpenBLAS) alone.
-"col write" times only writing the im2col matrix's bytes once (a fill, GB/s): every im2col
-+ GEMM forward writes that matrix, so (GEMM + col write)/GEMM is the best fwd/GEMM any
-such forward can reach on this machine, however its copy is arranged.
+"col write" times only writing the whole batch's im2col matrix once (a fill, GB/s), so
+(GEMM + col write)/GEMM is the best fwd/GEMM an im2col + GEMM forward that builds that whole
+matrix can reach. minseg's forward builds it in chunks small enough to stay in cache
+(conv_numpy._cols), which can beat that; GEMM only and col write stay whole-batch.
 A depthwise convolution (one input channel per group) is the same im2col + grouped product,
 each group's a kh·kw-term one.
 
