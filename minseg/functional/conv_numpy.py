@@ -99,10 +99,8 @@ def _weight_times_col(weight, col, folded, out):
     if folded:
         y = np.matmul(weight, col.reshape(groups, -1, n * ho * wo))  # (G, M, N·Ho·Wo)
         out[...] = y.reshape(-1, n, ho, wo).transpose(1, 0, 2, 3)
-    elif out.flags.c_contiguous:  # (N, G, M, Ho·Wo) is NCHW
+    else:  # (N, G, M, Ho·Wo) is NCHW; for a band of rows (see _cols) too, whose rows are whole and adjacent
         np.matmul(weight, col.reshape(n, groups, -1, ho * wo), out=out.reshape(n, groups, -1, ho * wo))
-    else:  # a band of rows (see _cols), which reshape could only copy
-        out[...] = np.matmul(weight, col.reshape(n, groups, -1, ho * wo)).reshape(out.shape)
 
 
 def _products_with_col(images, col, folded, groups):
@@ -189,8 +187,9 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     """Equals ``conv2d_forward_plain``: y = W2d @ im2col(x) per group, col in the workspace."""
     o, _, kh, kw = weight.shape
     y = np.empty((x.shape[0], o, *conv2d_output_size(x.shape[2:], (kh, kw), stride, padding, dilation)), x.dtype)
+    weight_by_group = weight.reshape(groups, o // groups, -1)
     for images, out_rows, col, folded in _cols(x, (kh, kw), stride, padding, dilation):
-        _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y[images, :, out_rows])
+        _weight_times_col(weight_by_group, col, folded, y[images, :, out_rows])
     return y
 
 
@@ -249,8 +248,8 @@ def conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, stride, 
     o = weight_shape[0]
     y = np.empty((x.shape[0], o, *conv2d_output_size(x.shape[2:], weight_shape[2:], stride, padding, dilation)),
                  x.dtype)
-    products = None
+    weight_by_group, products = weight.reshape(groups, o // groups, -1), None
     for images, out_rows, col, folded in _cols(x, weight_shape[2:], stride, padding, dilation):
-        _weight_times_col(weight.reshape(groups, o // groups, -1), col, folded, y[images, :, out_rows])
+        _weight_times_col(weight_by_group, col, folded, y[images, :, out_rows])
         products = _sum_of_products(products, grad_y[images, :, out_rows], col, folded, groups)
     return y, products.reshape(weight_shape)

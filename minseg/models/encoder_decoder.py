@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .. import nn
-from ..random import generator
+from ..nn.layers import _uniform  # PyTorch-style U(±bound) in float32 from minseg's generator
 from .resnet import ResNetEncoder
 from .sizes import check_divisible
 
@@ -39,10 +39,6 @@ class SegmentationHead(nn.Sequential):
         super().__init__(nn.Conv2d(in_channels, num_classes, kernel_size, padding=kernel_size // 2), resize)
 
 
-def _draw_uniform(parameter, bound):
-    parameter.data = generator().uniform(-bound, bound, size=parameter.shape).astype(np.float32)
-
-
 def _fans(conv):
     """(fan_in, fan_out) of a Conv2d weight (O, C/groups, kh, kw): (C/groups·kh·kw, O·kh·kw)."""
     out_channels, in_per_group, kh, kw = conv.weight.shape
@@ -58,7 +54,7 @@ def initialize_decoder(module):
     """
     for layer in module.modules():
         if isinstance(layer, nn.Conv2d):
-            _draw_uniform(layer.weight, math.sqrt(6.0 / _fans(layer)[0]))
+            layer.weight.data = _uniform(layer.weight.shape, math.sqrt(6.0 / _fans(layer)[0]))
             if layer.bias is not None:
                 layer.bias.data = np.zeros_like(layer.bias.data)
         elif isinstance(layer, (nn.BatchNorm2d, nn.GroupNorm)) and layer.weight is not None:
@@ -69,7 +65,7 @@ def initialize_head(module):
     """smp's ``initialize_head``: each Conv2d Xavier-uniform, U(±√(6 / (fan_in + fan_out))), with a zero bias."""
     for layer in module.modules():
         if isinstance(layer, nn.Conv2d):
-            _draw_uniform(layer.weight, math.sqrt(6.0 / sum(_fans(layer))))
+            layer.weight.data = _uniform(layer.weight.shape, math.sqrt(6.0 / sum(_fans(layer))))
             if layer.bias is not None:
                 layer.bias.data = np.zeros_like(layer.bias.data)
 
