@@ -369,4 +369,6 @@ class Function:
         self.__dict__.clear()
 
 
-from . import ops  # noqa: E402  (ops.py builds on Tensor and Function, defined above)
+# The usual Tensor-operator cycle: Tensor's operators call ``ops`` (``a + b`` is ``ops.add``), and ``ops`` builds
+# its Functions on Tensor and Function, so it is imported here, at the bottom, once both exist.
+from . import ops  # noqa: E402

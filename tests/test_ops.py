@@ -1,9 +1,9 @@
-"""Gradient checks for every basic op in minseg/ops.py, on random float64 inputs."""
+"""Gradient checks for every basic op in minseg/ops/, on random float64 inputs."""
 import numpy as np
 import pytest
 
 import minseg
-from minseg import Tensor, gradcheck
+from minseg import Tensor, gradcheck, ops
 
 rng = np.random.default_rng(0)
 
@@ -73,6 +73,14 @@ def test_shape_ops_gradients():
     assert gradcheck(lambda t: t.permute(2, 0, 1), [x])
     assert gradcheck(lambda t: t.transpose(0, 2), [x])
     assert gradcheck(lambda t: t.flatten(1), [x])
+
+
+def test_permute_takes_dims_as_torch_and_names_them_in_errors():
+    x = Tensor(np.arange(24.0).reshape(2, 3, 4))
+    np.testing.assert_array_equal(ops.permute(x, dims=(2, 0, 1)).numpy(), np.transpose(x.numpy(), (2, 0, 1)))
+    with pytest.raises(ValueError, match=r"permute: dims must be a permutation of 0\.\.2 for a 3-d tensor, "
+                                         r"got \(0, 0, 1\); name each dim once"):
+        ops.permute(x, dims=(0, 0, 1))
 
 
 @pytest.mark.parametrize("index", [1, (slice(None), 2), (Ellipsis, slice(1, 3)), (0, slice(None, None, -1)),

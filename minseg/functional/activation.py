@@ -1,7 +1,7 @@
 """Activations with learned parameters: PReLU (He et al., 2015), ENet's activation.
 
 The parameter-free activations (``relu``, ``sigmoid``, ``tanh``, ``softmax``) are basic
-ops in ``minseg/ops.py``; this file holds the ones a layer trains.
+ops in ``minseg/ops/activation.py``; this file holds the ones a layer trains.
 """
 import math
 
