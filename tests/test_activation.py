@@ -167,10 +167,10 @@ def test_prelu_on_gpu_matches_numpy(shape, per_channel, dtype):
 
 
 @pytest.mark.parametrize("x_shape, weight, error, pattern", [
-    ((2, 3, 4), np.ones(4), ValueError, r"prelu: weight has 4 slopes but x of shape \(2, 3, 4\)"),
+    ((2, 3, 4), np.ones(4), ValueError, r"prelu: weight has 4 slopes but input of shape \(2, 3, 4\)"),
     ((5,), np.ones(5), ValueError, "does not have that many channels in dim 1"),
     ((2, 3), np.ones((3, 1)), ValueError, "prelu: weight must be 1-D"),
-    ((2, 3), np.ones(3, np.float32), TypeError, "prelu: x is float64 but weight is float32"),
+    ((2, 3), np.ones(3, np.float32), TypeError, "prelu: input is float64 but weight is float32"),
 ])
 def test_bad_arguments_are_named(x_shape, weight, error, pattern):
     with pytest.raises(error, match=pattern):

@@ -128,5 +128,5 @@ def test_dropout2d_float32_and_bad_arguments():
     assert y.dtype == np.float32 and x.grad.dtype == np.float32
     with pytest.raises(ValueError, match="dropout2d: p is a probability"):
         F.dropout2d(x, p=1.5)
-    with pytest.raises(ValueError, match=r"dropout2d: x must be 4-D \(N, C, H, W\), got shape \(3, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"dropout2d: input must be 4-D \(N, C, H, W\), got shape \(3, 4, 4\)"):
         F.dropout2d(x[0], p=0.5)

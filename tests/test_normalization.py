@@ -224,7 +224,7 @@ def test_group_norm_float32_in_float32_out():
     (lambda x: F.group_norm(x, 2.0), ValueError, "num_groups must be a positive int"),
     (lambda x: F.group_norm(x, 2, Tensor(np.ones(4))), ValueError, "weight has shape"),
     (lambda x: F.group_norm(x, 2, None, Tensor(np.ones(6, np.float32))), TypeError, "bias is float32"),
-    (lambda x: F.group_norm(x[0, 0, 0], 1), ValueError, "x must have a channel axis"),
+    (lambda x: F.group_norm(x[0, 0, 0], 1), ValueError, "input must have a channel axis"),
 ])
 def test_group_norm_bad_arguments_raise_errors_naming_them(call, error, pattern):
     with pytest.raises(error, match=pattern):

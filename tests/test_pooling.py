@@ -1,4 +1,5 @@
-"""Pooling (minseg/functional/pooling.py): loop references, float64 gradient checks, unpooling, errors."""
+"""Pooling (minseg/functional/pooling.py, unpooling.py, adaptive_pooling.py): loop references, float64 gradient
+checks, unpooling, errors."""
 import numpy as np
 import pytest
 
@@ -255,7 +256,7 @@ def test_max_unpool2d_float32():
     (lambda x: F.max_pool2d(x, 0), ValueError, "kernel_size"),
     (lambda x: F.max_pool2d(x, 2.5), TypeError, "kernel_size"),
     (lambda x: F.avg_pool2d(x, (2, 2, 2)), TypeError, "kernel_size"),
-    (lambda x: F.max_pool2d(x[0], 2), ValueError, "x must be 4-D"),
+    (lambda x: F.max_pool2d(x[0], 2), ValueError, "input must be 4-D"),
     (lambda x: F.adaptive_avg_pool2d(x, 0), ValueError, "output_size"),
     (lambda x: F.adaptive_avg_pool2d(x, (1, 2, 3)), ValueError, "output_size"),
 ])

@@ -187,5 +187,5 @@ def test_bad_arguments_raise_errors_naming_them(kwargs, error, pattern):
 
 
 def test_non_4d_input_raises():
-    with pytest.raises(ValueError, match="x must be 4-D"):
+    with pytest.raises(ValueError, match="input must be 4-D"):
         F.interpolate(Tensor(np.zeros((3, 4, 5))), size=2)

@@ -4,6 +4,7 @@ One module per concept; each defines ``__all__`` and is re-exported here.
 """
 from ..ops import cat, log_softmax, relu, sigmoid, softmax, stack, tanh  # noqa: F401
 from .activation import prelu  # noqa: F401
+from .adaptive_pooling import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .dropout import *  # noqa: F401,F403
 from .loss import cross_entropy, dice_loss, focal_loss, jaccard_loss  # noqa: F401
@@ -11,4 +12,5 @@ from .normalization import *  # noqa: F401,F403
 from .one_hot import one_hot, to_class_ids  # noqa: F401
 from .point_sample import point_sample  # noqa: F401
 from .pooling import *  # noqa: F401,F403
+from .unpooling import *  # noqa: F401,F403
 from .upsampling import *  # noqa: F401,F403

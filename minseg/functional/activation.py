@@ -90,20 +90,21 @@ class PReLUFunction(Function):
 # ---------------------------------------------------------------------------
 # Public function
 # ---------------------------------------------------------------------------
-def prelu(x, weight):
-    """PReLU as ``torch.nn.functional.prelu``: max(0, x) + weight · min(0, x), weight (1,) or (C,).
+def prelu(input, weight):
+    """PReLU as ``torch.nn.functional.prelu``: max(0, x) + weight · min(0, x) for x in input, weight (1,) or (C,).
 
-    A (C,) weight holds one slope per channel of dim 1 (x must then have C channels); a (1,)
+    A (C,) weight holds one slope per channel of dim 1 (input must then have C channels); a (1,)
     weight is one slope shared by every element.
     """
-    x, weight = as_tensor(x), as_tensor(weight)
+    input, weight = as_tensor(input), as_tensor(weight)
     if weight.ndim != 1:
         raise ValueError(f"prelu: weight must be 1-D, (1,) or (channels,), got shape {weight.shape}")
     if weight.shape[0] != 1:
-        if x.ndim < 2 or x.shape[1] != weight.shape[0]:
-            raise ValueError(f"prelu: weight has {weight.shape[0]} slopes but x of shape {x.shape} does not have "
-                             f"that many channels in dim 1; use one slope per channel or a single shared one, "
+        if input.ndim < 2 or input.shape[1] != weight.shape[0]:
+            raise ValueError(f"prelu: weight has {weight.shape[0]} slopes but input of shape {input.shape} does not "
+                             f"have that many channels in dim 1; use one slope per channel or a single shared one, "
                              f"weight of shape (1,)")
-    if x.dtype != weight.dtype:
-        raise TypeError(f"prelu: x is {x.dtype} but weight is {weight.dtype}; convert one with .astype() first")
-    return PReLUFunction()(x, weight)
+    if input.dtype != weight.dtype:
+        raise TypeError(f"prelu: input is {input.dtype} but weight is {weight.dtype}; "
+                        f"convert one with .astype() first")
+    return PReLUFunction()(input, weight)

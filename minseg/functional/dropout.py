@@ -55,29 +55,29 @@ def _check_p(where, p):
     return float(p)
 
 
-def dropout(x, p=0.5, training=True):
+def dropout(input, p=0.5, training=True):
     """During training, zero each element with probability ``p`` and scale the rest by 1/(1 − p).
 
-    With training=False (evaluation) or p == 0, returns x unchanged.
+    With training=False (evaluation) or p == 0, returns input unchanged.
     """
     p = _check_p("dropout", p)
-    x = as_tensor(x)
+    input = as_tensor(input)
     if not training or p == 0:
-        return x
-    return DropoutFunction(p, x.shape)(x)
+        return input
+    return DropoutFunction(p, input.shape)(input)
 
 
-def dropout2d(x, p=0.5, training=True):
-    """During training, zero each (sample, channel) map of an (N, C, H, W) x with probability ``p``.
+def dropout2d(input, p=0.5, training=True):
+    """During training, zero each (sample, channel) map of an (N, C, H, W) input with probability ``p``.
 
     The maps kept are scaled by 1/(1 − p), as ``torch.nn.functional.dropout2d``. With training=False
-    (evaluation) or p == 0, returns x unchanged.
+    (evaluation) or p == 0, returns input unchanged.
     """
     p = _check_p("dropout2d", p)
-    x = as_tensor(x)
-    if x.ndim != 4:
-        raise ValueError(f"dropout2d: x must be 4-D (N, C, H, W), got shape {x.shape}; "
+    input = as_tensor(input)
+    if input.ndim != 4:
+        raise ValueError(f"dropout2d: input must be 4-D (N, C, H, W), got shape {input.shape}; "
                          f"dropout drops single elements of any shape")
     if not training or p == 0:
-        return x
-    return DropoutFunction(p, x.shape[:2] + (1, 1))(x)
+        return input
+    return DropoutFunction(p, input.shape[:2] + (1, 1))(input)

@@ -202,27 +202,28 @@ def _update_running(running, batch_value, momentum):
     array += momentum * batch_value.astype(array.dtype, copy=False)
 
 
-def _check_channel_vectors(where, x, vectors):
-    """Each given (name, value) must be a (C,) vector; weight and bias must also have x's dtype."""
-    if x.ndim < 2:
-        raise ValueError(f"{where}: x must have a channel axis (N, C, ...), got shape {x.shape}")
-    channels = x.shape[1]
+def _check_channel_vectors(where, input, vectors):
+    """Each given (name, value) must be a (C,) vector; weight and bias must also have input's dtype."""
+    if input.ndim < 2:
+        raise ValueError(f"{where}: input must have a channel axis (N, C, ...), got shape {input.shape}")
+    channels = input.shape[1]
     for name, value in vectors:
         if value is not None and tuple(value.shape) != (channels,):
-            raise ValueError(f"{where}: {name} has shape {tuple(value.shape)} but x has {channels} channels")
-        if value is not None and name in ("weight", "bias") and value.dtype != x.dtype:
-            raise TypeError(f"{where}: {name} is {value.dtype} but x is {x.dtype}; convert one with .astype()")
+            raise ValueError(f"{where}: {name} has shape {tuple(value.shape)} but input has {channels} channels")
+        if value is not None and name in ("weight", "bias") and value.dtype != input.dtype:
+            raise TypeError(f"{where}: {name} is {value.dtype} but input is {input.dtype}; "
+                            f"convert one with .astype()")
 
 
-def _affine_tensors(x, weight, bias):
+def _affine_tensors(input, weight, bias):
     """weight (γ) and bias (β) as Tensors, 1 and 0 where not given."""
-    xp, channels = get_array_module(x.data), x.shape[1]
-    weight = Tensor(xp.ones(channels, x.dtype)) if weight is None else as_tensor(weight)
-    bias = Tensor(xp.zeros(channels, x.dtype)) if bias is None else as_tensor(bias)
+    xp, channels = get_array_module(input.data), input.shape[1]
+    weight = Tensor(xp.ones(channels, input.dtype)) if weight is None else as_tensor(weight)
+    bias = Tensor(xp.zeros(channels, input.dtype)) if bias is None else as_tensor(bias)
     return weight, bias
 
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """Batch normalization over every axis but the channels (axis 1), as ``torch.nn.functional.batch_norm``.
 
     training=True: normalize by this batch's statistics and, when running_mean/running_var
@@ -231,46 +232,46 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     training=False: normalize by running_mean/running_var.
     weight (γ) and bias (β) default to 1 and 0.
     """
-    x = as_tensor(x)
-    _check_channel_vectors("batch_norm", x, (("running_mean", running_mean), ("running_var", running_var),
-                                             ("weight", weight), ("bias", bias)))
+    input = as_tensor(input)
+    _check_channel_vectors("batch_norm", input, (("running_mean", running_mean), ("running_var", running_var),
+                                                 ("weight", weight), ("bias", bias)))
     if (running_mean is None) != (running_var is None):
         raise ValueError("batch_norm: give both running_mean and running_var, or neither")
     if not training and running_mean is None:
         raise ValueError("batch_norm: running_mean and running_var are required when training=False")
-    values_per_channel = x.size // x.shape[1]
+    values_per_channel = input.size // input.shape[1]
     if training and values_per_channel <= 1:
         raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input of shape "
-                         f"{x.shape} (a batch of one 1×1 image has no variance to normalize by)")
+                         f"{input.shape} (a batch of one 1×1 image has no variance to normalize by)")
 
-    weight, bias = _affine_tensors(x, weight, bias)
+    weight, bias = _affine_tensors(input, weight, bias)
     if not training:
-        mean = _as_array(running_mean).astype(x.dtype, copy=False)
-        var = _as_array(running_var).astype(x.dtype, copy=False)
-        return BatchNormFunction(eps, mean, var)(x, weight, bias)
+        mean = _as_array(running_mean).astype(input.dtype, copy=False)
+        var = _as_array(running_var).astype(input.dtype, copy=False)
+        return BatchNormFunction(eps, mean, var)(input, weight, bias)
 
     function = BatchNormFunction(eps)
-    y = function(x, weight, bias)
+    y = function(input, weight, bias)
     if running_mean is not None:
-        unbiased_var = function.var.reshape(-1) * x.dtype.type(values_per_channel / (values_per_channel - 1))
+        unbiased_var = function.var.reshape(-1) * input.dtype.type(values_per_channel / (values_per_channel - 1))
         _update_running(running_mean, function.mean.reshape(-1), momentum)
         _update_running(running_var, unbiased_var, momentum)
     return y
 
 
-def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Group normalization (Wu & He, 2018), as ``torch.nn.functional.group_norm``.
 
     Each sample's C channels form ``num_groups`` groups of C/num_groups consecutive channels; each group is
     normalized by its own mean and biased variance over its channels and pixels, then each channel is
     scaled by weight (γ, default 1) and shifted by bias (β, default 0). The same in training and evaluation.
     """
-    x = as_tensor(x)
-    _check_channel_vectors("group_norm", x, (("weight", weight), ("bias", bias)))
+    input = as_tensor(input)
+    _check_channel_vectors("group_norm", input, (("weight", weight), ("bias", bias)))
     num_groups = positive_int("group_norm", "num_groups", num_groups)
-    if x.shape[1] % num_groups:
+    if input.shape[1] % num_groups:
         raise ValueError(f"group_norm: the number of channels must be divisible by num_groups, got "
-                         f"{x.shape[1]} channels (x of shape {x.shape}) and num_groups={num_groups}; "
-                         f"pick num_groups among the divisors of {x.shape[1]}")
-    weight, bias = _affine_tensors(x, weight, bias)
-    return GroupNormFunction(num_groups, eps)(x, weight, bias)
+                         f"{input.shape[1]} channels (input of shape {input.shape}) and num_groups={num_groups}; "
+                         f"pick num_groups among the divisors of {input.shape[1]}")
+    weight, bias = _affine_tensors(input, weight, bias)
+    return GroupNormFunction(num_groups, eps)(input, weight, bias)

@@ -1,4 +1,4 @@
-"""Pooling: max, average, adaptive average, and max unpooling (SegNet's decoder).
+"""Pooling over kh × kw windows: max and average.
 
 The definition is ``max_pool2d_simple`` / ``avg_pool2d_simple`` below: pad, view every kh × kw window,
 reduce it. The Functions compute the same numbers faster (``_max_pool_separable``, ``_sum_pool_separable``):
@@ -11,34 +11,37 @@ axes directly makes NumPy step through them an element at a time.
 The backward of each 1-D pass routes the gradient back through the same taps: to the tap that won (max) or to
 every tap equally (average). Overlapping windows (stride < kernel) add their contributions; when windows tile
 the input exactly (stride == kernel, the common 2 × 2 case) every input element is written once.
+
+Max unpooling (SegNet's decoder) is ``unpooling.py``; pooling to a fixed output size is
+``adaptive_pooling.py``. Both share this file's argument checks.
 """
 import numpy as np
 
 from ..arguments import pair
-from ..autograd import Function, Tensor, as_tensor
-from ..backend import check_same_device, get_array_module
+from ..autograd import Function, as_tensor
+from ..backend import get_array_module
 from .im2col import conv_output_size
 
-__all__ = ["max_pool2d", "max_unpool2d", "avg_pool2d", "adaptive_avg_pool2d"]
+__all__ = ["max_pool2d", "avg_pool2d"]
 
 
 # ---------------------------------------------------------------------------
 # The definition: every window, reduced
 # ---------------------------------------------------------------------------
-def _windows_simple(x, kernel, stride, padding, fill):
+def _windows_simple(x, kernel_size, stride, padding, fill):
     """(N, C, Ho, Wo, kh, kw): every kh × kw window of x padded with ``fill``, one per output (NumPy arrays)."""
-    windows = np.lib.stride_tricks.sliding_window_view(_pad(x, padding, fill), kernel, axis=(2, 3))
+    windows = np.lib.stride_tricks.sliding_window_view(_pad(x, padding, fill), kernel_size, axis=(2, 3))
     return windows[:, :, ::stride[0], ::stride[1]]
 
 
-def max_pool2d_simple(x, kernel, stride, padding):
+def max_pool2d_simple(x, kernel_size, stride, padding):
     """Max pooling as its definition reads; ``MaxPool2dFunction`` computes the same, faster."""
-    return _windows_simple(x, kernel, stride, padding, -np.inf).max(axis=(4, 5))
+    return _windows_simple(x, kernel_size, stride, padding, -np.inf).max(axis=(4, 5))
 
 
-def avg_pool2d_simple(x, kernel, stride, padding):
+def avg_pool2d_simple(x, kernel_size, stride, padding):
     """Average pooling (zero padding counted) as its definition reads; ``AvgPool2dFunction`` is the fast twin."""
-    return _windows_simple(x, kernel, stride, padding, 0.0).mean(axis=(4, 5))
+    return _windows_simple(x, kernel_size, stride, padding, 0.0).mean(axis=(4, 5))
 
 
 # ---------------------------------------------------------------------------
@@ -190,17 +193,6 @@ def _rows_used(out_h, kernel, stride):
     return (out_h - 1) * stride[0] + kernel[0]
 
 
-def _flat_plane_indices(indices, plane):
-    """(N·C·L,) indices into all N·C output planes at once: each plane's index plus that plane's start.
-
-    One flat index array is NumPy's fast scatter/gather; a (plane, index) pair of arrays goes through its
-    general multi-index machinery.
-    """
-    n, c = indices.shape[:2]
-    plane_start = get_array_module(indices).arange(0, n * c * plane, plane, dtype=indices.dtype).reshape(-1, 1)
-    return (indices.reshape(n * c, -1) + plane_start).reshape(-1)
-
-
 # ---------------------------------------------------------------------------
 # Functions
 # ---------------------------------------------------------------------------
@@ -275,69 +267,12 @@ class AvgPool2dFunction(Function):
         return _unpad(grad_padded, self.padding, self.x_shape)
 
 
-class MaxUnpool2dFunction(Function):
-    """y = zeros of the output size, with y[n, c].flat[indices[n, c, i, j]] = x[n, c, i, j].
-
-    Unpooling puts each value back where max pooling found it. y is a permutation of x
-    padded with zeros, so the gradient for x is grad_y read at the same places.
-    The indices receive no gradient, so they are an argument, not an input: the graph then
-    keeps only ``flat_indices`` (``_flat_plane_indices``), not the indices as well.
-    """
-
-    def __init__(self, output_hw, flat_indices):
-        self.output_hw, self.flat_indices = output_hw, flat_indices
-
-    def forward(self, x):
-        xp = get_array_module(x)
-        n, c = x.shape[:2]
-        self.x_shape = x.shape
-        y = xp.zeros(n * c * self.output_hw[0] * self.output_hw[1], dtype=x.dtype)
-        y[self.flat_indices] = x.reshape(-1)
-        return y.reshape(n, c, *self.output_hw)
-
-    def backward(self, grad_y):
-        return (grad_y.reshape(-1).take(self.flat_indices).reshape(self.x_shape),)
-
-
-class AdaptiveAvgPool2dFunction(Function):
-    """y = A_h · x · A_wᵀ for each (n, c) plane, where A's row i averages input bin i.
-
-    PyTorch's bins: output i averages input positions [⌊i·H/out⌋, ⌈(i+1)·H/out⌉), so
-    bins may differ in size and overlap. Averaging a rectangle is averaging its rows
-    then its columns, hence the two small matrices. Being linear, the backward is
-    multiplication by the transposes: grad_x = A_hᵀ · grad_y · A_w.
-    """
-
-    def __init__(self, output_size):
-        self.output_size = output_size
-
-    def forward(self, x):
-        xp = get_array_module(x)
-        (h, w), (out_h, out_w) = x.shape[2:], self.output_size
-        self.rows = xp.asarray(_bin_average_matrix(h, out_h), dtype=x.dtype)
-        self.cols = xp.asarray(_bin_average_matrix(w, out_w), dtype=x.dtype)
-        return self.rows @ (x @ self.cols.T)
-
-    def backward(self, grad_y):
-        return self.rows.T @ (grad_y @ self.cols)
-
-
-def _bin_average_matrix(n_in, n_out):
-    """(n_out, n_in) matrix whose row i averages input positions [⌊i·n_in/n_out⌋, ⌈(i+1)·n_in/n_out⌉)."""
-    i = np.arange(n_out)
-    start = (i * n_in) // n_out
-    end = -((-(i + 1) * n_in) // n_out)  # ceiling division in integers
-    position = np.arange(n_in)
-    inside = (position >= start[:, None]) & (position < end[:, None])
-    return inside / (end - start)[:, None]
-
-
 # ---------------------------------------------------------------------------
 # Public functions: argument checks, then one Function each
 # ---------------------------------------------------------------------------
-def _check_4d(x, op_name):
-    if x.ndim != 4:
-        raise ValueError(f"{op_name}: x must be 4-D (N, C, H, W), got shape {x.shape}")
+def _check_4d(input, op_name):
+    if input.ndim != 4:
+        raise ValueError(f"{op_name}: input must be 4-D (N, C, H, W), got shape {input.shape}")
 
 
 def _window_pairs(kernel_size, stride, padding, op_name):
@@ -347,91 +282,34 @@ def _window_pairs(kernel_size, stride, padding, op_name):
     return kernel, stride, pair(op_name, "padding", padding, 0)
 
 
-def _window_arguments(x, kernel_size, stride, padding, op_name):
+def _window_arguments(input, kernel_size, stride, padding, op_name):
     """Validated (kernel, stride, padding) pairs; the output size must come out at least 1."""
-    _check_4d(x, op_name)
+    _check_4d(input, op_name)
     kernel, stride, padding = _window_pairs(kernel_size, stride, padding, op_name)
     if any(2 * p > k for p, k in zip(padding, kernel)):
         raise ValueError(f"{op_name}: padding {padding} should be at most half of kernel_size {kernel}")
     for axis, name in ((0, "height"), (1, "width")):
-        padded = x.shape[2 + axis] + 2 * padding[axis]
+        padded = input.shape[2 + axis] + 2 * padding[axis]
         if kernel[axis] > padded:
             raise ValueError(f"{op_name}: kernel_size {kernel} is larger than the padded input "
-                             f"({name} {padded} = {x.shape[2 + axis]} + 2·{padding[axis]})")
+                             f"({name} {padded} = {input.shape[2 + axis]} + 2·{padding[axis]})")
     return kernel, stride, padding
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
+def max_pool2d(input, kernel_size, stride=None, padding=0, return_indices=False):
     """Max over kh × kw windows (stride defaults to kernel_size; padding is −∞).
 
     With ``return_indices`` also returns, for each output, the flat index of its maximum
     within the input's H × W plane (int64, as PyTorch) — what ``max_unpool2d`` needs.
     Output size: ⌊(H + 2p − k) / s⌋ + 1.
     """
-    x = as_tensor(x)
-    kernel, stride, padding = _window_arguments(x, kernel_size, stride, padding, "max_pool2d")
-    return MaxPool2dFunction(kernel, stride, padding, bool(return_indices))(x)
+    input = as_tensor(input)
+    kernel, stride, padding = _window_arguments(input, kernel_size, stride, padding, "max_pool2d")
+    return MaxPool2dFunction(kernel, stride, padding, bool(return_indices))(input)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
+def avg_pool2d(input, kernel_size, stride=None, padding=0):
     """Mean over kh × kw windows (stride defaults to kernel_size; zero padding is counted)."""
-    x = as_tensor(x)
-    kernel, stride, padding = _window_arguments(x, kernel_size, stride, padding, "avg_pool2d")
-    return AvgPool2dFunction(kernel, stride, padding)(x)
-
-
-def _unpooled_size(x, kernel, stride, padding, output_size):
-    """(H − 1)·s − 2p + k along each axis (the transposed convolution's rule), or ``output_size`` if given."""
-    default = tuple((x.shape[2 + a] - 1) * stride[a] - 2 * padding[a] + kernel[a] for a in range(2))
-    if output_size is None:
-        return default
-    if len(tuple(output_size)) not in (2, 4):
-        raise ValueError(f"max_unpool2d: output_size must have 2 or 4 entries, got {output_size!r}")
-    output_hw = tuple(int(v) for v in tuple(output_size)[-2:])
-    for a in range(2):
-        if not default[a] - stride[a] < output_hw[a] < default[a] + stride[a]:
-            raise ValueError(f"max_unpool2d: output_size {output_hw} must be within one stride of the "
-                             f"default size {default} (stride {stride})")
-    return output_hw
-
-
-def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=None):
-    """The partial inverse of ``max_pool2d``: values go back to ``indices``, zeros elsewhere.
-
-    Output size defaults to (H − 1)·s − 2p + k; ``output_size`` ((H, W), or a 4-tuple whose
-    last two entries are used) picks another within one stride of it, as PyTorch.
-    """
-    x = as_tensor(x)
-    _check_4d(x, "max_unpool2d")
-    kernel, stride, padding = _window_pairs(kernel_size, stride, padding, "max_unpool2d")
-    indices = indices if isinstance(indices, Tensor) else Tensor(indices)
-    if indices.shape != x.shape:
-        raise ValueError(f"max_unpool2d: indices has shape {indices.shape} but x has {x.shape}")
-    if indices.dtype.kind not in "iu":
-        raise TypeError(f"max_unpool2d: indices must be integers (from max_pool2d(..., return_indices=True)), "
-                        f"got dtype {indices.dtype}")
-    check_same_device([x.data, indices.data], "max_unpool2d")
-    output_hw = _unpooled_size(x, kernel, stride, padding, output_size)
-    plane = output_hw[0] * output_hw[1]
-    indices_int64 = indices.data.astype(np.int64, copy=False)
-    # Viewed as uint64 a negative index is ≥ 2⁶³, so one max over the indices finds any outside [0, plane).
-    if indices_int64.size and int(indices_int64.view(np.uint64).max()) >= plane:
-        raise ValueError(f"max_unpool2d: indices must lie in [0, {plane}) for an output of size {output_hw}, "
-                         f"got values in [{int(indices_int64.min())}, {int(indices_int64.max())}]")
-    return MaxUnpool2dFunction(output_hw, _flat_plane_indices(indices_int64, plane))(x)
-
-
-def adaptive_avg_pool2d(x, output_size):
-    """Average pooling to a fixed output size (PSPNet's pyramid): PyTorch's bins.
-
-    ``output_size`` is an int or an (H, W) pair; None in the pair keeps that input size.
-    """
-    x = as_tensor(x)
-    _check_4d(x, "adaptive_avg_pool2d")
-    sizes = (output_size, output_size) if not isinstance(output_size, (tuple, list)) else tuple(output_size)
-    if len(sizes) != 2:
-        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size!r}")
-    sizes = tuple(x.shape[2 + a] if s is None else s for a, s in enumerate(sizes))
-    if not all(isinstance(s, (int, np.integer)) and s >= 1 for s in sizes):
-        raise ValueError(f"adaptive_avg_pool2d: output_size must hold positive ints (or None), got {output_size!r}")
-    return AdaptiveAvgPool2dFunction(tuple(int(s) for s in sizes))(x)
+    input = as_tensor(input)
+    kernel, stride, padding = _window_arguments(input, kernel_size, stride, padding, "avg_pool2d")
+    return AvgPool2dFunction(kernel, stride, padding)(input)

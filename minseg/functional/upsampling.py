@@ -161,12 +161,12 @@ class ResampleFunction(Function):
 # ---------------------------------------------------------------------------
 # Public function
 # ---------------------------------------------------------------------------
-def _output_size(x, size, scale_factor):
+def _output_size(input, size, scale_factor):
     """(out_h, out_w) and the per-axis scale factors (None when size was given), as PyTorch."""
     if (size is None) == (scale_factor is None):
         raise ValueError("interpolate: give exactly one of size or scale_factor, got "
                          f"size={size!r}, scale_factor={scale_factor!r}")
-    in_hw = x.shape[2:]
+    in_hw = input.shape[2:]
     if size is not None:
         sizes = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
         if len(sizes) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in sizes):
@@ -183,29 +183,29 @@ def _output_size(x, size, scale_factor):
     return sizes, tuple(float(f) for f in factors)
 
 
-def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None):
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
     """Resize (N, C, H, W) maps to ``size`` or by ``scale_factor`` (``torch.nn.functional.interpolate``).
 
     mode "nearest": output i copies input ⌊i · in/out⌋ (PyTorch's legacy 'nearest').
     mode "bilinear": see ``_bilinear_matrix``; align_corners defaults to False.
     When scale_factor is given, the sampling uses 1/scale_factor as the step, as PyTorch does.
     """
-    x = as_tensor(x)
-    if x.ndim != 4:
-        raise ValueError(f"interpolate: x must be 4-D (N, C, H, W), got shape {x.shape}")
+    input = as_tensor(input)
+    if input.ndim != 4:
+        raise ValueError(f"interpolate: input must be 4-D (N, C, H, W), got shape {input.shape}")
     if mode not in ("nearest", "bilinear"):
         raise ValueError(f"interpolate: mode must be 'nearest' or 'bilinear', got {mode!r}")
     if mode == "nearest" and align_corners is not None:
         raise ValueError("interpolate: align_corners can only be set with mode='bilinear' "
                          f"(it has no meaning for 'nearest'), got align_corners={align_corners!r}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"interpolate: x must be floating point, got dtype {x.dtype}")
-    (out_h, out_w), (factor_h, factor_w) = _output_size(x, size, scale_factor)
-    h, w = x.shape[2:]
+    if input.dtype.kind != "f":
+        raise TypeError(f"interpolate: input must be floating point, got dtype {input.dtype}")
+    (out_h, out_w), (factor_h, factor_w) = _output_size(input, size, scale_factor)
+    h, w = input.shape[2:]
     if mode == "nearest":
         rows, cols = _nearest_matrix(h, out_h, factor_h), _nearest_matrix(w, out_w, factor_w)
     else:
         align_corners = bool(align_corners)
-        rows = _bilinear_matrix(h, out_h, factor_h, align_corners, x.dtype)
-        cols = _bilinear_matrix(w, out_w, factor_w, align_corners, x.dtype)
-    return ResampleFunction(rows, cols)(x)
+        rows = _bilinear_matrix(h, out_h, factor_h, align_corners, input.dtype)
+        cols = _bilinear_matrix(w, out_w, factor_w, align_corners, input.dtype)
+    return ResampleFunction(rows, cols)(input)
