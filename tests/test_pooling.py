@@ -246,6 +246,20 @@ def test_max_unpool2d_float32():
     assert z.dtype == np.float32 and values.grad.dtype == np.float32
 
 
+def test_arguments_take_pytorchs_keyword_names():
+    x = rand(1, 2, 6, 6)
+    y, indices = F.max_pool2d(input=x, kernel_size=2, stride=2, padding=0, return_indices=True)
+    np.testing.assert_array_equal(y.numpy(), F.max_pool2d(x, 2).numpy())
+    np.testing.assert_array_equal(F.avg_pool2d(input=x, kernel_size=3, stride=1, padding=1).numpy(),
+                                  F.avg_pool2d(x, 3, 1, 1).numpy())
+    np.testing.assert_array_equal(F.max_unpool2d(input=y, indices=indices, kernel_size=2, output_size=(6, 6)).numpy(),
+                                  F.max_unpool2d(y, indices, 2).numpy())
+    np.testing.assert_array_equal(F.adaptive_avg_pool2d(input=x, output_size=3).numpy(),
+                                  F.adaptive_avg_pool2d(x, 3).numpy())
+    np.testing.assert_array_equal(max_pool2d_simple(x.numpy(), kernel_size=(2, 2), stride=(2, 2), padding=(0, 0)),
+                                  y.numpy())
+
+
 @pytest.mark.parametrize("call, error, pattern", [
     (lambda x: F.max_pool2d(x, 9), ValueError, "kernel_size"),
     (lambda x: F.avg_pool2d(x, (2, 10), padding=(0, 1)), ValueError, "kernel_size"),
