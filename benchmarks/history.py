@@ -75,7 +75,7 @@ def torch_case(name, mode, shape):
     import torch
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    if name == "unet":  # benchmarks/models.py's twin of minseg's UNet
+    if name == "unet":  # benchmarks/models.py's twin of minseg's PaperUNet
         import models
         model = models.torch_models()["unet"](CLASSES, base=32)
     else:

@@ -35,8 +35,8 @@ def double_conv(c_in, c_out):
                          nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
 
 
-class UNet(nn.Module):
-    """minseg.models.UNet in torch.nn, layer for layer (same state-dict names)."""
+class PaperUNet(nn.Module):
+    """minseg.models.PaperUNet in torch.nn, layer for layer (same state-dict names)."""
 
     def __init__(self, num_classes, in_channels=3, base=16, depth=4):
         super().__init__()
@@ -93,7 +93,7 @@ def main(argv=None):
                               mean=mean, std=std, seed=args.seed)
     valid_loader = DataLoader(valid_set, batch_size=args.batch_size, mean=mean, std=std)
 
-    model = UNet(dataset.num_classes)
+    model = PaperUNet(dataset.num_classes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-2)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr,
                                                     total_steps=args.epochs * len(train_loader))

@@ -166,7 +166,7 @@ def torch_models():
     def double(a, b):
         return tnn.Sequential(*cbr(a, b, 3, 1, 1), *cbr(b, b, 3, 1, 1))
 
-    class UNet(tnn.Module):
+    class PaperUNet(tnn.Module):
         def __init__(self, n, c=3, base=32, depth=4):
             super().__init__()
             w = [base * 2 ** i for i in range(depth + 1)]
@@ -205,7 +205,7 @@ def torch_models():
         return tnn.Sequential(*cbr(a, m, 1, bias=False), tnn.ConvTranspose2d(m, m, 3, s, 1, s - 1, bias=False),
                               tnn.BatchNorm2d(m), tnn.ReLU(), *cbr(m, b, 1, bias=False))
 
-    class LinkNet(tnn.Module):
+    class PaperLinkNet(tnn.Module):
         def __init__(self, n, c=3, base=64):
             super().__init__()
             w = [base, 2 * base, 4 * base, 8 * base]
@@ -228,7 +228,7 @@ def torch_models():
                 x = block(x) + skip
             return self.head(x)
 
-    return {"naive": Naive, "unet": UNet, "linknet": LinkNet}
+    return {"naive": Naive, "unet": PaperUNet, "linknet": PaperLinkNet}
 
 
 def torch_case(name, mode):

@@ -27,7 +27,7 @@ import minseg
 import minseg.functional as F
 from minseg import metrics, viz
 from minseg.data import DataLoader, channel_stats, layouts
-from minseg.models import Naive, UNet
+from minseg.models import Naive, PaperUNet
 from minseg.optim import AdamW, OneCycleLR
 from minseg.train import Learner
 
@@ -367,7 +367,7 @@ def make_figures(data, membrane_root, out, zoo, settings):
     x = np.zeros((1, 3) + camvid.images.shape[1:3], np.float32)
     minseg.manual_seed(0)
     naive = Naive(camvid.num_classes, widths=settings["naive_widths"])
-    unet = UNet(camvid.num_classes, base=settings["unet_base"])
+    unet = PaperUNet(camvid.num_classes, base=settings["unet_base"])
     architecture_png(naive, x, out / "architecture_naive.png")
     architecture_png(unet, x, out / "architecture_unet.png")
     receptive_field_png(out / "receptive_field.png")

@@ -14,7 +14,7 @@ import pytest
 import minseg
 import minseg.functional as F
 from minseg import Tensor
-from minseg.models import FPN, MODELS, DeepLabV3, DeepLabV3Plus, LinkNet, Linknet, PSPNet, UNet, Unet, create
+from minseg.models import FPN, MODELS, DeepLabV3, DeepLabV3Plus, Linknet, PaperLinkNet, PaperUNet, PSPNet, Unet, create
 
 NAMES = ["unet", "linknet", "fpn", "pspnet", "deeplabv3", "deeplabv3plus"]
 
@@ -168,8 +168,8 @@ def test_loss_gradient_through_the_decoder_matches_finite_differences(name, chos
 
 # --- create ---------------------------------------------------------------------------------
 def test_create_picks_the_encoder_version_only_when_asked():
-    assert type(create("unet", 3, base=4)) is UNet
-    assert type(create("linknet", 3, base=4)) is LinkNet
+    assert type(create("unet", 3, base=4)) is PaperUNet
+    assert type(create("linknet", 3, base=4)) is PaperLinkNet
     assert type(built("unet")) is Unet and type(built("linknet")) is Linknet
     assert type(built("fpn")) is FPN and type(built("pspnet")) is PSPNet
     assert built("fpn").encoder.name == "resnet18"

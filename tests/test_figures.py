@@ -86,9 +86,9 @@ def test_the_tracer_finds_unets_skips_and_none_in_the_naive_model():
     import numpy as np
     from model_trace import trace_blocks
 
-    from minseg.models import Naive, UNet
+    from minseg.models import Naive, PaperUNet
     x = np.zeros((1, 3, 32, 48), np.float32)
-    calls = trace_blocks(UNet(5, base=2, depth=2), x)
+    calls = trace_blocks(PaperUNet(5, base=2, depth=2), x)
     names = [name for name, _, _, _ in calls]
     assert names == ["encoder.0", "pool", "encoder.1", "pool", "bottleneck", "upsample.0", "decoder.0",
                      "upsample.1", "decoder.1", "head"]
@@ -106,8 +106,8 @@ def test_tracing_leaves_the_model_as_it_was():
     import numpy as np
     from model_trace import trace_blocks
 
-    from minseg.models import UNet
-    model = UNet(3, base=2, depth=2)
+    from minseg.models import PaperUNet
+    model = PaperUNet(3, base=2, depth=2)
     before = {name: value.copy() for name, value in model.state_dict().items()}
     trace_blocks(model, np.ones((1, 3, 16, 16), np.float32))
     assert model.training and all("forward" not in module.__dict__ for module in model.modules())

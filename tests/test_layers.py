@@ -32,11 +32,6 @@ def test_conv2d_parameters_shapes_dtype_and_kaiming_uniform_bound():
     assert [name for name, _ in conv.named_parameters()] == ["weight", "bias"]
 
 
-def test_kaiming_bound_formula_for_other_slopes():
-    assert nn.layers.kaiming_uniform_bound(9, a=math.sqrt(5)) == pytest.approx(1 / 3)
-    assert nn.layers.kaiming_uniform_bound(6, a=0) == pytest.approx(1.0)  # ReLU gain √2: √2·√(3/6)
-
-
 def test_conv_transpose2d_weight_layout_and_fan_in_from_dimension_one():
     up = nn.ConvTranspose2d(64, 8, 2, stride=2)
     assert up.weight.shape == (64, 8, 2, 2) and up.bias.shape == (8,)

@@ -10,7 +10,7 @@ import minseg
 import minseg.functional as F
 import minseg.nn as nn
 from minseg import Tensor
-from minseg.models import LinkNet, Naive, UNet, create
+from minseg.models import Naive, PaperLinkNet, PaperUNet, create
 
 
 def tiny(name, num_classes=3, in_channels=3):
@@ -18,8 +18,8 @@ def tiny(name, num_classes=3, in_channels=3):
     if name == "naive":
         return Naive(num_classes, in_channels, widths=(8, 16, 16, 16)), (16, 16)
     if name == "unet":
-        return UNet(num_classes, in_channels, base=4, depth=3), (16, 16)
-    return LinkNet(num_classes, in_channels, base=4), (32, 32)
+        return PaperUNet(num_classes, in_channels, base=4, depth=3), (16, 16)
+    return PaperLinkNet(num_classes, in_channels, base=4), (32, 32)
 
 
 def count_parameters(model):
@@ -67,16 +67,16 @@ def test_naive_parameter_count():
 
 
 def test_unet_parameter_counts():
-    assert count_parameters(UNet(32)) == 7_767_008
-    assert count_parameters(UNet(32, base=16)) == 1_944_576
+    assert count_parameters(PaperUNet(32)) == 7_767_008
+    assert count_parameters(PaperUNet(32, base=16)) == 1_944_576
 
 
 def test_linknet_parameter_count():
-    assert count_parameters(LinkNet(32)) == 11_537_312
+    assert count_parameters(PaperLinkNet(32)) == 11_537_312
 
 
 def test_running_statistics_are_buffers_not_parameters():
-    model = UNet(3, base=2, depth=1)
+    model = PaperUNet(3, base=2, depth=1)
     parameter_ids = {id(p) for p in model.parameters()}
     buffers = [b for _, b in model.named_buffers()]
     assert buffers and not any(id(b) in parameter_ids for b in buffers)
@@ -179,10 +179,11 @@ def test_eval_mode_uses_running_statistics(name):
 
 # --- input sizes the model cannot restore ------------------------------------------
 @pytest.mark.parametrize("model, size, message", [
-    (UNet(3, base=2), (90, 128), "UNet with depth 4 needs height and width divisible by 16, got 90x128"),
-    (UNet(3, base=2, depth=2), (16, 18), "UNet with depth 2 needs height and width divisible by 4, got 16x18"),
+    (PaperUNet(3, base=2), (90, 128), "PaperUNet with depth 4 needs height and width divisible by 16, got 90x128"),
+    (PaperUNet(3, base=2, depth=2), (16, 18),
+     "PaperUNet with depth 2 needs height and width divisible by 4, got 16x18"),
     (Naive(3, widths=(2, 2, 2, 2)), (24, 16), "divisible by 16, got 24x16"),
-    (LinkNet(3, base=4), (48, 64), "LinkNet needs height and width divisible by 32, got 48x64"),
+    (PaperLinkNet(3, base=4), (48, 64), "PaperLinkNet needs height and width divisible by 32, got 48x64"),
 ])
 def test_indivisible_input_size_names_the_needed_multiple(model, size, message):
     with pytest.raises(ValueError, match=message):
@@ -192,10 +193,10 @@ def test_indivisible_input_size_names_the_needed_multiple(model, size, message):
 # --- choosing a model by name -----------------------------------------------------------
 def test_create_builds_the_named_model_with_its_options():
     model = create("unet", 5, in_channels=1, base=4, depth=2)
-    assert isinstance(model, UNet) and model.depth == 2
+    assert isinstance(model, PaperUNet) and model.depth == 2
     assert model(random_input((1, 1, 8, 12))).shape == (1, 5, 8, 12)
     assert isinstance(create("naive", 2), Naive)
-    assert isinstance(create("linknet", 2, base=4), LinkNet)
+    assert isinstance(create("linknet", 2, base=4), PaperLinkNet)
 
 
 def test_create_rejects_an_unknown_name_and_lists_the_choices():

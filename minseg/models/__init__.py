@@ -3,8 +3,8 @@
 From scratch (the course's first models, small enough to train on a laptop CPU):
 
 * ``Naive``: convolutions down, transposed convolutions up, no skip connections.
-* ``UNet``: skip connections by concatenation (like a DenseNet).
-* ``LinkNet``: skip connections by addition (like a ResNet).
+* ``PaperUNet``: skip connections by concatenation (like a DenseNet), as the 2015 UNet paper builds it.
+* ``PaperLinkNet``: skip connections by addition (like a ResNet), as the 2017 LinkNet paper builds it.
 
 On a ResNet-18/34 encoder (``resnet.py``), as segmentation_models_pytorch 0.6.0 builds them, with its state-dict
 names and defaults (``encoder_decoder.py`` says what they share), so weights move between the two:
@@ -21,22 +21,22 @@ from .deeplab import DeepLabV3, DeepLabV3Plus
 from .enet import ENet
 from .fcn import FCN8s, FCN16s, FCN32s
 from .fpn import FPN
-from .linknet import LinkNet, Linknet
+from .linknet import Linknet, PaperLinkNet
 from .naive import Naive
 from .pointrend import PointRend
 from .pspnet import PSPNet
 from .resnet import ResNetEncoder
 from .segnet import SegNet, SegNetBasic
-from .unet import UNet, Unet
+from .unet import PaperUNet, Unet
 from .weights import LoadReport, load_weights, save_weights
 
-__all__ = ["Naive", "UNet", "LinkNet", "Unet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
+__all__ = ["Naive", "PaperUNet", "PaperLinkNet", "Unet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
            "FCN32s", "FCN16s", "FCN8s", "SegNetBasic", "SegNet", "ENet", "PointRend",
            "ResNetEncoder", "MODELS", "ENCODER_MODELS", "create", "save_weights", "load_weights", "LoadReport"]
 
 # Every name create() knows. Without an encoder, "unet" and "linknet" are the from-scratch paper models; the other
 # encoder models default to smp's encoder, "resnet34".
-MODELS = {"naive": Naive, "unet": UNet, "linknet": LinkNet, "fpn": FPN, "pspnet": PSPNet,
+MODELS = {"naive": Naive, "unet": PaperUNet, "linknet": PaperLinkNet, "fpn": FPN, "pspnet": PSPNet,
           "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus,
           "fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "segnet_basic": SegNetBasic, "segnet": SegNet,
           "enet": ENet, "pointrend": PointRend}
@@ -51,8 +51,8 @@ def create(name, num_classes, encoder=None, in_channels=3, **options):
 
     ``encoder`` ("resnet18" or "resnet34") picks the segmentation_models version of ``name`` on that encoder;
     ``create("unet", 32, encoder="resnet18")`` has exactly the state dict of
-    ``smp.Unet("resnet18", classes=32)``. Without it, "unet" and "linknet" are the paper models (``UNet``,
-    ``LinkNet``, with ``base`` channels) and the encoder-only models use smp's default encoder, "resnet34".
+    ``smp.Unet("resnet18", classes=32)``. Without it, "unet" and "linknet" are the paper models (``PaperUNet``,
+    ``PaperLinkNet``, with ``base`` channels) and the encoder-only models use smp's default encoder, "resnet34".
     """
     if name not in MODELS:
         choices = ", ".join(repr(choice) for choice in MODELS)

@@ -6,12 +6,8 @@ the head maps that to one score per class and, where the decoder stopped short o
 upsamples bilinearly. The modules and their names follow segmentation_models_pytorch (smp) 0.6.0, so its state
 dicts load here and these models compute what smp's do (``benchmarks/smp_crosscheck.py`` compares them).
 """
-import math
-
-import numpy as np
-
 from .. import nn
-from ..nn.layers import _uniform  # PyTorch-style U(±bound) in float32 from minseg's generator
+from ..nn import init
 from .resnet import ResNetEncoder
 from .sizes import check_divisible
 
@@ -39,35 +35,30 @@ class SegmentationHead(nn.Sequential):
         super().__init__(nn.Conv2d(in_channels, num_classes, kernel_size, padding=kernel_size // 2), resize)
 
 
-def _fans(conv):
-    """(fan_in, fan_out) of a Conv2d weight (O, C/groups, kh, kw): (C/groups·kh·kw, O·kh·kw)."""
-    out_channels, in_per_group, kh, kw = conv.weight.shape
-    return in_per_group * kh * kw, out_channels * kh * kw
-
-
 def initialize_decoder(module):
     """smp's ``initialize_decoder``: each Conv2d in ``module`` Kaiming-uniform for ReLU, each norm layer 1 and 0.
 
     Kaiming for ReLU draws U(−√(6/fan_in), √(6/fan_in)), variance 2/fan_in, which keeps activations' scale through
-    a ReLU (see ``nn.layers.kaiming_uniform_bound`` with a = 0); conv biases start at 0. Transposed convolutions
-    keep their default initialization, as in smp.
+    a ReLU (see ``nn.init.kaiming_uniform_``); conv biases start at 0. Transposed convolutions keep their default
+    initialization, as in smp.
     """
     for layer in module.modules():
         if isinstance(layer, nn.Conv2d):
-            layer.weight.data = _uniform(layer.weight.shape, math.sqrt(6.0 / _fans(layer)[0]))
+            init.kaiming_uniform_(layer.weight, mode="fan_in", nonlinearity="relu")
             if layer.bias is not None:
-                layer.bias.data = np.zeros_like(layer.bias.data)
+                init.zeros_(layer.bias)
         elif isinstance(layer, (nn.BatchNorm2d, nn.GroupNorm)) and layer.weight is not None:
-            layer.weight.data, layer.bias.data = np.ones_like(layer.weight.data), np.zeros_like(layer.bias.data)
+            init.ones_(layer.weight)
+            init.zeros_(layer.bias)
 
 
 def initialize_head(module):
     """smp's ``initialize_head``: each Conv2d Xavier-uniform, U(±√(6 / (fan_in + fan_out))), with a zero bias."""
     for layer in module.modules():
         if isinstance(layer, nn.Conv2d):
-            layer.weight.data = _uniform(layer.weight.shape, math.sqrt(6.0 / sum(_fans(layer))))
+            init.xavier_uniform_(layer.weight)
             if layer.bias is not None:
-                layer.bias.data = np.zeros_like(layer.bias.data)
+                init.zeros_(layer.bias)
 
 
 def make_encoder(encoder, in_channels, depth=5, output_stride=32):

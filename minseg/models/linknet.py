@@ -6,7 +6,7 @@ ResNet adds a block's input to its output. Addition (unlike UNet's concatenation
 the channel count, so the decoder stays light: LinkNet spends most of its parameters
 in the encoder and runs faster than a UNet of similar accuracy.
 
-Two versions: ``LinkNet`` is the paper's, from scratch with ``base`` channels (the course's
+Two versions: ``PaperLinkNet`` is the paper's, from scratch with ``base`` channels (the course's
 example trains it at base 16); ``Linknet`` is segmentation_models_pytorch's, whose decoder
 differs (five blocks of 4x4 transposed convolutions and a 1x1 head instead of the paper's four
 blocks and three-layer head), with torchvision's ResNet encoder and smp's names.
@@ -16,7 +16,7 @@ from .encoder_decoder import SegmentationHead, SegmentationModel, conv_bn_relu, 
 from .resnet import resnet_stage
 from .sizes import check_divisible
 
-__all__ = ["LinkNet", "Linknet"]
+__all__ = ["PaperLinkNet", "Linknet"]
 
 
 def decoder_block(in_channels, out_channels, stride):
@@ -33,8 +33,8 @@ def decoder_block(in_channels, out_channels, stride):
                          conv_bn_relu(squeezed, out_channels, 1))
 
 
-class LinkNet(nn.Module):
-    """LinkNet with widths base·(1, 2, 4, 8); ``base=64`` is the paper's ResNet-18 encoder.
+class PaperLinkNet(nn.Module):
+    """The paper's LinkNet with widths base·(1, 2, 4, 8); ``base=64`` is the paper's ResNet-18 encoder.
 
     Stem: conv 7x7 stride 2 → BN → ReLU → max-pool 3x3 stride 2 (the paper's, kept: at 96x128 the
     deepest map is still 3x4). Four encoder stages of two ResNet ``BasicBlock``s (``resnet.py``; 1/4,
@@ -64,7 +64,7 @@ class LinkNet(nn.Module):
                                   nn.ConvTranspose2d(base // 2, num_classes, 2, stride=2))
 
     def forward(self, x):
-        check_divisible(x, 32, "LinkNet")
+        check_divisible(x, 32, "PaperLinkNet")
         features = [self.pool(self.stem(x))]          # 1/4 resolution
         for stage in self.encoder:
             features.append(stage(features[-1]))      # 1/4, 1/8, 1/16, 1/32

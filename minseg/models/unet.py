@@ -6,7 +6,7 @@ upsamples and concatenates the saved map of the same resolution along the channe
 axis, so fine detail lost by pooling comes straight back (like a DenseNet, which also
 joins features by concatenation rather than by addition as a ResNet does).
 
-Two versions: ``UNet`` is the paper's, built from scratch with ``base`` channels; ``Unet`` is
+Two versions: ``PaperUNet`` is the paper's, built from scratch with ``base`` channels; ``Unet`` is
 segmentation_models_pytorch's, a ResNet encoder (ImageNet weights can fill it) under a lighter
 decoder, with smp's names and defaults.
 """
@@ -16,7 +16,7 @@ from ..ops import cat
 from .encoder_decoder import SegmentationHead, SegmentationModel, conv_bn_relu, make_encoder
 from .sizes import check_divisible
 
-__all__ = ["UNet", "Unet"]
+__all__ = ["PaperUNet", "Unet"]
 
 
 def double_conv(in_channels, out_channels):
@@ -25,8 +25,8 @@ def double_conv(in_channels, out_channels):
                          nn.Conv2d(out_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU())
 
 
-class UNet(nn.Module):
-    """UNet with ``depth`` pooling steps; level i has base·2^i channels, the bottleneck base·2^depth.
+class PaperUNet(nn.Module):
+    """The paper's UNet with ``depth`` pooling steps; level i has base·2^i channels, the bottleneck base·2^depth.
 
     Every convolution keeps PyTorch's default bias, even where BatchNorm's mean
     subtraction makes it redundant, so the model matches the reference counts: with
@@ -49,7 +49,7 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(base, num_classes, 1)
 
     def forward(self, x):
-        check_divisible(x, 2 ** self.depth, f"UNet with depth {self.depth}")
+        check_divisible(x, 2 ** self.depth, f"PaperUNet with depth {self.depth}")
         skips = []
         for level in self.encoder:
             x = level(x)

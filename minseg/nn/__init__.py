@@ -1,3 +1,4 @@
-"""Layers as Modules that own their parameters (``import minseg.nn as nn``)."""
+"""Layers as Modules that own their parameters (``import minseg.nn as nn``); ``nn.init`` fills parameters."""
+from . import init  # noqa: F401
 from .layers import *  # noqa: F401,F403
 from .module import *  # noqa: F401,F403

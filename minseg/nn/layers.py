@@ -11,30 +11,11 @@ import numpy as np
 from .. import functional as F
 from ..arguments import pair, positive_int
 from ..functional.conv import conv_transpose2d_output_size
-from ..random import generator
+from . import init
 from .module import Module, Parameter
 
 __all__ = ["Conv2d", "ConvTranspose2d", "BatchNorm2d", "GroupNorm", "MaxPool2d", "MaxUnpool2d", "AvgPool2d",
            "AdaptiveAvgPool2d", "ReLU", "PReLU", "Dropout", "Dropout2d", "Upsample", "Identity"]
-
-
-# ---------------------------------------------------------------------------
-# Initialization
-# ---------------------------------------------------------------------------
-def _uniform(shape, bound):
-    """A float32 array drawn from U(−bound, bound) with minseg's generator."""
-    return generator().uniform(-bound, bound, size=shape).astype(np.float32)
-
-
-def kaiming_uniform_bound(fan_in, a=math.sqrt(5)):
-    """The bound of PyTorch's ``kaiming_uniform_(w, a)`` for leaky-ReLU slope ``a``: gain · √(3 / fan_in).
-
-    Kaiming (He) initialization keeps each layer's output variance near its input's:
-    Var(w) = gain² / fan_in with gain = √(2 / (1 + a²)), and U(−b, b) has variance b²/3.
-    PyTorch's layers use a = √5, which makes the bound exactly 1/√fan_in.
-    """
-    gain = math.sqrt(2.0 / (1 + a * a))
-    return gain * math.sqrt(3.0 / fan_in)
 
 
 def _only_default(layer, name, value, default):
@@ -76,10 +57,10 @@ class _ConvNd(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
-        self.weight.data = _uniform(self.weight.shape, kaiming_uniform_bound(fan_in))
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            self.bias.data = _uniform(self.bias.shape, 1 / math.sqrt(fan_in))
+            bound = 1 / math.sqrt(init.calculate_fan_in_and_fan_out(self.weight)[0])
+            init.uniform_(self.bias, -bound, bound)
 
     def extra_repr(self):
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
