@@ -109,18 +109,12 @@ def test_conv2d_hand_computed_example():
 
 
 # ---------------------------------------------------------------------------
-# Gradients
+# Gradients: one float64 gradcheck per Function, over a grid of geometries and groupings
 # ---------------------------------------------------------------------------
 GRID = list(itertools.product([1, 2, (2, 1)], [0, 1, (2, 0)], [1, (1, 2)]))
-
-
-@pytest.mark.parametrize("stride, padding, dilation", GRID)
-def test_conv2d_gradcheck_over_stride_padding_dilation(layout, stride, padding, dilation):
-    rng = np.random.default_rng(3)
-    x = Tensor(rand(rng, 1, 2, 7, 8), requires_grad=True)        # batch 1, odd height
-    weight = Tensor(rand(rng, 3, 2, 2, 3), requires_grad=True)   # non-square kernel
-    bias = Tensor(rand(rng, 3), requires_grad=True)
-    assert gradcheck(lambda a, w, b: F.conv2d(a, w, b, stride, padding, dilation), [x, weight, bias])
+# (groups, in_channels, out_channels): plain, two groups, depthwise, depthwise with channel multiplier 2
+GROUPINGS = [(1, 3, 2), (2, 4, 6), (4, 4, 4), (3, 3, 6)]
+GROUP_GEOMETRIES = [(1, 1, 1), (2, 1, 1), ((2, 1), (0, 2), (1, 2)), (1, 2, 2), (1, 0, 1)]
 
 
 def _valid_output_padding(stride, dilation, output_padding):
@@ -129,63 +123,67 @@ def _valid_output_padding(stride, dilation, output_padding):
     return all(op < s or op < d for op, s, d in zip(*pairs))
 
 
-@pytest.mark.parametrize("stride, padding, dilation, output_padding",
-                         [(s, p, d, op) for (s, p, d), op in itertools.product(GRID, [0, 1, (1, 0)])
-                          if _valid_output_padding(s, d, op)])
-def test_conv_transpose2d_gradcheck_over_stride_padding_dilation(layout, stride, padding, dilation, output_padding):
+# (x shape, weight shape, options): batch 1 and odd sizes, non-square kernels
+CONV2D_GRADCHECK_CASES = (
+    [((1, 2, 7, 8), (3, 2, 2, 3), dict(stride=s, padding=p, dilation=d)) for s, p, d in GRID]
+    + [((1, c_in, 7, 5), (c_out, c_in // g, 3, 2), dict(stride=s, padding=p, dilation=d, groups=g))
+       for g, c_in, c_out in GROUPINGS for s, p, d in GROUP_GEOMETRIES]
+    + [((2, 3, 4, 6), (2, 3, 2, 2), dict(stride=2))])  # windows that tile the image: col2im is one reordering copy
+CONV_TRANSPOSE2D_GRADCHECK_CASES = (
+    [((2, 3, 3, 5), (3, 2, 3, 2), dict(stride=s, padding=p, output_padding=op, dilation=d))
+     for (s, p, d), op in itertools.product(GRID, [0, 1, (1, 0)]) if _valid_output_padding(s, d, op)]
+    + [((1, c_in, 3, 4), (c_in, c_out // g, 2, 3), dict(stride=s, padding=p, dilation=d, groups=g))
+       for g, c_in, c_out in GROUPINGS for s, p, d in [(1, 0, 1), (2, 1, 1), ((2, 1), (1, 0), (1, 2))]]
+    + [((2, 2, 4, 3), (2, 3, 2, 2), dict(stride=1, output_padding=1, dilation=2)),  # output_padding beyond stride
+       ((2, 3, 4, 6), (3, 2, 2, 2), dict(stride=2))])  # the UNet decoder's upsampling: windows that tile
+
+
+@pytest.mark.parametrize("x_shape, weight_shape, options", CONV2D_GRADCHECK_CASES)
+def test_conv2d_gradcheck(layout, x_shape, weight_shape, options):
+    rng = np.random.default_rng(3)
+    x, weight, bias = (Tensor(rand(rng, *s), requires_grad=True) for s in [x_shape, weight_shape, weight_shape[:1]])
+    assert gradcheck(lambda a, w, b: F.conv2d(a, w, b, **options), [x, weight, bias])
+
+
+@pytest.mark.parametrize("x_shape, weight_shape, options", CONV_TRANSPOSE2D_GRADCHECK_CASES)
+def test_conv_transpose2d_gradcheck(layout, x_shape, weight_shape, options):
     rng = np.random.default_rng(4)
-    x = Tensor(rand(rng, 2, 3, 3, 5), requires_grad=True)
-    weight = Tensor(rand(rng, 3, 2, 3, 2), requires_grad=True)
-    bias = Tensor(rand(rng, 2), requires_grad=True)
-    assert gradcheck(lambda a, w, b: F.conv_transpose2d(a, w, b, stride, padding, output_padding, dilation),
-                     [x, weight, bias])
+    bias_shape = (weight_shape[1] * options.get("groups", 1),)
+    x, weight, bias = (Tensor(rand(rng, *s), requires_grad=True) for s in [x_shape, weight_shape, bias_shape])
+    assert gradcheck(lambda a, w, b: F.conv_transpose2d(a, w, b, **options), [x, weight, bias])
 
 
-def test_conv_transpose2d_gradcheck_output_padding_beyond_stride(layout):
+def test_conv_transpose2d_output_padding_beyond_stride_gives_rows_of_bias_only(layout):
     # output_padding 1 >= stride 1 is allowed because it is < dilation 2; the extra
     # output row and column then receive the bias only.
     rng = np.random.default_rng(5)
-    x, weight, bias = (Tensor(rand(rng, *s), requires_grad=True) for s in [(2, 2, 4, 3), (2, 3, 2, 2), (3,)])
-    y = F.conv_transpose2d(x, weight, bias, stride=1, output_padding=1, dilation=2)
+    x, weight, bias = rand(rng, 2, 2, 4, 3), rand(rng, 2, 3, 2, 2), rand(rng, 3)
+    y = F.conv_transpose2d(x, weight, bias, stride=1, output_padding=1, dilation=2).numpy()
     assert y.shape == (2, 3, 4 - 1 + 2 + 1 + 1, 3 - 1 + 2 + 1 + 1)
-    np.testing.assert_allclose(y.numpy(), naive_conv_transpose2d(x.data, weight.data, bias.data, (1, 1), (0, 0),
-                                                                  (1, 1), (2, 2)), rtol=1e-10, atol=1e-12)
-    assert gradcheck(lambda a, w, b: F.conv_transpose2d(a, w, b, 1, 0, 1, 2), [x, weight, bias])
+    np.testing.assert_allclose(y, naive_conv_transpose2d(x, weight, bias, (1, 1), (0, 0), (1, 1), (2, 2)),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(y[:, :, -1], np.broadcast_to(bias[:, None], (2, 3, y.shape[3])), rtol=1e-12)
 
 
-def test_gradients_only_for_what_requires_grad():
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("stride", [1, 2])  # stride 1 takes the NumPy path's one-im2col backward
+def test_only_the_gradients_asked_for_are_computed_and_equal_the_full_ones(layout, op, stride):
     rng = np.random.default_rng(6)
-    x, weight = Tensor(rand(rng, 2, 3, 5, 5)), Tensor(rand(rng, 4, 3, 3, 3), requires_grad=True)
-    F.conv2d(x, weight, padding=1).sum().backward()
-    assert x.grad is None and weight.grad.shape == (4, 3, 3, 3)
-    assert gradcheck(lambda w: F.conv2d(x, w, stride=2), [weight])
-    assert gradcheck(lambda a: F.conv_transpose2d(a, weight.detach(), stride=2),
-                     [Tensor(rand(rng, 1, 4, 3, 3), requires_grad=True)])
-
-
-def test_gradcheck_kernel_2_stride_2_windows_that_tile_the_image(layout):
-    # The UNet decoder's upsampling; col2im is then a single reordering copy.
-    rng = np.random.default_rng(12)
-    x, weight, bias = (Tensor(rand(rng, *s), requires_grad=True) for s in [(2, 3, 4, 6), (3, 2, 2, 2), (2,)])
-    assert gradcheck(lambda a, w, b: F.conv_transpose2d(a, w, b, stride=2), [x, weight, bias])
-    assert gradcheck(lambda a, w, b: F.conv2d(a, w.permute(1, 0, 2, 3), b, stride=2), [x, weight, bias])
-
-
-def test_gradients_at_a_size_that_uses_the_per_image_layout():
-    # 36×32 output pixels is above FOLD_BATCH_BELOW: the default choice, no monkeypatching.
-    rng = np.random.default_rng(7)
-    x, weight, bias = (Tensor(rand(rng, *s), requires_grad=True) for s in [(1, 1, 36, 32), (2, 1, 3, 3), (2,)])
-    assert gradcheck(lambda a, w, b: F.conv2d(a, w, b, padding=1), [x, weight, bias], n_samples=40)
+    x, weight = rand(rng, 2, 4, 5, 5), rand(rng, 4, 4, 3, 3)
+    y_shape = getattr(F, op)(x, weight, stride=stride, padding=1).shape
+    grad_y = rand(rng, *y_shape)
+    full = [Tensor(x, requires_grad=True), Tensor(weight, requires_grad=True)]
+    getattr(F, op)(*full, stride=stride, padding=1).backward(grad_y)
+    for wanted in (0, 1):
+        tensors = [Tensor(a, requires_grad=i == wanted) for i, a in enumerate((x, weight))]
+        getattr(F, op)(*tensors, stride=stride, padding=1).backward(grad_y)
+        assert tensors[1 - wanted].grad is None
+        np.testing.assert_allclose(tensors[wanted].grad, full[wanted].grad, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------
 # Grouped and depthwise convolution
 # ---------------------------------------------------------------------------
-# (groups, in_channels, out_channels): plain, two groups, depthwise, depthwise with channel multiplier 2
-GROUPINGS = [(1, 3, 2), (2, 4, 6), (4, 4, 4), (3, 3, 6)]
-GROUP_GEOMETRIES = [(1, 1, 1), (2, 1, 1), ((2, 1), (0, 2), (1, 2)), (1, 2, 2), (1, 0, 1)]
-
-
 @pytest.mark.parametrize("groups, c_in, c_out", GROUPINGS)
 @pytest.mark.parametrize("stride, padding, dilation", GROUP_GEOMETRIES)
 def test_grouped_conv2d_forward_matches_direct_loops(layout, groups, c_in, c_out, stride, padding, dilation):
@@ -198,28 +196,15 @@ def test_grouped_conv2d_forward_matches_direct_loops(layout, groups, c_in, c_out
 
 
 @pytest.mark.parametrize("groups, c_in, c_out", GROUPINGS)
-@pytest.mark.parametrize("stride, padding, dilation", GROUP_GEOMETRIES)
-def test_grouped_conv2d_gradcheck(layout, groups, c_in, c_out, stride, padding, dilation):
-    rng = np.random.default_rng(21)
-    x = Tensor(rand(rng, 1, c_in, 7, 5), requires_grad=True)  # batch 1, odd sizes
-    weight = Tensor(rand(rng, c_out, c_in // groups, 3, 2), requires_grad=True)
-    bias = Tensor(rand(rng, c_out), requires_grad=True)
-    assert gradcheck(lambda a, w, b: F.conv2d(a, w, b, stride, padding, dilation, groups), [x, weight, bias])
-
-
-@pytest.mark.parametrize("groups, c_in, c_out", GROUPINGS)
 @pytest.mark.parametrize("stride, padding, dilation", [(1, 0, 1), (2, 1, 1), ((2, 1), (1, 0), (1, 2))])
-def test_grouped_conv_transpose2d_forward_and_gradcheck(layout, groups, c_in, c_out, stride, padding, dilation):
+def test_grouped_conv_transpose2d_forward_matches_direct_loops(layout, groups, c_in, c_out, stride, padding,
+                                                              dilation):
     rng = np.random.default_rng(22)
-    x = Tensor(rand(rng, 1, c_in, 3, 4), requires_grad=True)
-    weight = Tensor(rand(rng, c_in, c_out // groups, 2, 3), requires_grad=True)
-    bias = Tensor(rand(rng, c_out), requires_grad=True)
+    x, weight, bias = rand(rng, 1, c_in, 3, 4), rand(rng, c_in, c_out // groups, 2, 3), rand(rng, c_out)
     y = F.conv_transpose2d(x, weight, bias, stride, padding, dilation=dilation, groups=groups)
     pairs = [tuple(np.broadcast_to(v, 2)) for v in (stride, padding, 0, dilation)]
-    np.testing.assert_allclose(y.numpy(), naive_conv_transpose2d(x.data, weight.data, bias.data, *pairs, groups),
+    np.testing.assert_allclose(y.numpy(), naive_conv_transpose2d(x, weight, bias, *pairs, groups),
                                rtol=1e-10, atol=1e-12)
-    assert gradcheck(lambda a, w, b: F.conv_transpose2d(a, w, b, stride, padding, dilation=dilation, groups=groups),
-                     [x, weight, bias])
 
 
 def test_groups_are_independent_convolutions():
@@ -301,8 +286,8 @@ W = np.zeros((4, 3, 3, 3), np.float32)
 
 @pytest.mark.parametrize("call, error, message", [
     (lambda: F.conv2d(X, np.zeros((4, 16, 3, 3), np.float32)), ValueError,
-     "weight has 16 input channels but x has 3"),
-    (lambda: F.conv2d(X[0], W), ValueError, "x must be 4-D"),
+     "weight has 16 input channels but input has 3"),
+    (lambda: F.conv2d(X[0], W), ValueError, "conv2d: input must be 4-D"),
     (lambda: F.conv2d(X, W[0]), ValueError, "weight must be 4-D"),
     (lambda: F.conv2d(X, np.zeros((4, 3, 11, 3), np.float32)), ValueError,
      "weight's kernel spans 11 pixels in height"),
@@ -312,12 +297,12 @@ W = np.zeros((4, 3, 3, 3), np.float32)
     (lambda: F.conv2d(X, W, dilation=(1, 0)), ValueError, r"conv2d: dilation must be at least 1, got \(1, 0\)"),
     (lambda: F.conv2d(X, W, stride=(1, 2, 3)), TypeError, "stride must be an int or a pair"),
     (lambda: F.conv2d(X, W, padding=1.5), TypeError, "padding must be an int or a pair"),
-    (lambda: F.conv2d(X, W.astype(np.float64)), TypeError, "weight is float64 but x is float32"),
-    (lambda: F.conv2d(X.astype(np.int64), W), TypeError, "x must be floating point"),
+    (lambda: F.conv2d(X, W.astype(np.float64)), TypeError, "weight is float64 but input is float32"),
+    (lambda: F.conv2d(X.astype(np.int64), W), TypeError, "input must be floating point"),
     (lambda: F.conv2d(X, W, np.zeros(3, np.float32)), ValueError, r"bias must have shape \(4,\)"),
-    (lambda: F.conv2d(X, W, np.zeros(4)), TypeError, "bias is float64 but x is float32"),
+    (lambda: F.conv2d(X, W, np.zeros(4)), TypeError, "bias is float64 but input is float32"),
     (lambda: F.conv_transpose2d(X, np.zeros((16, 4, 3, 3), np.float32)), ValueError,
-     "weight has 16 input channels but x has 3"),
+     "weight has 16 input channels but input has 3"),
     (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), stride=2, output_padding=2), ValueError,
      "output_padding must be smaller than either stride or dilation"),
     (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), output_padding=-1), ValueError,
@@ -325,16 +310,17 @@ W = np.zeros((4, 3, 3, 3), np.float32)
     (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), output_padding=1), ValueError, "output_padding"),
     (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), padding=6), ValueError, "output height would be -2"),
     (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), padding=-1), ValueError, "padding must be at least 0"),
-    (lambda: F.conv2d(X, W, groups=2), ValueError, "conv2d: x's 3 channels must be divisible by groups, got groups=2"),
+    (lambda: F.conv2d(X, W, groups=2), ValueError,
+     "conv2d: input's 3 channels must be divisible by groups, got groups=2"),
     (lambda: F.conv2d(np.zeros((2, 6, 8, 8), np.float32), np.zeros((4, 3, 3, 3), np.float32), groups=3),
-     ValueError, "weight has 3 input channels per group \\(groups=3\\) but x has 6"),
+     ValueError, "weight has 3 input channels per group \\(groups=3\\) but input has 6"),
     (lambda: F.conv2d(np.zeros((2, 6, 8, 8), np.float32), np.zeros((4, 2, 3, 3), np.float32), groups=3),
      ValueError, "conv2d: weight's 4 output channels must be divisible by groups, got groups=3"),
     (lambda: F.conv2d(X, W, groups=0), ValueError, "conv2d: groups must be a positive int, got 0"),
     (lambda: F.conv_transpose2d(np.zeros((2, 4, 8, 8), np.float32), np.zeros((5, 2, 3, 3), np.float32), groups=2),
-     ValueError, "conv_transpose2d: weight has 5 input channels but x has 4"),
+     ValueError, "conv_transpose2d: weight has 5 input channels but input has 4"),
     (lambda: F.conv_transpose2d(X, W.transpose(1, 0, 2, 3), groups=2), ValueError,
-     "conv_transpose2d: x's 3 channels must be divisible by groups"),
+     "conv_transpose2d: input's 3 channels must be divisible by groups"),
 ])
 def test_bad_arguments_raise_errors_naming_them(call, error, message):
     with pytest.raises(error, match=message):
@@ -346,7 +332,14 @@ def test_conv_on_a_tensor_graph_trains_like_a_layer():
     rng = np.random.default_rng(11)
     x = Tensor(rand(rng, 2, 2, 6, 6), requires_grad=True)
     weight = Tensor(rand(rng, 2, 2, 3, 3), requires_grad=True)
-    assert gradcheck(lambda a, w: F.conv2d((a * 2.0).relu(), w, padding=1).relu().sum(), [x, weight])
+    F.conv2d((x * 2.0).relu(), weight, padding=1).relu().sum().backward()
+    # the same chain by hand: conv2d's gradients at its own input h, then through h = relu(2x)
+    h = Tensor(np.maximum(2.0 * x.data, 0), requires_grad=True)
+    conv_weight = Tensor(weight.data, requires_grad=True)
+    y = F.conv2d(h, conv_weight, padding=1)
+    y.backward((y.data > 0).astype(np.float64))
+    np.testing.assert_allclose(x.grad, 2.0 * (x.data > 0) * h.grad, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(weight.grad, conv_weight.grad, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------
@@ -379,10 +372,11 @@ def fake_gpu(monkeypatch):
     return calls
 
 
-def _float32_gradients(op, x, weight, bias, grad_y, **options):
-    tensors = [Tensor(a.astype(np.float32), requires_grad=True) for a in (x, weight, bias)]
+def _results(op, dtype, x, weight, bias, grad_y, **options):
+    """y and the three gradients, computed in ``dtype``."""
+    tensors = [Tensor(a.astype(dtype), requires_grad=True) for a in (x, weight, bias)]
     y = op(*tensors, **options)
-    y.backward(grad_y.astype(np.float32))
+    y.backward(grad_y.astype(dtype))
     return [y.data] + [t.grad for t in tensors]
 
 
@@ -408,7 +402,7 @@ def test_float32_gpu_arrays_go_to_the_cuda_kernels_with_the_right_roles(fake_gpu
     if op == "conv_transpose2d":
         bias = rand(rng, weight_shape[1])
     grad_y = rand(rng, *(y_shape[:1] + (len(bias),) + y_shape[2:]))
-    on_gpu = _float32_gradients(getattr(F, op), x, weight, bias, grad_y, **options)
+    on_gpu = _results(getattr(F, op), np.float32, x, weight, bias, grad_y, **options)
     if expected is not None:
         assert set(fake_gpu) == expected
     else:  # groups=3: three calls of each kernel, each with one input channel and two output channels
@@ -418,15 +412,25 @@ def test_float32_gpu_arrays_go_to_the_cuda_kernels_with_the_right_roles(fake_gpu
             + [("conv2d_backward_weight", ((2, 1, 5, 6), (2, 2, 5, 6), (2, 1, 3, 3)))] * 3)
     with pytest.MonkeyPatch.context() as undo:
         undo.setattr(conv_module, "get_array_module", minseg.backend.get_array_module)
-        on_cpu = _float32_gradients(getattr(F, op), x, weight, bias, grad_y, **options)
+        on_cpu = _results(getattr(F, op), np.float32, x, weight, bias, grad_y, **options)
     for gpu_result, cpu_result in zip(on_gpu, on_cpu):
         np.testing.assert_allclose(gpu_result, cpu_result, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("op, options", [("conv2d", dict(stride=(2, 1), padding=1)), ("conv2d", dict(padding=1)),
+                                         ("conv_transpose2d", dict(stride=2)), ("conv_transpose2d", dict(padding=1))])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_float64_gpu_arrays_take_the_plain_path_not_the_kernels(fake_gpu, groups):
+def test_float64_gpu_arrays_take_the_plain_path_not_the_kernels(fake_gpu, op, options, groups):
     rng = np.random.default_rng(14)
-    x, weight, bias = (Tensor(rand(rng, *s), requires_grad=True) for s in [(2, 4, 5, 6), (4, 4 // groups, 3, 2), (4,)])
-    assert gradcheck(lambda a, w, b: F.conv2d(a, w, b, stride=(2, 1), padding=1, groups=groups), [x, weight, bias])
-    assert gradcheck(lambda a, w, b: F.conv_transpose2d(a, w, b, stride=2, groups=groups), [x, weight, bias])
+    x, weight, bias = rand(rng, 2, 4, 5, 6), rand(rng, 4, 4 // groups, 3, 2), rand(rng, 4 // groups * groups)
+    if op == "conv_transpose2d":
+        bias = rand(rng, weight.shape[1] * groups)
+    y_shape = getattr(F, op)(x, weight, bias, groups=groups, **options).shape  # the fake GPU's plain forward
+    grad_y = rand(rng, *y_shape)
+    on_gpu = _results(getattr(F, op), np.float64, x, weight, bias, grad_y, groups=groups, **options)
     assert fake_gpu == []  # float64: no kernel was called
+    with pytest.MonkeyPatch.context() as undo:
+        undo.setattr(conv_module, "get_array_module", minseg.backend.get_array_module)
+        on_cpu = _results(getattr(F, op), np.float64, x, weight, bias, grad_y, groups=groups, **options)
+    for gpu_result, cpu_result in zip(on_gpu, on_cpu):
+        np.testing.assert_allclose(gpu_result, cpu_result, rtol=1e-12, atol=1e-12)

@@ -58,10 +58,15 @@ def test_each_array_function_equals_its_plain_version(layout, x_shape, weight_sh
     np.testing.assert_allclose(both[1], grad_weight, rtol=1e-12, atol=1e-12)
     assert conv_numpy.conv2d_backward(grad_y, None, weight, x_shape, weight_shape, *geometry)[1] is None
     assert conv_numpy.conv2d_backward(grad_y, x, None, x_shape, weight_shape, *geometry)[0] is None
-    # the transposed convolution's backward: forward and weight gradient from one im2col of x
-    y, grad_weight_shared = conv_numpy.conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, *geometry)
-    np.testing.assert_allclose(y, conv.conv2d_forward_plain(x, weight, *geometry), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(grad_weight_shared, grad_weight, rtol=1e-12, atol=1e-12)
+    # the transposed convolution's backward, whose grad_y plays the convolution's x and whose x its grad_y:
+    # both gradients from one im2col, or one of them alone
+    transposed = conv_numpy.conv_transpose2d_backward(grad_y=x, x=grad_y, weight=weight, weight_shape=weight_shape,
+                                                      stride=stride, padding=padding, dilation=dilation, groups=groups)
+    np.testing.assert_allclose(transposed[0], conv.conv2d_forward_plain(x, weight, *geometry), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(transposed[1], grad_weight, rtol=1e-12, atol=1e-12)
+    assert conv_numpy.conv_transpose2d_backward(x, None, weight, weight_shape, *geometry)[1] is None
+    np.testing.assert_allclose(conv_numpy.conv_transpose2d_backward(x, grad_y, None, weight_shape, *geometry)[1],
+                               grad_weight, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("x_shape, weight_shape, stride, padding, dilation, groups",
@@ -70,7 +75,7 @@ def test_stride_one_gradients_from_one_im2col_equal_the_plain_gradients(layout, 
                                                                         padding, dilation, groups):
     y_shape = _y_shape(x_shape, weight_shape, stride, padding, dilation)
     x, weight, grad_y = arrays(1, x_shape, weight_shape, y_shape)
-    grad_x, grad_weight = conv_numpy._stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, groups)
+    grad_x, grad_weight = conv_numpy._stride_one_gradients(grad_y, x, weight, weight_shape, padding, dilation, groups)
     geometry = stride, padding, dilation, groups
     np.testing.assert_allclose(grad_x, conv.conv2d_backward_input_plain(grad_y, weight, x_shape, *geometry),
                                rtol=1e-12, atol=1e-12)
@@ -120,6 +125,12 @@ def test_every_chunking_gives_the_plain_results(monkeypatch, budget_rows, x_shap
     grad_x, grad_weight = conv_numpy.conv2d_backward(grad_y, x, weight, x_shape, weight_shape, *geometry)
     np.testing.assert_allclose(grad_x, conv.conv2d_backward_input_plain(grad_y, weight, x_shape, *geometry),
                                rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad_weight, conv.conv2d_backward_weight_plain(x, grad_y, weight_shape, *geometry),
+                               rtol=1e-12, atol=1e-12)
+    y, grad_weight = conv_numpy.conv_transpose2d_backward(grad_y=x, x=grad_y, weight=weight, weight_shape=weight_shape,
+                                                          stride=stride, padding=padding, dilation=dilation,
+                                                          groups=groups)
+    np.testing.assert_allclose(y, conv.conv2d_forward_plain(x, weight, *geometry), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(grad_weight, conv.conv2d_backward_weight_plain(x, grad_y, weight_shape, *geometry),
                                rtol=1e-12, atol=1e-12)
 

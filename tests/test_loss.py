@@ -265,6 +265,37 @@ def test_ignored_pixels_neither_count_nor_receive_gradient(loss_fn):
     np.testing.assert_array_equal(x.grad[ignored], 0)
 
 
+@pytest.mark.parametrize("overlap_loss", [F.dice_loss, F.jaccard_loss])
+def test_the_documented_sum_works_on_targets_padded_with_minus_100(overlap_loss):
+    """F.cross_entropy(x, t) + F.dice_loss(x, t) with both defaults: the padding neither counts nor gets gradient."""
+    logits, target = random_case((2, 3, 4, 5), seed=15)
+    padded_logits = np.random.default_rng(16).standard_normal((2, 3, 6, 8)) * 5  # any values in the padding
+    padded_logits[:, :, :4, :5] = logits
+    padded_target = np.full((2, 6, 8), -100)
+    padded_target[:, :4, :5] = target
+    results = []
+    for x_array, t in ((padded_logits, padded_target), (logits, target)):
+        x = minseg.Tensor(x_array, requires_grad=True)
+        loss = F.cross_entropy(x, t) + overlap_loss(x, t)
+        loss.backward()
+        results.append((loss.item(), x.grad))
+    (padded_loss, padded_grad), (loss, grad) = results
+    assert padded_loss == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(padded_grad[:, :, :4, :5], grad, rtol=1e-10, atol=1e-14)
+    padded_grad[:, :, :4, :5] = 0
+    np.testing.assert_array_equal(padded_grad, 0)
+
+
+def test_overlap_losses_with_ignore_index_none_count_every_pixel():
+    logits, target = random_case((1, 3, 2, 3), seed=17)
+    for loss_fn, kind in ((F.dice_loss, "dice"), (F.jaccard_loss, "jaccard")):
+        loss = loss_fn(minseg.Tensor(logits), target, ignore_index=None).item()
+        assert loss == pytest.approx(reference_overlap_loss(logits, target, 1.0, None, kind), rel=1e-12)
+        assert loss == loss_fn(minseg.Tensor(logits), target).item()  # no -100 in target: the default agrees
+    with pytest.raises(ValueError, match=r"target holds ids outside \[0, 3\): \[-100\]"):
+        F.dice_loss(minseg.Tensor(logits), np.full((1, 2, 3), -100), ignore_index=None)
+
+
 def test_dice_loss_in_float32_and_summing_losses():
     logits, target = random_case((2, 4, 6, 6), seed=12)
     x = minseg.Tensor(logits.astype(np.float32), requires_grad=True)

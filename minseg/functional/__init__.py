@@ -7,9 +7,10 @@ from .activation import prelu  # noqa: F401
 from .adaptive_pooling import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .dropout import *  # noqa: F401,F403
-from .loss import cross_entropy, dice_loss, focal_loss, jaccard_loss  # noqa: F401
+from .loss import cross_entropy, focal_loss  # noqa: F401
 from .normalization import *  # noqa: F401,F403
 from .one_hot import one_hot, to_class_ids  # noqa: F401
+from .overlap_loss import dice_loss, jaccard_loss  # noqa: F401
 from .point_sample import point_sample  # noqa: F401
 from .pooling import *  # noqa: F401,F403
 from .unpooling import *  # noqa: F401,F403

@@ -7,16 +7,21 @@ col2im (im2col.py), computed per group of channels:
 * ``conv2d_backward_input``:  grad_x = col2im(W2dᵀ @ grad_y)
 * ``conv2d_backward_weight``: grad_weight = grad_y @ im2col(x)ᵀ
 
-Why these are the gradients is derived once, in ``Conv2dFunction``'s docstring; why
-the transposed convolution needs nothing else, in ``ConvTranspose2dFunction``'s.
+and two that return both gradients of one Function, each equal to a pair of the three:
+``conv2d_backward`` (the convolution's) and ``conv_transpose2d_backward`` (the
+transposed convolution's: ``conv2d_forward`` and ``conv2d_backward_weight`` with the
+roles swapped, called by keyword). Why these are the gradients is derived once, in
+``Conv2dFunction``'s docstring; why the transposed convolution needs nothing else, in
+``ConvTranspose2dFunction``'s.
 
-The ``_plain`` versions below are the whole idea in a few lines each. The array
-functions choose, once per call, who computes: float32 CuPy arrays go to the CUDA
+The ``_plain`` versions below are the whole idea in a few lines each. Each array
+function chooses, once per call, who computes: float32 CuPy arrays go to the CUDA
 kernels of the same name in ``minseg.cuda``; CuPy arrays of other dtypes (float64,
-for gradient checks on a GPU) to the plain versions; NumPy arrays to the fast path in
-conv_numpy.py, which gives the same numbers as the plain versions, faster.
+for gradient checks on a GPU) to the plain versions; NumPy arrays to the function of
+the same name in conv_numpy.py, which gives the same numbers as the plain versions,
+faster (there, one im2col serves both gradients where it can).
 (The per-group CUDA calls and the plain CuPy route are checked without a GPU, by a
-stand-in for CuPy in tests/test_conv.py; they have not run on a GPU yet.)
+stand-in for CuPy in tests/test_conv.py; they have not run on a GPU.)
 """
 import numpy as np
 
@@ -60,11 +65,6 @@ def conv2d_backward_weight_plain(x, grad_y, weight_shape, stride, padding, dilat
 # ---------------------------------------------------------------------------
 # The array functions: the one place that chooses NumPy, CUDA kernels or plain CuPy
 # ---------------------------------------------------------------------------
-def _on_cuda_kernels(array):
-    """minseg.cuda's kernels take float32 CuPy arrays; other CuPy dtypes run the plain versions."""
-    return get_array_module(array) is not np and array.dtype == np.float32
-
-
 def _by_group(array, axis, groups):
     """``array`` cut into ``groups`` equal parts along ``axis`` (views)."""
     size = array.shape[axis] // groups
@@ -80,7 +80,7 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups=1):
     """y = conv2d(x, weight) without bias: ``conv2d_forward_plain``'s numbers (CUDA: one kernel call per group)."""
     if get_array_module(x) is np:
         return conv_numpy.conv2d_forward(x, weight, stride, padding, dilation, groups)
-    if not _on_cuda_kernels(x):
+    if x.dtype != np.float32:
         return conv2d_forward_plain(x, weight, stride, padding, dilation, groups)
     return _joined([cuda.conv2d_forward(x_group, weight_group, stride, padding, dilation) for x_group, weight_group
                     in zip(_by_group(x, 1, groups), _by_group(weight, 0, groups))], axis=1)
@@ -90,7 +90,7 @@ def conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation, gr
     """grad_x for y = conv2d(x, weight): ``conv2d_backward_input_plain``'s numbers (CUDA: a call per group)."""
     if get_array_module(grad_y) is np:
         return conv_numpy.conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation, groups)
-    if not _on_cuda_kernels(grad_y):
+    if grad_y.dtype != np.float32:
         return conv2d_backward_input_plain(grad_y, weight, x_shape, stride, padding, dilation, groups)
     group_shape = (x_shape[0], x_shape[1] // groups, *x_shape[2:])
     return _joined([cuda.conv2d_backward_input(grad_y_group, weight_group, group_shape, stride, padding, dilation)
@@ -102,7 +102,7 @@ def conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation, g
     """grad_weight for y = conv2d(x, weight): ``conv2d_backward_weight_plain``'s numbers (CUDA: a call per group)."""
     if get_array_module(x) is np:
         return conv_numpy.conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation, groups)
-    if not _on_cuda_kernels(x):
+    if x.dtype != np.float32:
         return conv2d_backward_weight_plain(x, grad_y, weight_shape, stride, padding, dilation, groups)
     group_shape = (weight_shape[0] // groups, *weight_shape[1:])
     return _joined([cuda.conv2d_backward_weight(x_group, grad_y_group, group_shape, stride, padding, dilation)
@@ -110,32 +110,33 @@ def conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation, g
 
 
 def conv2d_backward(grad_y, x, weight, x_shape, weight_shape, stride, padding, dilation, groups=1):
-    """(conv2d_backward_input(grad_y, weight, ...), conv2d_backward_weight(x, grad_y, ...)); None for a None input.
+    """Both gradients of y = conv2d(x, weight): (grad_x, grad_weight).
 
-    One call for both because on NumPy at stride 1 both come from a single im2col of
-    grad_y (``conv_numpy._stride_one_gradients``); two separate calls would build that
-    window matrix twice: one more copy of kh·kw times grad_y per backward pass.
+    Equals (conv2d_backward_input(grad_y, weight, x_shape, ...), conv2d_backward_weight(x,
+    grad_y, weight_shape, ...)); weight = None skips grad_x and x = None skips grad_weight
+    (each gradient reads only the other input). One call for both because on NumPy at
+    stride 1 both come from one im2col of grad_y (conv_numpy.py).
     """
     if get_array_module(grad_y) is np:
         return conv_numpy.conv2d_backward(grad_y, x, weight, x_shape, weight_shape, stride, padding, dilation, groups)
-    geometry = stride, padding, dilation, groups
-    return (None if weight is None else conv2d_backward_input(grad_y, weight, x_shape, *geometry),
-            None if x is None else conv2d_backward_weight(x, grad_y, weight_shape, *geometry))
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return (None if weight is None else conv2d_backward_input(grad_y, weight, x_shape, **geometry),
+            None if x is None else conv2d_backward_weight(x, grad_y, weight_shape, **geometry))
 
 
-def conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, stride, padding, dilation, groups=1):
-    """(conv2d_forward(x, weight, ...), conv2d_backward_weight(x, grad_y, weight_shape, ...)); None for a None input.
+def conv_transpose2d_backward(grad_y, x, weight, weight_shape, stride, padding, dilation, groups=1):
+    """Both gradients of y = conv_transpose2d(x, weight): (grad_x, grad_weight), the convolution's roles swapped.
 
-    The transposed convolution's backward, where its grad_y plays x. One call for both
-    because on NumPy both products read the same im2col of x, which two separate calls
-    would build twice.
+    Equals (conv2d_forward(x=grad_y, weight=weight, ...), conv2d_backward_weight(x=grad_y,
+    grad_y=x, ...)), as derived in ``ConvTranspose2dFunction``'s docstring; weight = None
+    skips grad_x and x = None skips grad_weight. One call for both because on NumPy both
+    products read the same im2col of grad_y, built once (conv_numpy.py).
     """
-    if get_array_module(x) is np:
-        return conv_numpy.conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, stride, padding,
-                                                             dilation, groups)
-    geometry = stride, padding, dilation, groups
-    return (None if weight is None else conv2d_forward(x, weight, *geometry),
-            None if grad_y is None else conv2d_backward_weight(x, grad_y, weight_shape, *geometry))
+    if get_array_module(grad_y) is np:
+        return conv_numpy.conv_transpose2d_backward(grad_y, x, weight, weight_shape, stride, padding, dilation, groups)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return (None if weight is None else conv2d_forward(x=grad_y, weight=weight, **geometry),
+            None if x is None else conv2d_backward_weight(x=grad_y, grad_y=x, weight_shape=weight_shape, **geometry))
 
 
 def conv_transpose2d_output_size(height_width, kernel_size, stride, padding, output_padding, dilation):
@@ -157,12 +158,12 @@ class Conv2dFunction(Function):
                       sum of its copies' gradients    (conv2d_backward_input);
         grad_weight = Σ_n grad_y[n] @ col[n]ᵀ         (conv2d_backward_weight);
         grad_bias   = grad_y summed over n, oh, ow (b is added to every output pixel).
-    With stride 1 (and padding ≤ d·(k-1)) grad_x is itself a convolution: pixel q of
-    x reached y[q + p - (i, j)·d] through tap (i, j), so grad_x[q] collects
-    grad_y[q + p - (i, j)·d] · W[:, :, i, j]; that is a convolution of grad_y padded
-    by d·(k-1) - p with the kernel rotated 180° and its two channel axes swapped, and
-    its im2col gives grad_weight too (conv_numpy._stride_one_gradients).
-    Only the gradients asked for are computed.
+    ``conv2d_backward`` returns the first two from one call. With stride 1 (and padding
+    ≤ d·(k-1)) grad_x is itself a convolution: pixel q of x reached y[q + p - (i, j)·d]
+    through tap (i, j), so grad_x[q] collects grad_y[q + p - (i, j)·d] · W[:, :, i, j];
+    that is a convolution of grad_y padded by d·(k-1) - p with the kernel rotated 180°
+    and its two channel axes swapped, and its im2col gives grad_weight too
+    (conv_numpy._stride_one_gradients). Only the gradients asked for are computed.
     """
 
     def __init__(self, stride, padding, dilation, groups):
@@ -193,16 +194,17 @@ class ConvTranspose2dFunction(Function):
     A convolution with weight W (read as (O, C/G, kh, kw) with O = C_in) maps y-sized
     images to x-sized ones by a (huge, sparse) matrix A; the transposed convolution
     multiplies by Aᵀ. Aᵀ·v is exactly the convolution's input gradient, and Aᵀ's
-    transpose is A, so
+    transpose is A, so, with the convolution's argument names:
 
-        forward:      y           = conv2d_backward_input(x, W, y_shape)
-        backward:     grad_x      = conv2d_forward(grad_y, W)          (multiply by A)
-                      grad_weight = conv2d_backward_weight(grad_y, x)  (grad_y plays the
-                                    convolution's input, x its output gradient)
+        forward:      y           = conv2d_backward_input(grad_y=x, weight=W, x_shape=y_shape)
+        backward:     grad_x      = conv2d_forward(x=grad_y, weight=W)          (multiply by A)
+                      grad_weight = conv2d_backward_weight(x=grad_y, grad_y=x)  (the convolution's
+                                    weight gradient, its input and output gradient swapped)
                       grad_bias   = grad_y summed over n, h, w.
 
-    Each input pixel "stamps" its weighted kernel onto the output at stride s; where
-    stamps overlap they add up.
+    ``conv_transpose2d_backward`` returns grad_x and grad_weight from one call. Each
+    input pixel "stamps" its weighted kernel onto the output at stride s; where stamps
+    overlap they add up.
     """
 
     def __init__(self, stride, padding, output_padding, dilation, groups):
@@ -218,7 +220,8 @@ class ConvTranspose2dFunction(Function):
         x = self._pad_to_conv_output(x)
         self.x = x if self.needs_input_grad[1] else None
         self.weight = weight if self.needs_input_grad[0] else None
-        y = conv2d_backward_input(x, weight, self.y_shape, self.stride, self.padding, self.dilation, self.groups)
+        y = conv2d_backward_input(grad_y=x, weight=weight, x_shape=self.y_shape, stride=self.stride,
+                                  padding=self.padding, dilation=self.dilation, groups=self.groups)
         if bias is not None:
             y += bias.reshape(1, -1, 1, 1)
         return y
@@ -240,8 +243,8 @@ class ConvTranspose2dFunction(Function):
         return padded
 
     def backward(self, grad_y):
-        grad_x, grad_weight = conv2d_forward_and_backward_weight(grad_y, self.weight, self.x, self.weight_shape,
-                                                                 self.stride, self.padding, self.dilation, self.groups)
+        grad_x, grad_weight = conv_transpose2d_backward(grad_y, self.x, self.weight, self.weight_shape,
+                                                        self.stride, self.padding, self.dilation, self.groups)
         if grad_x is not None and grad_x.shape != self.x_shape:  # drop the rows _pad_to_conv_output added
             h, w = self.x_shape[2:]
             grad_x = grad_x[:, :, :h, :w].copy()
@@ -254,23 +257,23 @@ class ConvTranspose2dFunction(Function):
 # Public functions: argument checks, then the Function
 # ---------------------------------------------------------------------------
 def _check_arrays(where, x, weight, bias, groups, in_channel_axis):
-    """x (N, C, H, W) floating point; weight 4-D with C input channels (C/groups on axis 1); bias one per output."""
+    """input (N, C, H, W) floating point; weight 4-D with C input channels (C/groups on axis 1); bias one per output."""
     layout = ("(out_channels, in_channels/groups, kH, kW)" if in_channel_axis == 1
               else "(in_channels, out_channels/groups, kH, kW)")
     if x.ndim != 4:
-        raise ValueError(f"{where}: x must be 4-D (N, C, H, W), got shape {x.shape}")
+        raise ValueError(f"{where}: input must be 4-D (N, C, H, W), got shape {x.shape}")
     if weight.ndim != 4:
         raise ValueError(f"{where}: weight must be 4-D {layout}, got shape {weight.shape}")
     if x.dtype.kind != "f":
-        raise TypeError(f"{where}: x must be floating point, got dtype {x.dtype}")
+        raise TypeError(f"{where}: input must be floating point, got dtype {x.dtype}")
     if weight.dtype != x.dtype:
-        raise TypeError(f"{where}: weight is {weight.dtype} but x is {x.dtype}; convert one with .astype() first")
+        raise TypeError(f"{where}: weight is {weight.dtype} but input is {x.dtype}; convert one with .astype() first")
     if x.shape[1] % groups:
-        raise ValueError(f"{where}: x's {x.shape[1]} channels must be divisible by groups, got groups={groups}")
+        raise ValueError(f"{where}: input's {x.shape[1]} channels must be divisible by groups, got groups={groups}")
     per_group = in_channel_axis == 1 and groups > 1
     if weight.shape[in_channel_axis] * (groups if in_channel_axis == 1 else 1) != x.shape[1]:
         raise ValueError(f"{where}: weight has {weight.shape[in_channel_axis]} input channels"
-                         f"{f' per group (groups={groups})' if per_group else ''} but x has {x.shape[1]} "
+                         f"{f' per group (groups={groups})' if per_group else ''} but input has {x.shape[1]} "
                          f"(weight layout {layout})")
     out_channels = weight.shape[0] if in_channel_axis == 1 else weight.shape[1] * groups
     if bias is not None:
@@ -278,11 +281,11 @@ def _check_arrays(where, x, weight, bias, groups, in_channel_axis):
             raise ValueError(f"{where}: bias must have shape ({out_channels},), one per output channel, "
                              f"got {bias.shape}")
         if bias.dtype != x.dtype:
-            raise TypeError(f"{where}: bias is {bias.dtype} but x is {x.dtype}")
+            raise TypeError(f"{where}: bias is {bias.dtype} but input is {x.dtype}")
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D convolution (PyTorch's cross-correlation) of x (N, C, H, W) with weight (O, C/groups, kH, kW).
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (PyTorch's cross-correlation) of input (N, C, H, W) with weight (O, C/groups, kH, kW).
 
     Output (N, O, Ho, Wo), Ho = ⌊(H + 2·padding - dilation·(kH-1) - 1) / stride⌋ + 1.
     stride, padding, dilation: an int or an (int, int) pair. dilation > 1 spreads the
@@ -290,7 +293,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     that many independent convolutions: output channel o reads only the C/groups input
     channels of group o // (O/groups). groups = C is a depthwise convolution.
     """
-    x, weight = as_tensor(x), as_tensor(weight)
+    x, weight = as_tensor(input), as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)
     groups = positive_int("conv2d", "groups", groups)
     _check_arrays("conv2d", x, weight, bias, groups, in_channel_axis=1)
@@ -305,13 +308,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         if span > padded:
             raise ValueError(f"conv2d: weight's kernel spans {span} pixels in {name} (kernel {weight.shape[axis]}, "
                              f"dilation {dilation[axis - 2]}), more than the padded input's {padded} "
-                             f"(x {x.shape[axis]} + 2·padding {padding[axis - 2]})")
+                             f"(input {x.shape[axis]} + 2·padding {padding[axis - 2]})")
     function = Conv2dFunction(stride, padding, dilation, groups)
     return function(x, weight) if bias is None else function(x, weight, bias)
 
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
-    """Transposed convolution of x (N, C_in, H, W) with weight (C_in, C_out/groups, kH, kW).
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
+    """Transposed convolution of input (N, C_in, H, W) with weight (C_in, C_out/groups, kH, kW).
 
     Output (N, C_out, Ho, Wo), Ho = (H-1)·stride - 2·padding + dilation·(kH-1) + output_padding + 1.
     output_padding (smaller than stride or dilation) adds rows/columns at the bottom/right,
@@ -319,7 +322,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     groups: as in ``conv2d``, C_in and C_out split into that many independent parts
     (PyTorch's positional order puts groups before dilation: pass both by name).
     """
-    x, weight = as_tensor(x), as_tensor(weight)
+    x, weight = as_tensor(input), as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)
     groups = positive_int("conv_transpose2d", "groups", groups)
     _check_arrays("conv_transpose2d", x, weight, bias, groups, in_channel_axis=0)
@@ -335,7 +338,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     for size, name, axis in zip(out_hw, ("height", "width"), (2, 3)):
         if size < 1:
             raise ValueError(f"conv_transpose2d: output {name} would be {size}: padding {padding[axis - 2]} is too "
-                             f"large for x's {name} {x.shape[axis]} with kernel {weight.shape[axis]}, stride "
+                             f"large for input's {name} {x.shape[axis]} with kernel {weight.shape[axis]}, stride "
                              f"{stride[axis - 2]}, dilation {dilation[axis - 2]}")
     function = ConvTranspose2dFunction(stride, padding, output_padding, dilation, groups)
     return function(x, weight) if bias is None else function(x, weight, bias)

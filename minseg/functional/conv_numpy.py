@@ -14,6 +14,8 @@ version. Why each is faster is measured by ``benchmarks/layers.py``.
 * ``_stride_one_gradients``: with stride 1 both gradients of a convolution come from
   one im2col of dL/dy, the input gradient being a convolution with the rotated kernel
   (derived in ``Conv2dFunction``'s docstring);
+* ``_conv2d_forward_and_backward_weight``: the transposed convolution's two gradients,
+  a convolution's forward and weight gradient of the same input, from one im2col;
 * ``_swap_channel_axes``: the kernel-by-kernel transpose that rotated-kernel trick needs.
 """
 import numpy as np
@@ -146,19 +148,19 @@ def _swap_channel_axes(weight):
 
 
 # ---------------------------------------------------------------------------
-# The speed-ups of the backward pass
+# The speed-ups of the backward passes
 # ---------------------------------------------------------------------------
 def _stride_one_applies(stride, padding, dilation, kernel_size):
     """Stride 1 and padding ≤ d·(k-1), so that the rotated convolution's padding d·(k-1) - p is not negative."""
     return tuple(stride) == (1, 1) and all(p <= d * (k - 1) for p, d, k in zip(padding, dilation, kernel_size))
 
 
-def _stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, groups):
+def _stride_one_gradients(grad_y, x, weight, weight_shape, padding, dilation, groups):
     """(conv2d_backward_input_plain(...), conv2d_backward_weight_plain(...)) at stride 1, from one im2col of grad_y.
 
-    Pass weight = None or x = None for a gradient that is not wanted. col holds the
-    windows of grad_y padded by d·(k-1) - p, each rotated 180°: row (o, i, j), column
-    q is the gradient that tap (i, j) of filter o sent back to pixel q of x (why, in
+    x = None skips grad_weight, weight = None skips grad_x. col holds the windows of
+    grad_y padded by d·(k-1) - p, each rotated 180°: row (o, i, j), column q is the
+    gradient that tap (i, j) of filter o sent back to pixel q of x (why, in
     ``Conv2dFunction``'s docstring). Hence grad_x = W_swapped @ col, a convolution
     with the rotated kernel, and grad_weight = swap(x @ colᵀ).
     """
@@ -180,8 +182,23 @@ def _stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, gr
     return grad_x, _swap_channel_axes(products.reshape(groups, c_group, o // groups, kh, kw)).reshape(weight_shape)
 
 
+def _conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, stride, padding, dilation, groups):
+    """(conv2d_forward(x, weight, ...), conv2d_backward_weight(x, grad_y, weight_shape, ...)) from one im2col of x.
+
+    Both products read the same windows of x, so each chunk of col is built once and used twice.
+    """
+    o = weight_shape[0]
+    y = np.empty((x.shape[0], o, *conv2d_output_size(x.shape[2:], weight_shape[2:], stride, padding, dilation)),
+                 x.dtype)
+    weight_by_group, products = weight.reshape(groups, o // groups, -1), None
+    for images, out_rows, col, folded in _cols(x, weight_shape[2:], stride, padding, dilation):
+        _weight_times_col(weight_by_group, col, folded, y[images, :, out_rows])
+        products = _sum_of_products(products, grad_y[images, :, out_rows], col, folded, groups)
+    return y, products.reshape(weight_shape)
+
+
 # ---------------------------------------------------------------------------
-# The array functions, NumPy's fast versions (same arguments as conv.py's)
+# The array functions, NumPy's fast versions (same names and arguments as conv.py's)
 # ---------------------------------------------------------------------------
 def conv2d_forward(x, weight, stride, padding, dilation, groups):
     """Equals ``conv2d_forward_plain``: y = W2d @ im2col(x) per group, col in the workspace."""
@@ -197,14 +214,12 @@ def conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation, gr
     """Equals ``conv2d_backward_input_plain``: col2im(W2dᵀ @ grad_y) per group; at stride 1, no col2im.
 
     When the windows tile x (kernel = stride: the UNet's transposed convolution) col2im
-    is only a reordering and costs little (see im2col.col2im); writing this as one GEMM
-    (N·Ho·Wo, O) @ (O, C·kh·kw) and a scatter was measured slower here, the scatter's
-    transpose being the expensive part.
+    is only a reordering (see im2col.col2im).
     """
     n, o, ho, wo = grad_y.shape
     kernel_size = weight.shape[2:]
     if _stride_one_applies(stride, padding, dilation, kernel_size):
-        return _stride_one_gradients(grad_y, weight, None, weight.shape, padding, dilation, groups)[0]
+        return _stride_one_gradients(grad_y, None, weight, weight.shape, padding, dilation, groups)[0]
     weight_t = weight.reshape(groups, o // groups, -1).transpose(0, 2, 1)  # (G, C/G·kh·kw, O/G)
     rows = weight_t.shape[1]
     folded = _folds_batch((ho, wo))
@@ -226,9 +241,9 @@ def conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation, g
 
 
 def conv2d_backward(grad_y, x, weight, x_shape, weight_shape, stride, padding, dilation, groups):
-    """Equals (conv2d_backward_input(...), conv2d_backward_weight(...)); with stride 1 both from one im2col."""
+    """Equals conv.py's ``conv2d_backward``; with stride 1 both gradients come from one im2col of grad_y."""
     if _stride_one_applies(stride, padding, dilation, weight_shape[2:]):
-        return _stride_one_gradients(grad_y, weight, x, weight_shape, padding, dilation, groups)
+        return _stride_one_gradients(grad_y, x, weight, weight_shape, padding, dilation, groups)
     grad_x = None if weight is None else conv2d_backward_input(grad_y, weight, x_shape, stride, padding, dilation,
                                                                 groups)
     grad_weight = None if x is None else conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation,
@@ -236,20 +251,12 @@ def conv2d_backward(grad_y, x, weight, x_shape, weight_shape, stride, padding, d
     return grad_x, grad_weight
 
 
-def conv2d_forward_and_backward_weight(x, weight, grad_y, weight_shape, stride, padding, dilation, groups):
-    """Equals (conv2d_forward(x, weight, ...), conv2d_backward_weight(x, grad_y, weight_shape, ...)), one im2col of x.
-
-    A None weight or grad_y skips that result. (The transposed convolution's backward.)
-    """
-    if weight is None or grad_y is None:
-        return (None if weight is None else conv2d_forward(x, weight, stride, padding, dilation, groups),
-                None if grad_y is None else conv2d_backward_weight(x, grad_y, weight_shape, stride, padding, dilation,
-                                                                   groups))
-    o = weight_shape[0]
-    y = np.empty((x.shape[0], o, *conv2d_output_size(x.shape[2:], weight_shape[2:], stride, padding, dilation)),
-                 x.dtype)
-    weight_by_group, products = weight.reshape(groups, o // groups, -1), None
-    for images, out_rows, col, folded in _cols(x, weight_shape[2:], stride, padding, dilation):
-        _weight_times_col(weight_by_group, col, folded, y[images, :, out_rows])
-        products = _sum_of_products(products, grad_y[images, :, out_rows], col, folded, groups)
-    return y, products.reshape(weight_shape)
+def conv_transpose2d_backward(grad_y, x, weight, weight_shape, stride, padding, dilation, groups):
+    """Equals conv.py's ``conv_transpose2d_backward``; with both gradients wanted, from one im2col of grad_y."""
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    if weight is None or x is None:
+        return (None if weight is None else conv2d_forward(x=grad_y, weight=weight, **geometry),
+                None if x is None else conv2d_backward_weight(x=grad_y, grad_y=x, weight_shape=weight_shape,
+                                                              **geometry))
+    return _conv2d_forward_and_backward_weight(x=grad_y, weight=weight, grad_y=x, weight_shape=weight_shape,
+                                               **geometry)

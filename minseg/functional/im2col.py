@@ -48,9 +48,9 @@ def conv2d_output_size(height_width, kernel_size, stride, padding, dilation):
 
 
 # Large NumPy arrays come from the operating system as fresh pages, and touching each
-# page for the first time costs time, for a large col matrix about as much as the copy
-# itself. The im2col matrix (and the padded copy of x it is read from) is
-# needed only during one call, so convolutions reuse scratch buffers instead. Nothing
+# page for the first time costs time, which a new col matrix would pay on every call.
+# The im2col matrix (and the padded copy of x it is read from) is needed only during
+# one call, so convolutions reuse scratch buffers instead. Nothing
 # that lives in them ever leaves the function that filled it (callers get fresh
 # arrays). Each grows to the largest size seen and stays allocated;
 # ``workspace.release()`` gives the memory back. (One set of buffers per process: two

@@ -1,34 +1,32 @@
-"""Segmentation losses: pixel-wise cross-entropy, focal loss, soft Dice and soft Jaccard (IoU).
+"""Pixel-wise cross-entropy and focal loss: softmax and the target's log-probability in one node.
 
-All take logits ``input`` (N, C, H, W) — or (N, C), or (N, C, d1, d2, ...) — and class
-ids ``target`` (N, H, W) and return a Tensor; combining losses is adding them
-(``F.cross_entropy(x, t) + F.dice_loss(x, t)``).
+Both take logits ``input`` (N, C, H, W) — or (N, C), or (N, C, d1, d2, ...) — and class
+ids ``target`` (N, H, W) and return a Tensor. Each is one fused Function, with no
+log-probability array stored in between; the derivations are in
+``SoftmaxCrossEntropyFunction`` and ``SoftmaxFocalFunction``.
 
-* ``cross_entropy`` and ``focal_loss`` are fused Functions: log-softmax and the pick of
-  the target's log-probability in one node, with no log-probability array stored in
-  between (the derivations are in ``SoftmaxCrossEntropyFunction`` and
-  ``SoftmaxFocalFunction``). Cross-entropy's array functions,
-  ``softmax_cross_entropy_forward/backward``, are where NumPy or ``minseg.cuda``'s kernels
-  (same names and arguments) are chosen; their NumPy code (``_PixelSoftmax``) is the
-  reference the kernels are tested against.
-* ``dice_loss`` and ``jaccard_loss`` are compositions of differentiable ops (softmax,
-  products, sums), because their gradients are nothing but the chain rule.
+Cross-entropy's two array functions, ``softmax_cross_entropy_forward`` and
+``softmax_cross_entropy_backward``, choose once per call who computes, as the
+convolution's do: float32 CuPy arrays go to ``minseg.cuda``'s functions of the same
+names and arguments, anything else to ``_PixelSoftmax`` (NumPy, or CuPy in other
+dtypes), the reference the kernels are tested against. Focal loss has no kernel; it
+runs ``_PixelSoftmax`` on either library. The soft Dice and Jaccard losses are in
+overlap_loss.py; losses combine by adding them (``F.cross_entropy(x, t) + F.dice_loss(x, t)``).
 """
 import numpy as np
 
 from .. import backend, cuda
 from ..autograd import Function, Tensor, as_tensor
-from ..ops import softmax
-from .one_hot import check_class_ids, one_hot
+from ..backend import get_array_module
+from .one_hot import check_class_ids
 
-__all__ = ["cross_entropy", "focal_loss", "dice_loss", "jaccard_loss",
-           "softmax_cross_entropy_forward", "softmax_cross_entropy_backward"]
+__all__ = ["cross_entropy", "focal_loss", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
 
 # ---------------------------------------------------------------------------
-# The per-pixel softmax shared by cross-entropy and focal loss (NumPy or CuPy)
+# The per-pixel softmax (NumPy or CuPy): cross-entropy's reference, and focal loss
 # ---------------------------------------------------------------------------
 def _target_positions(target, num_classes):
     """Flat indices of ``logits[n, target[n, *p], *p]`` in a C-contiguous (N, C, *) array.
@@ -36,7 +34,7 @@ def _target_positions(target, num_classes):
     One fancy index both reads the target's logit and, in backward, subtracts the
     one-hot: no (N, C, H, W) one-hot array is ever built.
     """
-    xp = backend.get_array_module(target)
+    xp = get_array_module(target)
     batch_size, pixels_per_image = target.shape[0], int(np.prod(target.shape[1:], dtype=np.int64))
     image = xp.arange(batch_size).reshape((batch_size,) + (1,) * (target.ndim - 1))
     pixel = xp.arange(pixels_per_image).reshape(target.shape[1:])
@@ -54,7 +52,7 @@ class _PixelSoftmax:
     """
 
     def __init__(self, logits, target, class_weight, ignore_index):
-        xp = backend.get_array_module(logits)
+        xp = get_array_module(logits)
         logits = xp.ascontiguousarray(logits)  # the flat ``positions`` assume C order
         max_logit = logits.max(axis=1, keepdims=True)
         self.exp_shifted = logits - max_logit
@@ -74,8 +72,8 @@ class _PixelSoftmax:
     def grad_logits(self, scale):
         """scale · (softmax − one_hot(target)) per pixel, for a per-pixel ``scale`` (N, *).
 
-        Written into the saved exp buffer: backward runs once per Function (the engine
-        releases it afterwards), and skipping a fresh (N, C, H, W) array saves time.
+        Written into the exp buffer, which nothing reads afterwards (one object serves one
+        backward); skipping a fresh (N, C, H, W) array saves time.
         """
         grad_logits = self.exp_shifted
         grad_logits *= (scale / self.sum_exp)[:, None]
@@ -83,66 +81,53 @@ class _PixelSoftmax:
         return grad_logits
 
     def cross_entropy(self):
-        """(loss, pixel_weight) per pixel, loss = −pixel_weight · log p_target."""
+        """(loss, pixel_weight) per pixel, loss = −pixel_weight · log p_target: ``softmax_cross_entropy_forward``'s."""
         loss = self.log_prob_target
         loss *= -self.pixel_weight  # cross-entropy needs log_prob_target no more: reuse its memory
         return loss, self.pixel_weight
 
     def cross_entropy_backward(self, grad_loss):
-        """grad_loss · pixel_weight · (softmax − one_hot(target)), from the softmax kept since the forward."""
+        """grad_loss · pixel_weight · (softmax − one_hot(target)): ``softmax_cross_entropy_backward``'s reference."""
         return self.grad_logits(grad_loss * self.pixel_weight)
-
-
-class _PixelSoftmaxKernels:
-    """``_PixelSoftmax``'s cross-entropy, on ``minseg.cuda``'s fused kernels (float32 CuPy arrays).
-
-    It keeps only the arguments: the backward kernel computes the softmax again from the logits,
-    in registers, which costs less on a GPU than storing and re-reading an (N, C, H, W) buffer.
-    """
-
-    def __init__(self, logits, target, class_weight, ignore_index):
-        target = backend.get_array_module(target).asarray(target, dtype=np.int64)
-        self.arguments = (logits, target, class_weight, ignore_index)
-
-    def cross_entropy(self):
-        return cuda.softmax_cross_entropy_forward(*self.arguments)
-
-    def cross_entropy_backward(self, grad_loss):
-        return cuda.softmax_cross_entropy_backward(*self.arguments, grad_loss)
 
 
 # ---------------------------------------------------------------------------
 # The cross-entropy array functions: the one place NumPy or minseg.cuda is chosen
 # ---------------------------------------------------------------------------
-def _cross_entropy_pixels(logits, target, class_weight, ignore_index):
-    """The per-pixel softmax for cross-entropy: ``minseg.cuda``'s kernels for float32 CuPy logits,
-    the NumPy-style ``_PixelSoftmax`` (NumPy, or CuPy in other dtypes) for anything else."""
-    on_kernels = backend.device_of(logits) == "cuda" and logits.dtype == np.float32
-    return (_PixelSoftmaxKernels if on_kernels else _PixelSoftmax)(logits, target, class_weight, ignore_index)
-
-
 def softmax_cross_entropy_forward(logits, target, class_weight, ignore_index):
     """(loss, pixel_weight) per pixel, loss = pixel_weight · (logsumexp(logits) − logits[target]).
 
     logits (N, C, *), target (N, *) integer, class_weight (C,) or None; both results have the
-    target's shape. Float32 CuPy arrays run ``minseg.cuda.softmax_cross_entropy_forward`` (same
-    names and arguments); anything else runs ``_PixelSoftmax``, the kernel's reference.
+    target's shape. pixel_weight = class_weight[target] (1 without class weights), 0 where
+    target == ignore_index. Float32 CuPy arrays run ``minseg.cuda.softmax_cross_entropy_forward``;
+    anything else ``_PixelSoftmax``.
     """
-    return _cross_entropy_pixels(logits, target, class_weight, ignore_index).cross_entropy()
+    if get_array_module(logits) is np or logits.dtype != np.float32:
+        return _PixelSoftmax(logits, target, class_weight, ignore_index).cross_entropy()
+    return cuda.softmax_cross_entropy_forward(logits, _int64(target), class_weight, ignore_index)
 
 
 def softmax_cross_entropy_backward(logits, target, class_weight, ignore_index, grad_loss):
     """grad_logits = grad_loss · pixel_weight · (softmax(logits) − one_hot(target)), shaped like logits.
 
-    ``grad_loss`` (the target's shape) is d(loss)/d(per-pixel loss). Float32 CuPy arrays run
-    ``minseg.cuda.softmax_cross_entropy_backward`` (same names and arguments); anything else
-    ``_PixelSoftmax``. Called on its own it computes the softmax again; the cross-entropy
-    Function instead keeps the forward's ``_cross_entropy_pixels`` object, which on the CPU
-    holds the softmax already computed.
+    ``grad_loss`` (the target's shape) is d(loss)/d(per-pixel loss). The softmax is computed
+    again from the logits rather than kept from the forward: (N, C, *) memory less between the
+    two passes. Float32 CuPy arrays run ``minseg.cuda.softmax_cross_entropy_backward``; anything
+    else ``_PixelSoftmax``.
     """
-    return _cross_entropy_pixels(logits, target, class_weight, ignore_index).cross_entropy_backward(grad_loss)
+    if get_array_module(logits) is np or logits.dtype != np.float32:
+        return _PixelSoftmax(logits, target, class_weight, ignore_index).cross_entropy_backward(grad_loss)
+    return cuda.softmax_cross_entropy_backward(logits, _int64(target), class_weight, ignore_index, grad_loss)
 
 
+def _int64(target):
+    """The class ids as int64, the type minseg.cuda's kernels read (no copy when they already are)."""
+    return get_array_module(target).asarray(target, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------
+# The Functions
+# ---------------------------------------------------------------------------
 def _reduce(loss, pixel_weight, reduction):
     """Per-pixel loss -> 'none' | 'sum' | 'mean' (divided by the total weight of the counted pixels)."""
     if reduction == "none":
@@ -168,23 +153,24 @@ class SoftmaxCrossEntropyFunction(Function):
     Backward: the log-sum-exp's gradient is the softmax and the picked logit's is the
     one-hot of the target, so d loss_i / d x_ic = w[t_i] · (softmax(x_i)_c − [c = t_i]),
     times what the reduction hands each pixel (1/Σ w for 'mean'). Ignored pixels have
-    w = 0 and get no gradient. One node: the pixels object of ``_cross_entropy_pixels``
-    (the one CPU/GPU switch) computes both directions; on a GPU, one kernel each.
+    w = 0 and get no gradient. Per pixel, the forward is ``softmax_cross_entropy_forward``
+    and the backward ``softmax_cross_entropy_backward`` (one kernel each on a GPU).
     """
 
     def __init__(self, class_weight, ignore_index, reduction):
         self.class_weight, self.ignore_index, self.reduction = class_weight, ignore_index, reduction
 
     def forward(self, logits, target):
-        self.pixels = _cross_entropy_pixels(logits, target, self.class_weight, self.ignore_index)
-        loss, self.pixel_weight = self.pixels.cross_entropy()
+        self.logits, self.target = logits, target
+        loss, self.pixel_weight = softmax_cross_entropy_forward(logits, target, self.class_weight, self.ignore_index)
         reduced, self.weight_sum = _reduce(loss, self.pixel_weight, self.reduction)
         return reduced
 
     def backward(self, grad_output):
         upstream = _upstream_per_pixel(grad_output, self.reduction, self.weight_sum)
-        grad_loss = backend.get_array_module(upstream).broadcast_to(upstream, self.pixel_weight.shape)
-        return self.pixels.cross_entropy_backward(grad_loss), None
+        grad_loss = get_array_module(upstream).broadcast_to(upstream, self.pixel_weight.shape)
+        return softmax_cross_entropy_backward(self.logits, self.target, self.class_weight, self.ignore_index,
+                                              grad_loss), None
 
 
 class SoftmaxFocalFunction(Function):
@@ -202,7 +188,7 @@ class SoftmaxFocalFunction(Function):
         self.ignore_index, self.reduction = ignore_index, reduction
 
     def forward(self, logits, target):
-        xp = backend.get_array_module(logits)
+        xp = get_array_module(logits)
         self.pixels = _PixelSoftmax(logits, target, self.class_weight, self.ignore_index)
         log_p = self.pixels.log_prob_target
         self.q = -xp.expm1(log_p)  # 1 − p without the cancellation of 1 − exp(ℓ) near p = 1
@@ -212,7 +198,7 @@ class SoftmaxFocalFunction(Function):
         return reduced
 
     def backward(self, grad_output):
-        xp = backend.get_array_module(grad_output)
+        xp = get_array_module(grad_output)
         log_p, q = self.pixels.log_prob_target, self.q
         nonzero_q = q > 0
         log_p_over_q = xp.where(nonzero_q, log_p / xp.where(nonzero_q, q, 1), log_p.dtype.type(-1))
@@ -224,7 +210,7 @@ class SoftmaxFocalFunction(Function):
 # ---------------------------------------------------------------------------
 # Argument checks shared by every loss
 # ---------------------------------------------------------------------------
-def _check_input_and_target(input, target, ignore_index, where):
+def check_input_and_target(input, target, ignore_index, where):
     """Logits as a Tensor and class ids as a raw array, or an error naming the bad argument."""
     input = as_tensor(input)
     target = target.data if isinstance(target, Tensor) else target
@@ -239,7 +225,7 @@ def _check_input_and_target(input, target, ignore_index, where):
         raise ValueError(f"{where}: input has shape {input.shape}, so target must have shape {expected}, "
                          f"but target has shape {tuple(target.shape)}")
     backend.check_same_device([input.data, target], where)
-    xp = backend.get_array_module(input.data)
+    xp = get_array_module(input.data)
     if not bool(xp.isfinite(input.data).all()):
         count = int((~xp.isfinite(input.data)).sum())
         raise ValueError(f"{where}: input holds {count} NaN or infinite logits; the loss would be NaN "
@@ -261,7 +247,7 @@ def _check_class_weight(weight, input, where):
     return weight.astype(input.dtype)  # a copy: the caller's array is never touched
 
 
-def _check_ignore_index(ignore_index, where):
+def check_ignore_index(ignore_index, where):
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"{where}: ignore_index must be an integer class id, got {ignore_index!r}")
 
@@ -289,8 +275,8 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     Non-finite logits raise a ValueError instead of producing a NaN loss.
     """
     _check_reduction(reduction, "cross_entropy")
-    _check_ignore_index(ignore_index, "cross_entropy")
-    input, target = _check_input_and_target(input, target, ignore_index, "cross_entropy")
+    check_ignore_index(ignore_index, "cross_entropy")
+    input, target = check_input_and_target(input, target, ignore_index, "cross_entropy")
     class_weight = _check_class_weight(weight, input, "cross_entropy")
     return SoftmaxCrossEntropyFunction(class_weight, int(ignore_index), reduction)(input, Tensor(target))
 
@@ -303,68 +289,9 @@ def focal_loss(input, target, gamma=2.0, weight=None, ignore_index=-100, reducti
     exactly ``cross_entropy``. gamma must be >= 0; 2 is the paper's choice.
     """
     _check_reduction(reduction, "focal_loss")
-    _check_ignore_index(ignore_index, "focal_loss")
+    check_ignore_index(ignore_index, "focal_loss")
     if not np.isscalar(gamma) or not gamma >= 0:
         raise ValueError(f"focal_loss: gamma must be a number >= 0, got {gamma!r}")
-    input, target = _check_input_and_target(input, target, ignore_index, "focal_loss")
+    input, target = check_input_and_target(input, target, ignore_index, "focal_loss")
     class_weight = _check_class_weight(weight, input, "focal_loss")
     return SoftmaxFocalFunction(float(gamma), class_weight, int(ignore_index), reduction)(input, Tensor(target))
-
-
-def _soft_overlap(input, target, ignore_index, where):
-    """Per class c, summed over the batch and all pixels: Σ p·g, Σ p and Σ g.
-
-    p = softmax(input) over classes, g = one_hot(target); pixels equal to ``ignore_index``
-    are left out of all three sums.
-    """
-    if ignore_index is not None:
-        _check_ignore_index(ignore_index, where)
-    input, target = _check_input_and_target(input, target, ignore_index, where)
-    target_one_hot = one_hot(target, input.shape[1], ignore_index, dtype=input.dtype).data
-    probs = softmax(input, 1)
-    if ignore_index is not None:
-        valid = (target != ignore_index)[:, None].astype(input.dtype)
-        probs = probs * Tensor(valid)
-    axes = (0,) + tuple(range(2, input.ndim))  # everything but the class axis
-    intersection = (probs * Tensor(target_one_hot)).sum(axes)
-    return intersection, probs.sum(axes), Tensor(target_one_hot.sum(axis=axes))
-
-
-def _check_smooth(smooth, where):
-    if not np.isscalar(smooth) or not smooth > 0:
-        raise ValueError(f"{where}: smooth must be > 0, got {smooth!r}; it keeps a class absent from "
-                         "both prediction and target at (0 + smooth)/(0 + smooth) = 1 instead of 0/0 "
-                         "(use a small value such as 1e-5 for nearly the unsmoothed score)")
-
-
-def dice_loss(input, target, smooth=1.0, ignore_index=None):
-    """Soft multi-class Dice loss: 1 − (1/C) Σ_c (2 Σ p_c g_c + s) / (Σ p_c + Σ g_c + s).
-
-    p = softmax(input) over the class axis, g = one_hot(target), s = ``smooth``; each sum
-    runs over the whole batch and every pixel (one Dice score per class for the batch,
-    not per image), then the C scores are averaged with equal weight.
-
-    Every class counts in the average, also one absent from the target: its score is
-    s / (Σ p_c + s), which is 1 when the network puts no probability on it and falls
-    toward 0 as it does, so the loss punishes predicting a class that is not there.
-    A class absent from both prediction and target scores exactly 1 (s/s), which is why
-    smooth must be > 0. Pixels equal to ``ignore_index`` are left out of every sum.
-    Returns a scalar Tensor.
-    """
-    _check_smooth(smooth, "dice_loss")
-    intersection, prob_sum, target_sum = _soft_overlap(input, target, ignore_index, "dice_loss")
-    dice = (2 * intersection + smooth) / (prob_sum + target_sum + smooth)
-    return 1 - dice.mean()
-
-
-def jaccard_loss(input, target, smooth=1.0, ignore_index=None):
-    """Soft multi-class Jaccard (IoU) loss: 1 − (1/C) Σ_c (Σ p_c g_c + s) / (Σ p_c + Σ g_c − Σ p_c g_c + s).
-
-    The soft intersection over the soft union; every convention (sums over batch and
-    pixels, equal-weight mean over all C classes, a class absent from both prediction
-    and target scoring 1, smooth > 0, ignored pixels left out) is that of ``dice_loss``.
-    """
-    _check_smooth(smooth, "jaccard_loss")
-    intersection, prob_sum, target_sum = _soft_overlap(input, target, ignore_index, "jaccard_loss")
-    iou = (intersection + smooth) / (prob_sum + target_sum - intersection + smooth)
-    return 1 - iou.mean()
