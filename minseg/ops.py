@@ -5,6 +5,9 @@ Binary ops broadcast like NumPy; because one input element then feeds many outpu
 elements, its gradient is the *sum* of theirs (``sum_to`` folds the broadcast back).
 The public helpers at the bottom (``add``, ``sum``, ``cat`` ...) are what ``Tensor``'s
 operators and methods call.
+
+Longer than 400 lines because it is one table of the elementary Functions, each beside its public wrapper,
+which ``Tensor``'s operators import together.
 """
 import numpy as np
 

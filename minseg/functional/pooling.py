@@ -11,6 +11,9 @@ axes directly makes NumPy step through them an element at a time.
 The backward of each 1-D pass routes the gradient back through the same taps: to the tap that won (max) or to
 every tap equally (average). Overlapping windows (stride < kernel) add their contributions; when windows tile
 the input exactly (stride == kernel, the common 2 × 2 case) every input element is written once.
+
+Longer than 400 lines because the four poolings share the tap loops and the reference versions they are
+checked against; apart, each fast path would sit away from its definition.
 """
 import numpy as np
 
