@@ -115,7 +115,7 @@ class TrainingRun:
 
     def _figures(self, out, results):
         """batch.png, results.png, history.png, per_class_iou.png and confusion_matrix.png in ``out``."""
-        from .. import viz  # matplotlib takes about as long to import as the rest of minseg: only when drawing
+        from .. import viz  # matplotlib alone takes longer to import than all of minseg (-X importtime)
         learner, classes, colors = self.learner, self.classes, self.train_set.class_colors
         shown = self.train_set.subset(viz.spread_indices(len(self.train_set), 8))
         images, labels = next(iter(DataLoader(shown, batch_size=8, mean=self.mean, std=self.std, pad_to_multiple=1)))

@@ -46,7 +46,7 @@ def lr_find(learner, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True, plot
         learner.load_state_dict(saved)
     suggested = lrs[int(np.argmin(losses))] / 10 if losses else None
     if plot_path is not None and losses:
-        from ..viz import plot_lr_find  # matplotlib takes about as long to import as the rest of minseg
+        from ..viz import plot_lr_find  # matplotlib alone takes longer to import than all of minseg
         plot_lr_find(lrs, losses, plot_path, suggested_lr=suggested)
     return LRFindResult(lrs, losses, suggested)
 
