@@ -83,6 +83,12 @@ def test_a_dataset_with_problems_is_one_error_line_naming_the_files(tmp_path, ca
     assert err.startswith("error: SegmentationDataset") and "im03.png" in err and "im05_P.png" in err
 
 
+@pytest.mark.parametrize("scale", ["abc", "2,1", "1"])
+def test_a_bad_scale_is_one_error_line_naming_the_flag(tmp_path, capsys, data, scale):
+    status, _, err = train(capsys, data, tmp_path / "run", "--scale", scale)
+    assert status == 2 and err.startswith("error: --scale must be LOW,HIGH") and err.count("\n") == 1
+
+
 def test_the_console_script_exits_2_on_a_mistake_without_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "minseg.app.cli", "train", "--data", str(tmp_path / "no")],
                             capture_output=True, text=True, cwd=REPO)

@@ -120,8 +120,12 @@ def augmentation(options):
     """The training transforms: random zoom, then random crop, then a horizontal flip (each if asked)."""
     transforms = []
     if options["scale"] is not None:
-        low, high = parse_list(options["scale"], float)
-        transforms.append(RandomScale((low, high)))
+        try:
+            low, high = parse_list(options["scale"], float)
+            transforms.append(RandomScale((low, high)))
+        except ValueError as error:  # not two numbers, or not 0 < low <= high
+            raise UsageError(f"--scale must be LOW,HIGH with 0 < LOW <= HIGH, like 0.75,1.25, "
+                             f"got {options['scale']!r}") from error
     if options["crop"] is not None:
         transforms.append(RandomCrop(tuple(options["crop"]), pad_if_needed=True))
     if "h" in options["flip"]:
