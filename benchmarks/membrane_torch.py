@@ -23,8 +23,8 @@ import torch.nn.functional as TF
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from minseg.app.options import augmentation  # noqa: E402
 from minseg.data import DataLoader, channel_stats, layouts  # noqa: E402
-from minseg.data.recipe import augmentation  # noqa: E402
 from minseg.metrics import SegmentationMetrics  # noqa: E402
 
 MEMBRANE = Path(__file__).resolve().parents[2] / "shared" / "data" / "membrane"

@@ -4,7 +4,7 @@
     python examples/camvid_tiny.py --model linknet --epochs 10 --out runs/linknet
     python examples/camvid_tiny.py --resume                                   # continue an interrupted run
 
-This is ``minseg train`` (``minseg/cli.py``) with CamVid tiny's defaults; every option of
+This is ``minseg train`` (``minseg/app/cli.py``) with CamVid tiny's defaults; every option of
 ``minseg train --help`` works here too. The recipe is fastai's: AdamW, a one-cycle schedule,
 random horizontal flips, 80 images to train on and 20 to validate on (every 5th). Written into
 --out: metrics.json, batch.png, results.png, history.png, per_class_iou.png,
@@ -13,7 +13,7 @@ stopped run left off, and ``minseg predict --checkpoint`` applies the model to n
 """
 import sys
 
-from minseg import cli
+from minseg.app import cli
 
 # UNet base 16, 100 epochs, lr 3e-3, batch 8: see docs/training.md for what it reaches and how long it takes.
 DEFAULTS = dict(model="unet", base=16, epochs=100, lr=3e-3, batch_size=8, seed=0, out="runs/camvid_tiny")

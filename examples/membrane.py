@@ -10,7 +10,7 @@ membrane, 255 = cell interior) read as it ships (``image/<k>.png``, ``label/<k>.
 validate), random 128x128 crops (each slice 4 times per epoch) with left-right and top-bottom
 flips, a UNet (base 16), soft Dice + cross-entropy, AdamW under a one-cycle schedule; the
 validation slices are predicted whole. It prints pixel accuracy and each class's Dice and IoU.
-This is ``minseg train`` with these defaults (``minseg/cli.py``): every option of
+This is ``minseg train`` with these defaults (``minseg/app/cli.py``): every option of
 ``minseg train --help`` works here too. ``benchmarks/membrane_torch.py`` is the same recipe in
 PyTorch.
 """
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from minseg import cli
+from minseg.app import cli
 
 MEMBRANE = Path(__file__).resolve().parents[2] / "shared" / "data" / "membrane"
 DEFAULTS = dict(data=str(MEMBRANE) if MEMBRANE.is_dir() else None, layout="membrane", valid_every=5,

@@ -3,9 +3,10 @@
 Read it in this order: ``autograd`` (Tensor, Function, backward), ``ops`` (the basic
 differentiable operations), ``gradcheck``, ``functional`` (convolution, pooling,
 normalization, losses), ``nn`` (layers as Modules), ``models``, ``metrics``,
-``optim``, ``data``, ``train``, ``viz``; ``cuda`` is the only module that knows the
-CUDA kernels in ``kernels/``. ``train`` and ``viz`` (which needs matplotlib) are imported
-on demand: ``from minseg import train, viz``.
+``optim``, ``data``, ``train``, ``predict``, ``colors``, ``viz``; ``cuda`` is the only module
+that knows the CUDA kernels in ``kernels/``. ``train``, ``predict`` and ``viz`` (which needs
+matplotlib) are imported on demand: ``from minseg import train, viz``. ``app`` is the ``minseg``
+command line built on all of them; nothing above imports it.
 """
 from . import data, functional, metrics, models, nn, optim
 from .autograd import Function, Tensor, is_grad_enabled, no_grad

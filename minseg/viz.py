@@ -3,16 +3,14 @@
 The figures are built with ``matplotlib.figure.Figure`` directly, not ``pyplot``: no global
 backend is switched, no window opens, nothing accumulates in pyplot's figure list, and it
 works the same in a script, on a headless server or in a notebook (which displays the
-returned figure). Class colours are the dataset's own when it has them (pass ``colors=``, e.g.
-``dataset.class_colors``: CamVid's label_colors.txt, VOC's palette) and otherwise ``palette(C)``,
-Kelly's 20 colours of maximum contrast followed by spread-out hues.
+returned figure). Class colours are ``minseg.colors``': the dataset's own when it has them (pass
+``colors=``, e.g. ``dataset.class_colors``) and otherwise ``palette(C)``.
 
 Images may come in either of the two forms minseg handles: uint8 (N, H, W, 3) arrays as a
 ``SegmentationDataset`` stores them, or normalized float (N, 3, H, W) batches (Tensors or
 arrays) as a ``DataLoader`` yields them; pass that loader's ``mean`` and ``std`` to undo the
 normalization for display.
 """
-import colorsys
 import os
 
 import numpy as np
@@ -20,8 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from . import backend
-from .autograd import Tensor
+from .colors import KELLY_COLORS, as_numpy, class_colors, colorize, overlay, palette
 from .data.layouts import CAMVID_COLORS
 
 __all__ = ["CAMVID_PALETTE", "KELLY_COLORS", "palette", "class_colors", "colorize", "show_batch", "show_results",
@@ -29,50 +26,12 @@ __all__ = ["CAMVID_PALETTE", "KELLY_COLORS", "palette", "class_colors", "coloriz
 
 # CamVid's label_colors.txt, in the (alphabetical) order of codes.txt (kept under its old name).
 CAMVID_PALETTE = CAMVID_COLORS
-
-# Kelly (1965), "twenty-two colors of maximum contrast", without white, black, and the two yellows
-# (orange yellow, greenish yellow) that sit too close to his yellow when drawn small.
-KELLY_COLORS = np.array([
-    (243, 195, 0), (135, 86, 146), (243, 132, 0), (161, 202, 241), (190, 0, 50), (194, 178, 128),
-    (132, 132, 130), (0, 136, 86), (230, 143, 172), (0, 103, 165), (249, 147, 121), (96, 78, 151),
-    (179, 68, 108), (136, 45, 23), (141, 182, 0), (101, 69, 34),
-    (226, 88, 34), (43, 61, 38)], dtype=np.uint8)
-
-
-def palette(num_classes):
-    """(num_classes, 3) uint8 colours that are easy to tell apart: Kelly's 18, then spread-out hues."""
-    extra = [colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.65, 0.95)
-             for k in range(max(num_classes - len(KELLY_COLORS), 0))]
-    extra = np.array(extra, dtype=np.float64).reshape(-1, 3)
-    return np.concatenate([KELLY_COLORS, np.round(extra * 255).astype(np.uint8)])[:num_classes]
-
-
-def class_colors(num_classes, colors=None):
-    """``colors`` (the dataset's own, (C, 3) uint8) when given, else ``palette(num_classes)``."""
-    if colors is None:
-        return palette(num_classes)
-    colors = np.asarray(colors, dtype=np.uint8)
-    if colors.shape != (num_classes, 3) and not (colors.ndim == 2 and len(colors) >= num_classes):
-        raise ValueError(f"class_colors: colors must have shape ({num_classes}, 3), got {colors.shape}")
-    return colors[:num_classes]
-
-
-def colorize(label, num_classes=32, colors=None):
-    """Class ids (..., H, W) → RGB uint8 (..., H, W, 3); ignored pixels (negative ids) are black."""
-    label = _numpy(label)
-    table = np.concatenate([class_colors(num_classes, colors), np.zeros((1, 3), np.uint8)])
-    return table[np.where(label < 0, num_classes, label)]
-
-
-# --- helpers -----------------------------------------------------------------------------------
-def _numpy(values):
-    values = values.data if isinstance(values, Tensor) else values
-    return np.asarray(backend.to_device(values, "cpu")) if hasattr(values, "shape") else np.asarray(values)
+# palette, class_colors and colorize are minseg.colors' (matplotlib-free), exported here too.
 
 
 def _display_images(images, mean=None, std=None):
     """RGB floats in [0, 1], (N, H, W, 3), from uint8 (N, H, W, 3) or normalized float (N, 3, H, W)."""
-    images = _numpy(images)
+    images = as_numpy(images)
     if images.ndim == 3:
         images = images[None]
     if images.dtype == np.uint8:
@@ -80,16 +39,10 @@ def _display_images(images, mean=None, std=None):
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be uint8 (N, H, W, 3) or float (N, 3, H, W), got {images.dtype} "
                          f"{images.shape}")
-    mean = np.zeros(3) if mean is None else _numpy(mean).reshape(3)
-    std = np.ones(3) if std is None else _numpy(std).reshape(3)
+    mean = np.zeros(3) if mean is None else as_numpy(mean).reshape(3)
+    std = np.ones(3) if std is None else as_numpy(std).reshape(3)
     pixels = images.transpose(0, 2, 3, 1) * std + mean
     return np.clip(pixels, 0, 1)
-
-
-def _overlay(image, label, colours, alpha):
-    """``image`` with the class colours blended in; ignored pixels (negative ids) keep the image."""
-    blended = (1 - alpha) * image + alpha * (colours[np.maximum(label, 0)] / 255.0)
-    return np.where((label < 0)[..., None], image, blended)
 
 
 def _class_names(codes, num_classes):
@@ -134,7 +87,7 @@ def show_batch(images, labels, path=None, codes=None, mean=None, std=None, max_i
     """
     chosen = spread_indices(len(labels), max_images)
     pictures = _display_images(images, mean, std)[chosen]
-    labels = _numpy(labels)[chosen]
+    labels = as_numpy(labels)[chosen]
     num_classes = _num_classes(codes, labels)
     colours, names = class_colors(num_classes, colors), _class_names(codes, num_classes)
     nrows = -(-len(pictures) // ncols)
@@ -145,7 +98,7 @@ def show_batch(images, labels, path=None, codes=None, mean=None, std=None, max_i
     for index, ax in enumerate(axes.flat):
         ax.axis("off")
         if index < len(pictures):
-            ax.imshow(_overlay(pictures[index], labels[index], colours, alpha))
+            ax.imshow(overlay(pictures[index], labels[index], colours, alpha))
     _legend(axes[0, -1], np.unique(labels[labels >= 0]), names, colours)
     return _save(figure, path)
 
@@ -154,7 +107,7 @@ def show_results(images, targets, predictions, path=None, codes=None, mean=None,
                  colors=None):
     """One row per image: the image | its ground truth | the model's prediction (ignored pixels black)."""
     pictures = _display_images(images, mean, std)[:max_rows]
-    targets, predictions = _numpy(targets)[:max_rows], _numpy(predictions)[:max_rows]
+    targets, predictions = as_numpy(targets)[:max_rows], as_numpy(predictions)[:max_rows]
     num_classes = _num_classes(codes, targets, predictions)
     colours, names = class_colors(num_classes, colors), _class_names(codes, num_classes)
     height, width = pictures.shape[1:3]
@@ -230,7 +183,7 @@ def plot_per_class_iou(per_class_iou, path=None, codes=None, colors=None):
 
 def plot_confusion_matrix(cm, path=None, codes=None):
     """The confusion matrix with each row divided by its total: row i shows where class i's pixels went."""
-    cm = _numpy(cm).astype(np.float64)
+    cm = as_numpy(cm).astype(np.float64)
     totals = cm.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         normalized = np.where(totals > 0, cm / totals, np.nan)  # a class that never occurs: blank row

@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minseg import Tensor, backend, cli, no_grad
+from minseg import Tensor, backend, no_grad
+from minseg.app import cli, threads
+from minseg.app.options import UsageError
+from minseg.app.run import create_model
 from minseg.checkpoint import load_checkpoint
-from minseg.predict import Predictor, pad_to_multiple
-from minseg.run import UsageError, create_model
+from minseg.models.sizes import pad_to_multiple
+from minseg.predict import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--base", "2", "--batch-size", "4", "--no-progress", "--threads", "1"]
@@ -80,8 +83,14 @@ def test_a_dataset_with_problems_is_one_error_line_naming_the_files(tmp_path, ca
     assert err.startswith("error: SegmentationDataset") and "im03.png" in err and "im05_P.png" in err
 
 
+@pytest.mark.parametrize("scale", ["abc", "2,1", "1"])
+def test_a_bad_scale_is_one_error_line_naming_the_flag(tmp_path, capsys, data, scale):
+    status, _, err = train(capsys, data, tmp_path / "run", "--scale", scale)
+    assert status == 2 and err.startswith("error: --scale must be LOW,HIGH") and err.count("\n") == 1
+
+
 def test_the_console_script_exits_2_on_a_mistake_without_a_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "minseg.cli", "train", "--data", str(tmp_path / "no")],
+    result = subprocess.run([sys.executable, "-m", "minseg.app.cli", "train", "--data", str(tmp_path / "no")],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [f"error: --data {tmp_path / 'no'}: no such folder"]
@@ -212,13 +221,13 @@ def test_evaluate_command_reports_the_run_metrics(trained, capsys):
 
 def test_default_threads_leaves_out_the_busy_cores(monkeypatch):
     cores = len(os.sched_getaffinity(0))
-    assert 0 <= cli._busy_cores(0.05) <= (os.cpu_count() or 1) + 1e-9
-    monkeypatch.setattr(cli, "_busy_cores", lambda: 50.0)
-    assert cli.default_threads() == 1
-    monkeypatch.setattr(cli, "_busy_cores", lambda: 0.0)
-    assert cli.default_threads() == cores
-    monkeypatch.setattr(cli, "_busy_cores", lambda: 1.0)
-    assert cli.default_threads() == max(1, cores - 1)
+    assert 0 <= threads._busy_cores(0.05) <= (os.cpu_count() or 1) + 1e-9
+    monkeypatch.setattr(threads, "_busy_cores", lambda: 50.0)
+    assert threads.default_threads() == 1
+    monkeypatch.setattr(threads, "_busy_cores", lambda: 0.0)
+    assert threads.default_threads() == cores
+    monkeypatch.setattr(threads, "_busy_cores", lambda: 1.0)
+    assert threads.default_threads() == max(1, cores - 1)
 
 
 def test_weights_load_into_the_whole_model_or_its_encoder(tmp_path, capsys):

@@ -16,21 +16,25 @@ mis-labelled file is reported at once (up to ``max_problems``) in one ``DatasetE
 
 ``resize`` applies at reading: an int resizes the shorter side to it, a pair ``(height, width)``
 resizes exactly; images bilinearly, masks with nearest neighbour (averaging ids would invent classes).
+Reading the files is ``images``'s; ``channel_stats`` (the normalization statistics) is ``stats``'.
 """
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from .camvid import fastai_layout
+from .images import IMAGE_SUFFIXES, list_images, read_codes, read_image, read_mask, resize_pair, target_size
 from .masks import IGNORE_INDEX, MaskDecoder
+from .stats import channel_stats
 
-__all__ = ["SegmentationDataset", "DatasetError", "channel_stats", "read_codes", "IMAGE_SUFFIXES"]
+# channel_stats, read_codes, list_images, read_image and IMAGE_SUFFIXES live in .stats and .images;
+# they stay importable from here.
+__all__ = ["SegmentationDataset", "DatasetError", "channel_stats", "read_codes", "read_image", "list_images",
+           "IMAGE_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-# Single-channel modes whose pixel values are stored numbers. For "P" these are the palette
-# indices (what the file stores), never the colours the palette maps them to.
-_SINGLE_CHANNEL_MODES = ("L", "P", "I", "I;16", "1")
-_Resampling = getattr(Image, "Resampling", Image)  # Pillow >= 9.1 names its filters here
+
+def _size(array):
+    return f"{array.shape[0]}x{array.shape[1]}"
 
 
 class DatasetError(ValueError):
@@ -42,86 +46,6 @@ class DatasetError(ValueError):
         more = f"\n  ... and {total - len(self.problems)} more" if total > len(self.problems) else ""
         super().__init__(f"{where}: {total} problem{'s' * (total != 1)} in the dataset:\n  "
                          + "\n  ".join(self.problems) + more)
-
-
-# ---------------------------------------------------------------------------------------------
-# reading files
-# ---------------------------------------------------------------------------------------------
-def read_codes(path):
-    """Class names from a text file, one per line (fastai's ``codes.txt``); blank lines are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SegmentationDataset: the class list {path} does not exist "
-                                "(it names one class per line; line k is class id k)")
-    codes = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not codes:
-        raise ValueError(f"SegmentationDataset: the class list {path} is empty")
-    return codes
-
-
-def list_images(folder, where="SegmentationDataset"):
-    """The image files in ``folder``, sorted; hidden files (macOS tar's "._x.png") are skipped."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{where}: the image folder {folder} does not exist")
-    paths = sorted(path for path in folder.iterdir()
-                   if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."))
-    if not paths:
-        raise ValueError(f"{where}: the image folder {folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return paths
-
-
-def _open(path, what):
-    """The decoded Pillow image at ``path``; a broken file raises ValueError naming it."""
-    try:
-        with Image.open(path) as image:
-            image.load()  # decode now: a truncated file fails here, not later
-            return image
-    # Pillow reports damage as OSError (truncated data, unknown format), SyntaxError (bad PNG
-    # chunks), EOFError or ValueError depending on where the file breaks.
-    except Exception as error:
-        raise ValueError(f"cannot read {what} {path}: {type(error).__name__}: {error}") from error
-
-
-def read_image(path):
-    """uint8 (H, W, 3): RGBA drops alpha, greyscale and palette images expand to 3 channels."""
-    image = _open(path, "image")
-    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
-
-
-def _read_mask(path, decoder):
-    mask = _open(path, "mask")
-    if decoder.wants_rgb:
-        return np.asarray(mask.convert("RGB"))
-    if mask.mode not in _SINGLE_CHANNEL_MODES:
-        raise ValueError(f"mask {path} has mode {mask.mode!r}; this dataset reads one value per pixel "
-                         "(a greyscale 'L' or palette 'P' PNG); for RGB colour masks pass a colour table")
-    return np.asarray(mask)
-
-
-def _target_size(size, resize):
-    """(height, width) after ``resize`` (None, shorter side as an int, or an exact pair)."""
-    if resize is None:
-        return size
-    if isinstance(resize, (int, np.integer)):
-        scale = resize / min(size)
-        return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
-    return tuple(resize)
-
-
-def resize_pair(image, label, size):
-    """Image bilinearly, label with nearest neighbour, to ``size`` = (height, width)."""
-    if image.shape[:2] == tuple(size):
-        return image, label
-    height, width = size
-    image = np.asarray(Image.fromarray(image).resize((width, height), _Resampling.BILINEAR))
-    label_image = Image.fromarray(np.ascontiguousarray(label, dtype=np.int32))  # mode "I" holds -100 exactly
-    label = np.asarray(label_image.resize((width, height), _Resampling.NEAREST)).astype(np.int64)
-    return image, label
-
-
-def _size(array):
-    return f"{array.shape[0]}x{array.shape[1]}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +71,6 @@ class SegmentationDataset:
                  colors=None, ignore=(), class_colors=None, names=None, resize=None, lazy=False, cache=False,
                  max_problems=20):
         if mask_folder is None:  # the original one-argument form: a fastai folder
-            from .layouts import fastai_layout
             kwargs = fastai_layout(image_folder)
             image_folder, mask_folder, classes, mask_name = (kwargs.pop(key) for key in
                                                              ("image_folder", "mask_folder", "classes", "mask_name"))
@@ -194,13 +117,13 @@ class SegmentationDataset:
         """Read pair ``index`` from its files (no cache): ``(image, label)``, or ValueError naming the file."""
         image_path, mask_path = self.image_paths[index], self.mask_paths[index]
         image = read_image(image_path)
-        raw = _read_mask(mask_path, self.decoder)
+        raw = read_mask(mask_path, rgb=self.decoder.wants_rgb)
         if raw.shape[:2] != image.shape[:2]:
             raise ValueError(f"mask {mask_path} is {_size(raw)} but its image {image_path} is {_size(image)}")
         label, unknown = self.decoder(raw)
         if unknown.size:
             raise ValueError(f"mask {mask_path} {self.decoder.describe(unknown)}")
-        return resize_pair(image, label, _target_size(image.shape[:2], self.resize))
+        return resize_pair(image, label, target_size(image.shape[:2], self.resize))
 
     def _read_every_pair(self, where, problems=()):
         """Every pair read once; every problem collected (after ``problems``), then raised together."""
@@ -322,26 +245,3 @@ class SegmentationDataset:
                 raise ValueError(f"split: valid_every must be an integer >= 2, got {valid_every!r}")
             is_valid = np.arange(len(self)) % valid_every == valid_every - 1
         return self.subset(np.flatnonzero(~is_valid)), self.subset(np.flatnonzero(is_valid))
-
-
-def channel_stats(dataset):
-    """Per-channel ``(mean, std)`` of the images scaled to [0, 1], each float32 of shape (3,).
-
-    The std is the population one (divide by the pixel count). Use the training split's numbers
-    to normalize both training and validation batches. Works on any dataset whose ``ds[i]`` is
-    ``(image, label)``, reading lazy ones image by image.
-    """
-    if len(dataset) == 0:
-        raise ValueError("channel_stats: the dataset holds no images")
-    images = getattr(dataset, "images", None)
-    chunks = [images] if isinstance(images, np.ndarray) else (dataset[i][0] for i in range(len(dataset)))
-    # float64 sums on purpose: a float32 running sum over ~10^6 pixels would lose digits.
-    total, total_sq, count = np.zeros(3), np.zeros(3), 0
-    for chunk in chunks:
-        pixels = chunk.reshape(-1, 3).astype(np.float64) / 255.0
-        total += pixels.sum(axis=0)
-        total_sq += np.square(pixels).sum(axis=0)
-        count += len(pixels)
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
-    return mean.astype(np.float32), std.astype(np.float32)

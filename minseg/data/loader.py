@@ -23,9 +23,10 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
+from ..models.sizes import padded_size
 from .masks import IGNORE_INDEX
 
-__all__ = ["DataLoader"]
+__all__ = ["DataLoader", "normalize"]
 
 
 class DataLoader:
@@ -104,18 +105,9 @@ class DataLoader:
         return images, labels
 
     def _to_tensors(self, images, labels, padding=None):
-        # Transposing uint8 to (B, 3, H, W) first makes the float32 copy contiguous for free.
-        images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
         labels = np.ascontiguousarray(labels, dtype=np.int64)
-        images = backend.to_device(images, self.device)
+        pixels = normalize(backend.to_device(images, self.device), self.mean, self.std)
         labels = backend.to_device(labels, self.device)
-        xp = backend.get_array_module(images)
-        mean = xp.asarray(self.mean.reshape(1, 3, 1, 1))
-        std = xp.asarray(self.std.reshape(1, 3, 1, 1))
-        pixels = images.astype(xp.float32)
-        pixels /= np.float32(255)
-        pixels -= mean
-        pixels /= std
         if padding is not None:
             pixels *= backend.to_device(~padding[:, None], self.device)  # 0 is the mean colour after normalizing
         return Tensor(pixels), Tensor(labels)
@@ -153,8 +145,8 @@ def _gather(dataset, indices):
 def _pad_batch(images, labels, multiple):
     """uint8 images, labels padded at the bottom/right to the batch's size rounded up to ``multiple``,
     and a boolean (B, H, W) mask of the padded pixels."""
-    height = -(-max(label.shape[0] for label in labels) // multiple) * multiple
-    width = -(-max(label.shape[1] for label in labels) // multiple) * multiple
+    height = padded_size(max(label.shape[0] for label in labels), multiple)
+    width = padded_size(max(label.shape[1] for label in labels), multiple)
     batch = np.zeros((len(images), height, width, 3), dtype=np.uint8)
     targets = np.full((len(images), height, width), IGNORE_INDEX, dtype=np.int64)
     padding = np.ones((len(images), height, width), dtype=bool)
@@ -162,6 +154,18 @@ def _pad_batch(images, labels, multiple):
         rows, cols = label.shape
         batch[k, :rows, :cols], targets[k, :rows, :cols], padding[k, :rows, :cols] = image, label, False
     return batch, targets, padding if padding.any() else None
+
+
+def normalize(images, mean, std):
+    """uint8 images (N, H, W, 3), NumPy or CuPy, → float32 (N, 3, H, W): ``(pixels / 255 - mean) / std``
+    per channel (``mean`` and ``std`` of shape (3,)). The one normalization of the loader and the Predictor."""
+    xp = backend.get_array_module(images)
+    # Transposing uint8 to (N, 3, H, W) first makes the float32 copy contiguous for free.
+    pixels = xp.ascontiguousarray(images.transpose(0, 3, 1, 2)).astype(xp.float32)
+    pixels /= np.float32(255)
+    pixels -= xp.asarray(np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1))
+    pixels /= xp.asarray(np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1))
+    return pixels
 
 
 def _channel_vector(values, default, name):

@@ -17,10 +17,17 @@ void 11. Any other value that names no class is an error naming the file and the
 """
 import numpy as np
 
-__all__ = ["IGNORE_INDEX", "MaskDecoder", "read_color_table"]
+__all__ = ["IGNORE_INDEX", "MaskDecoder", "read_color_table", "void_class"]
 
 IGNORE_INDEX = -100
 _UNKNOWN = -1  # a raw value that names no class: reported, never trained on
+
+
+def void_class(classes):
+    """The id of the class named "Void" (CamVid's unlabelled pixels, trained on but left out of the
+    foreground accuracy), or None."""
+    classes = list(classes)
+    return classes.index("Void") if "Void" in classes else None
 
 
 def _rgb_key(rgb):

@@ -14,9 +14,10 @@ Padded label pixels get ``label_fill`` (default -100, ``cross_entropy``'s defaul
 import numpy as np
 from PIL import Image
 
-__all__ = ["RandomHorizontalFlip", "RandomVerticalFlip", "RandomCrop", "RandomScale", "Compose"]
+from ..arguments import pair
+from .masks import IGNORE_INDEX
 
-IGNORE_INDEX = -100
+__all__ = ["RandomHorizontalFlip", "RandomVerticalFlip", "RandomCrop", "RandomScale", "Compose"]
 
 # Pillow >= 9.1 names its filters in Image.Resampling; older versions only as Image.BILINEAR.
 _Resampling = getattr(Image, "Resampling", Image)
@@ -67,7 +68,7 @@ class RandomCrop:
     """
 
     def __init__(self, size, padding=0, pad_if_needed=False, fill=0, label_fill=IGNORE_INDEX):
-        self.size = _pair(size, "RandomCrop", "size")
+        self.size = pair("RandomCrop", "size", size, minimum=1)
         if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
             raise ValueError(f"RandomCrop: padding must be an integer >= 0, got {padding!r}")
         self.padding = int(padding)
@@ -110,10 +111,10 @@ class RandomScale:
     """
 
     def __init__(self, scale=(0.75, 1.25), fill=0, label_fill=IGNORE_INDEX):
-        low, high = _pair(scale, "RandomScale", "scale", kind=float)
-        if not 0 < low <= high:
+        values = (scale, scale) if np.isscalar(scale) else tuple(scale)
+        if len(values) != 2 or not 0 < values[0] <= values[1]:
             raise ValueError(f"RandomScale: scale must be (low, high) with 0 < low <= high, got {scale!r}")
-        self.scale = (low, high)
+        self.scale = (float(values[0]), float(values[1]))
         self.fill = fill
         self.label_fill = label_fill
 
@@ -165,18 +166,6 @@ def _pad(image, label, rows, cols, fill, label_fill):
     image = np.pad(image, (rows, cols, (0, 0)), mode="constant", constant_values=fill)
     label = np.pad(label, (rows, cols), mode="constant", constant_values=label_fill)
     return image, label
-
-
-def _pair(value, owner, name, kind=int):
-    """``value`` as a (first, second) pair; a single number is used twice."""
-    values = (value, value) if np.isscalar(value) else tuple(value)
-    if len(values) != 2:
-        raise ValueError(f"{owner}: {name} must be a number or a pair, got {value!r}")
-    if kind is int:
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in values):
-            raise ValueError(f"{owner}: {name} must be a positive integer or a pair of them, got {value!r}")
-        return int(values[0]), int(values[1])
-    return float(values[0]), float(values[1])
 
 
 def _check_pair(image, label, owner):

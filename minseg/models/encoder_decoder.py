@@ -76,6 +76,11 @@ class SegmentationModel(nn.Module):
 
     requires_divisible_input = True
 
+    @property
+    def size_multiple(self):
+        """The multiple of height and width the encoder's output stride asks for."""
+        return self.encoder.output_stride
+
     def initialize(self):
         """Re-initialize the decoder and the head as smp does (its Unet, Linknet, FPN and PSPNet call this; its
         DeepLabV3 and DeepLabV3+ do not, and keep each layer's default). The encoder keeps torchvision's."""
@@ -84,6 +89,5 @@ class SegmentationModel(nn.Module):
 
     def forward(self, x):
         if self.requires_divisible_input:
-            check_divisible(x, self.encoder.output_stride,
-                            f"{type(self).__name__} with output stride {self.encoder.output_stride}")
+            check_divisible(x, self.size_multiple, f"{type(self).__name__} with output stride {self.size_multiple}")
         return self.segmentation_head(self.decoder(self.encoder(x)))

@@ -169,6 +169,8 @@ class ENet(nn.Module):
     slopes were counted, and the class count it was counted with.
     """
 
+    size_multiple = 8  # total stride 8
+
     def __init__(self, num_classes, in_channels=3):
         super().__init__()
         self.initial = InitialBlock(in_channels, 16)
@@ -184,7 +186,7 @@ class ENet(nn.Module):
         self.fullconv = nn.ConvTranspose2d(16, num_classes, 2, stride=2)
 
     def forward(self, x):
-        check_divisible(x, 8, "ENet")
+        check_divisible(x, self.size_multiple, "ENet")
         x, indices1 = self.down1(self.initial(x))
         x, indices2 = self.down2(self.stage1(x))
         x = self.stage3(self.stage2(x))

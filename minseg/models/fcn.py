@@ -81,6 +81,8 @@ class FCN(nn.Module):
     FCN-8s (``tests/test_fcn.py`` derives them).
     """
 
+    size_multiple = 32  # the encoder's total stride
+
     def __init__(self, num_classes, in_channels=3, encoder="resnet18", skips=2):
         super().__init__()
         if skips not in (0, 1, 2):
@@ -93,7 +95,7 @@ class FCN(nn.Module):
         self.upsample = nn.ModuleList([bilinear_upsampling(num_classes, 2) for _ in range(skips)])
 
     def forward(self, x):
-        check_divisible(x, 32, f"FCN-{32 >> self.skips}s")
+        check_divisible(x, self.size_multiple, f"FCN-{32 >> self.skips}s")
         features = self.encoder(x)[::-1]  # stride 32 first
         scores = self.score[0](features[0])
         for up2, score, feature in zip(self.upsample, self.score[1:], features[1:]):

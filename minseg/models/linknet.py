@@ -47,6 +47,8 @@ class PaperLinkNet(nn.Module):
     With 32 classes and base 64: 11,537,312 parameters.
     """
 
+    size_multiple = 32  # five stride-2 stages
+
     def __init__(self, num_classes, in_channels=3, base=64):
         super().__init__()
         widths = [base, 2 * base, 4 * base, 8 * base]
@@ -64,7 +66,7 @@ class PaperLinkNet(nn.Module):
                                   nn.ConvTranspose2d(base // 2, num_classes, 2, stride=2))
 
     def forward(self, x):
-        check_divisible(x, 32, "PaperLinkNet")
+        check_divisible(x, self.size_multiple, "PaperLinkNet")
         features = [self.pool(self.stem(x))]          # 1/4 resolution
         for stage in self.encoder:
             features.append(stage(features[-1]))      # 1/4, 1/8, 1/16, 1/32

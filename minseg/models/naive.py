@@ -36,6 +36,7 @@ class Naive(nn.Module):
         super().__init__()
         widths = tuple(widths)
         self.levels = len(widths)
+        self.size_multiple = 2 ** self.levels  # each level halves the resolution
         self.encoder = nn.Sequential(*[down(c_in, c_out) for c_in, c_out in zip((in_channels,) + widths, widths)])
         # Up: each transposed conv undoes one down step; the last keeps widths[0] channels.
         up_widths = widths[::-1] + widths[:1]
@@ -43,5 +44,5 @@ class Naive(nn.Module):
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, x):
-        check_divisible(x, 2 ** self.levels, f"Naive with {self.levels} stride-2 levels")
+        check_divisible(x, self.size_multiple, f"Naive with {self.levels} stride-2 levels")
         return self.head(self.decoder(self.encoder(x)))

@@ -133,6 +133,8 @@ class PointRend(nn.Module):
     With ResNet-18 and 32 classes: 13,233,280 parameters (FPN 13,051,232 + point head 182,048).
     """
 
+    size_multiple = 32  # the FPN's coarsest level has stride 32
+
     def __init__(self, num_classes, in_channels=3, encoder="resnet18", num_points=256, oversample=3, importance=0.75,
                  subdivision_points=1024, fc_dim=256, num_fc=3):
         super().__init__()
@@ -151,7 +153,7 @@ class PointRend(nn.Module):
         return self.point_head(point_sample(fine_features, points), point_sample(coarse_logits, points))
 
     def forward(self, x):
-        check_divisible(x, 32, "PointRend on FPN")
+        check_divisible(x, self.size_multiple, "PointRend on FPN")
         coarse_logits, fine_features = self.coarse_prediction(x)
         if not self.training:
             return self.subdivide(coarse_logits, fine_features, x.shape[2:])

@@ -50,8 +50,13 @@ class _PooledEncoderDecoder(nn.Module):
     ``classifier`` and ``description``.
     """
 
+    @property
+    def size_multiple(self):
+        """Each encoder stage pools once, halving the resolution."""
+        return 2 ** len(self.encoder)
+
     def forward(self, x):
-        check_divisible(x, 2 ** len(self.encoder), self.description)
+        check_divisible(x, self.size_multiple, self.description)
         switches = []
         for stage in self.encoder:
             x, switch = pool_with_indices(stage(x))

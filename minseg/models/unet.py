@@ -37,6 +37,7 @@ class PaperUNet(nn.Module):
         super().__init__()
         widths = [base * 2 ** level for level in range(depth + 1)]  # 32, 64, 128, 256, 512
         self.depth = depth
+        self.size_multiple = 2 ** depth  # each pooling step halves the resolution
         self.encoder = nn.ModuleList([double_conv(c_in, c_out)
                                       for c_in, c_out in zip([in_channels] + widths[:-1], widths[:-1])])
         self.pool = nn.MaxPool2d(2)
@@ -49,7 +50,7 @@ class PaperUNet(nn.Module):
         self.head = nn.Conv2d(base, num_classes, 1)
 
     def forward(self, x):
-        check_divisible(x, 2 ** self.depth, f"PaperUNet with depth {self.depth}")
+        check_divisible(x, self.size_multiple, f"PaperUNet with depth {self.depth}")
         skips = []
         for level in self.encoder:
             x = level(x)

@@ -29,6 +29,9 @@ class Parameter(Tensor):
 class Module:
     """Base class of every layer and model; subclasses define ``forward``."""
 
+    # The multiple that input height and width must be (models.sizes): any size, unless a model declares more.
+    size_multiple = 1
+
     def __init__(self):
         # object.__setattr__: our own __setattr__ needs these dictionaries to exist already.
         object.__setattr__(self, "_parameters", OrderedDict())

@@ -1,16 +1,8 @@
-"""Training: the loop, validation metrics, checkpoints that resume exactly, and the LR range test.
-
-A ``Learner`` bundles what a run needs (model, loaders, loss, optimizer, schedule) and gives
-fastai-like verbs::
-
-    learner = Learner(model, train_loader, valid_loader, F.cross_entropy, optimizer, scheduler,
-                      num_classes=32, void_class=30, checkpoint_path="runs/camvid/checkpoint.npz")
-    learner.fit(30)                 # 30 more epochs; validation metrics after each, history kept
-    learner.evaluate()              # pixel accuracy, foreground accuracy, mean IoU, ...
-    learner.predict(images)         # class ids (N, H, W)
+"""The Learner: one training step, the epoch, evaluation, prediction, and state that resumes exactly.
 
 One training step is the whole of deep learning: forward, loss, ``zero_grad``, ``backward``,
-``optimizer.step()``, ``scheduler.step()``.
+``optimizer.step()``, ``scheduler.step()``. ``batch_loss`` (forward and loss, with the divergence
+check) is written once and used by the epoch, by ``evaluate`` and, through ``train_step``, by ``lr_find``.
 
 Resuming exactly. A run is fully determined by the weights, the optimizer's state (moments,
 step counts, current lr/momentum), the schedule's step, the global generator behind dropout
@@ -21,83 +13,32 @@ as if the run had never stopped. The file format (an atomic ``.npz`` read withou
 rebuild the run without the original command line (model name and arguments, normalization,
 class names and colours, training arguments).
 
-Divergence is checked once per step, on the loss scalar. A non-finite model output is caught by
-the loss's own argument check; the Learner turns that error, and a non-finite loss, into
-``TrainingDiverged`` before ``backward`` and ``step`` touch the weights, in training and in
-evaluation alike.
+Divergence is checked once per step, in ``batch_loss``, before ``backward`` and ``step`` touch the
+weights, in training and in evaluation alike (``diverged``).
 """
 import math
 import os
 import time
-from collections import namedtuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import backend, random
-from .autograd import Tensor, no_grad
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .functional.one_hot import to_class_ids
-from .metrics import SegmentationMetrics
+from .. import backend, random
+from ..autograd import Tensor, no_grad
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..functional.one_hot import to_class_ids
+from ..metrics import SegmentationMetrics
+from ..models.sizes import crop_padding, pad_to_multiple
+from .diverged import QUIET_OVERFLOW, TrainingDiverged
+from .progress import SmoothedLoss, print_epoch
+from .range_test import lr_find
 
-__all__ = ["Learner", "TrainingDiverged", "CheckpointError", "save_checkpoint", "load_checkpoint",
-           "lr_find", "LRFindResult"]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the weights were not updated with it."""
+__all__ = ["Learner"]
 
 
 def _all_finite(tensor):
     xp = backend.get_array_module(tensor.data)
     return bool(xp.isfinite(tensor.data).all())
-
-
-def _checked_loss(loss_fn, logits, targets):
-    """``(loss Tensor, its value)``, or ``(None, problem)`` when the output or the loss is not finite.
-
-    The loss's argument check scans the logits anyway; only when it refuses them is the output scanned
-    here, to tell "the output is NaN" (a diverged model) from a genuine argument error, which is re-raised.
-    """
-    try:
-        loss = loss_fn(logits, targets)
-    except ValueError:
-        if not _all_finite(logits):
-            return None, "the model's output holds NaN or inf"
-        raise
-    value = loss.item()
-    if not math.isfinite(value):
-        return None, f"the loss is {value}"
-    return loss, value
-
-
-# Diverging weights overflow inside the forward pass; the check above reports that once, in words,
-# instead of NumPy printing "overflow encountered" warnings first.
-_QUIET_OVERFLOW = dict(over="ignore", invalid="ignore", divide="ignore", under="ignore")
-
-# The epoch table: (history key, heading, format); 80 columns at most.
-# "train" and "valid" are the two losses; "acc" pixel accuracy, "fg acc" foreground accuracy.
-_TABLE = (("train_loss", "train", ".4f"), ("valid_loss", "valid", ".4f"),
-          ("pixel_accuracy", "acc", ".4f"), ("foreground_accuracy", "fg acc", ".4f"),
-          ("mean_iou", "mIoU", ".4f"), ("mean_dice", "mDice", ".4f"), ("lr", "lr", ".1e"),
-          ("seconds", "time s", ".1f"))
-
-
-# --- the Learner ---------------------------------------------------------------------------
-class SmoothedLoss:
-    """Exponential moving average of the loss, debiased (fastai's display): β·avg + (1-β)·loss."""
-
-    def __init__(self, beta=0.98):
-        self.beta, self.average, self.count = beta, 0.0, 0
-
-    def add(self, value):
-        self.count += 1
-        self.average = self.beta * self.average + (1 - self.beta) * value
-        return self.value
-
-    @property
-    def value(self):
-        return self.average / (1 - self.beta ** self.count)
 
 
 class Learner:
@@ -110,7 +51,7 @@ class Learner:
     With ``checkpoint_path`` a checkpoint is written after every epoch; resume a run with
     ``learner.load_checkpoint()`` and then ``fit`` the remaining epochs. ``progress`` shows tqdm bars and
     the epoch table; ``table`` (default: ``progress``) the table alone. ``run`` (a dict of JSON values
-    and arrays) travels with every checkpoint: ``minseg.cli`` stores there what rebuilds the run.
+    and arrays) travels with every checkpoint: ``minseg train`` stores there what rebuilds the run.
     """
 
     def __init__(self, model, train_loader, valid_loader, loss_fn, optimizer, scheduler=None,
@@ -162,28 +103,44 @@ class Learner:
         # on it an extra time, and every iter() starts (and counts) a new shuffled pass.
         bar = tqdm(desc=description, total=len(self.train_loader), leave=False,
                    disable=not self.progress, dynamic_ncols=True)
-        for step, (images, targets) in enumerate(self.train_loader, start=1):
-            with np.errstate(**_QUIET_OVERFLOW):
-                loss, value = _checked_loss(self.loss_fn, self.model(images), targets)
-            if loss is None:
-                self._stop(bar, value, step, len(self.train_loader))
-            self.optimizer.zero_grad()
-            with np.errstate(**_QUIET_OVERFLOW):
-                loss.backward()
-                self.optimizer.step()
-            if self.scheduler is not None:
-                self.scheduler.step()
-            total += value * len(images)
-            count += len(images)
-            bar.set_postfix(loss=f"{smoothed.add(value):.4f}", refresh=False)
-            bar.update(1)
-        bar.close()
+        try:
+            for step, (images, targets) in enumerate(self.train_loader, start=1):
+                value = self.train_step(images, targets, "training", step, len(self.train_loader))
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                total += value * len(images)
+                count += len(images)
+                bar.set_postfix(loss=f"{smoothed.add(value):.4f}", refresh=False)
+                bar.update(1)
+        finally:
+            bar.close()
         return total / max(count, 1)
 
-    def _stop(self, bar, problem, step, steps, where="training"):
-        """Raise TrainingDiverged before the bad step touches the weights or the checkpoint."""
-        if bar is not None:
-            bar.close()
+    def batch_loss(self, images, targets, where="training", step=1, steps=1):
+        """Forward and loss of one batch: ``(logits, loss Tensor, its value)``.
+
+        Raises TrainingDiverged, naming ``where`` and ``step`` of ``steps``, when the model's output or the loss
+        is not finite, so that ``backward`` and ``step`` never touch the weights or the checkpoint with it."""
+        with np.errstate(**QUIET_OVERFLOW):
+            logits = self.model(images)
+            if not _all_finite(logits):  # the loss would refuse these logits with an argument error
+                self._diverged("the model's output holds NaN or inf", where, step, steps)
+            loss = self.loss_fn(logits, targets)
+        value = loss.item()
+        if not math.isfinite(value):
+            self._diverged(f"the loss is {value}", where, step, steps)
+        return logits, loss, value
+
+    def train_step(self, images, targets, where="training", step=1, steps=1):
+        """``batch_loss``, then ``zero_grad``, ``backward`` and ``optimizer.step()``; returns the loss value."""
+        _, loss, value = self.batch_loss(images, targets, where, step, steps)
+        self.optimizer.zero_grad()
+        with np.errstate(**QUIET_OVERFLOW):
+            loss.backward()
+            self.optimizer.step()
+        return value
+
+    def _diverged(self, problem, where, step, steps):
         kept = (f"the last good checkpoint is untouched at {self.checkpoint_path}"
                 if self.checkpoint_path is not None and os.path.exists(self.checkpoint_path)
                 else "no checkpoint was written")
@@ -193,13 +150,8 @@ class Learner:
             "Try a lower learning rate (see lr_find).")
 
     def _report(self, record, header):
-        if not self.table:
-            return
-        columns = [(key, heading, spec) for key, heading, spec in _TABLE if key in record]
-        if header:
-            tqdm.write("epoch " + " ".join(f"{heading:>{max(len(heading), 7)}}" for _, heading, _ in columns))
-        values = " ".join(f"{record[key]:>{max(len(heading), 7)}{spec}}" for key, heading, spec in columns)
-        tqdm.write(f"{record['epoch']:>5} {values}")
+        if self.table:
+            print_epoch(record, header)
 
     # --- validation and prediction -------------------------------------------------------------
     def evaluate(self, loader=None):
@@ -215,11 +167,7 @@ class Learner:
         try:
             with no_grad():
                 for step, (images, targets) in enumerate(loader, start=1):
-                    with np.errstate(**_QUIET_OVERFLOW):
-                        logits = self.model(images)
-                        loss, value = _checked_loss(self.loss_fn, logits, targets)
-                    if loss is None:
-                        self._stop(None, value, step, len(loader), where="validation")
+                    logits, _, value = self.batch_loss(images, targets, "validation", step, len(loader))
                     total += value * len(images)
                     count += len(images)
                     metrics.update(to_class_ids(logits), targets)
@@ -234,20 +182,19 @@ class Learner:
         """Class ids (N, H, W) int64 NumPy array for normalized images (N, C, H, W) (a Tensor or array).
 
         Any H and W: the images are padded with 0 to the model's multiple and the padding cropped off
-        (``minseg.predict.pad_to_multiple``), as ``minseg predict`` does."""
+        (``models.sizes``), as the ``Predictor`` does."""
         data = images.data if isinstance(images, Tensor) else images
         if getattr(data, "ndim", None) != 4:
             raise ValueError(f"predict: images must have shape (N, C, H, W), got {getattr(data, 'shape', type(data))}")
-        from .predict import pad_to_multiple, size_multiple  # predict draws with viz (matplotlib): on demand
         device = next(self.model.parameters()).device
         height, width = data.shape[-2:]
-        data = backend.to_device(pad_to_multiple(data, size_multiple(self.model)), device)
+        data = backend.to_device(pad_to_multiple(data, self.model.size_multiple), device)
         was_training = self.model.training
         self.model.eval()
         try:
             with no_grad():
-                ids = [to_class_ids(self.model(Tensor(data[start:start + batch_size]))).numpy()[:, :height, :width]
-                       for start in range(0, len(data), batch_size)]
+                ids = [crop_padding(to_class_ids(self.model(Tensor(data[start:start + batch_size]))).numpy(),
+                                    height, width) for start in range(0, len(data), batch_size)]
         finally:
             self.model.train(was_training)
         return np.concatenate(ids)
@@ -305,59 +252,5 @@ class Learner:
         return path
 
     def lr_find(self, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True, plot_path=None):
-        """See ``lr_find``."""
+        """See ``minseg.train.lr_find``."""
         return lr_find(self, start_lr, end_lr, num_it, stop_div, plot_path)
-
-
-# --- the learning-rate range test ------------------------------------------------------------
-LRFindResult = namedtuple("LRFindResult", ["lrs", "losses", "suggested_lr"])
-
-
-def lr_find(learner, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True, plot_path=None):
-    """Train with an lr growing exponentially from ``start_lr`` to ``end_lr``; record the smoothed loss.
-
-    (Smith, "Cyclical Learning Rates", 2017; fastai's ``lr_find``.) The loss first stays flat
-    (lr too small to matter), then falls, then explodes; a good max_lr sits on the falling
-    slope. Stops early once the smoothed loss exceeds 4× its minimum (``stop_div``). The
-    model, optimizer, schedule, generator and loaders are restored afterwards, so the test
-    leaves no trace. Returns ``(lrs, losses, suggested_lr)``, the suggestion being the lr of
-    the lowest smoothed loss divided by 10 (fastai's ``lr_min``).
-    """
-    if not 0 < start_lr < end_lr:
-        raise ValueError(f"lr_find: need 0 < start_lr < end_lr, got start_lr={start_lr}, end_lr={end_lr}")
-    if num_it < 2:
-        raise ValueError(f"lr_find: num_it must be at least 2, got {num_it}")
-    if len(learner.train_loader) == 0:
-        raise ValueError("lr_find: the training loader yields no batches")
-    saved = learner.state_dict()
-    lrs, losses, smoothed = [], [], SmoothedLoss()
-    learner.model.train()
-    try:
-        for images, targets in _endless(learner.train_loader):
-            lr = start_lr * (end_lr / start_lr) ** (len(lrs) / (num_it - 1))
-            for group in learner.optimizer.param_groups:
-                group["lr"] = lr
-            with np.errstate(**_QUIET_OVERFLOW):
-                loss, value = _checked_loss(learner.loss_fn, learner.model(images), targets)
-            if loss is None:
-                break
-            learner.optimizer.zero_grad()
-            loss.backward()
-            learner.optimizer.step()
-            lrs.append(lr)
-            losses.append(smoothed.add(value))
-            if len(lrs) == num_it or (stop_div and losses[-1] > 4 * min(losses)):
-                break
-    finally:
-        learner.load_state_dict(saved)
-    suggested = lrs[int(np.argmin(losses))] / 10 if losses else None
-    if plot_path is not None and losses:
-        from .viz import plot_lr_find
-        plot_lr_find(lrs, losses, plot_path, suggested_lr=suggested)
-    return LRFindResult(lrs, losses, suggested)
-
-
-def _endless(loader):
-    """Batches from pass after pass of ``loader`` (the range test may need more than one epoch)."""
-    while True:
-        yield from loader

@@ -12,19 +12,22 @@ says what was saved and prints the command that continues the run, and exits 130
 """
 import argparse
 import math
-import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
-from . import backend
-from .checkpoint import CheckpointError, load_checkpoint
-from .data import DatasetError, DownloadError, layouts
-from .models import MODELS
-from .run import UsageError, _jsonable
+from .. import backend
+from ..checkpoint import CheckpointError, load_checkpoint
+from ..data import DatasetError, DownloadError, layouts
+from ..models import MODELS
+from ..predict import Predictor
+from ..train import TrainingDiverged
+from .files import evaluate_checkpoint, image_files, predict_files
+from .options import UsageError, jsonable
+from .run import TrainingRun
+from .threads import default_threads, limit_threads
 
-__all__ = ["main", "UsageError", "TRAIN_DEFAULTS", "CHANGEABLE_ON_RESUME"]
+__all__ = ["main", "build_parser", "UsageError", "TRAIN_DEFAULTS", "CHANGEABLE_ON_RESUME"]
 
 TRAIN_DEFAULTS = dict(data=None, layout="auto", classes=None, mask_values=None, colors=None, ignore=None,
                       valid_every=5, valid_fraction=None, resize=None, crop=None, scale=None, flip="h", repeat=1,
@@ -161,42 +164,6 @@ def build_parser(prog="minseg", defaults=None, train_only=False):
 
 
 # ---------------------------------------------------------------------------------------------
-# threads
-# ---------------------------------------------------------------------------------------------
-def _busy_cores(seconds=0.2):
-    """How many cores other processes keep busy now: /proc/stat's busy time over ``seconds`` (Linux),
-    else the 1-minute load average (which lags: it still counts a run that just ended)."""
-    def busy_and_total():
-        with open("/proc/stat") as file:
-            values = [int(v) for v in file.readline().split()[1:]]
-        idle = values[3] + values[4]  # idle + iowait
-        return sum(values) - idle, sum(values)
-    try:
-        busy_before, total_before = busy_and_total()
-        time.sleep(seconds)
-        busy_after, total_after = busy_and_total()
-    except (OSError, ValueError, IndexError):
-        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    cores = os.cpu_count() or 1
-    return cores * (busy_after - busy_before) / max(total_after - total_before, 1)
-
-
-def default_threads():
-    """The cores this process may use, less the ones other processes keep busy right now, at least 1.
-
-    An OpenBLAS thread that shares its core with another busy process makes every GEMM wait for it
-    (see benchmarks/threads.py), so on a busy machine fewer threads are faster, not slower."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, round(cores - _busy_cores() + 0.25)))
-
-
-def limit_threads(threads):
-    """A context limiting BLAS (and OpenMP) pools to ``threads`` (threadpoolctl)."""
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=threads)
-
-
-# ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
 def _check_device(device):
@@ -213,7 +180,6 @@ def main(argv=None, prog="minseg", defaults=None, train_only=False):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.train_only = train_only
-    from .train import TrainingDiverged  # train and the figures are imported on demand (matplotlib is slow)
     try:
         command = {"train": lambda: train(args, defaults, prog, argv), "evaluate": lambda: evaluate(args),
                    "predict": lambda: predict(args)}[args.command]
@@ -247,8 +213,8 @@ def _resolve(args, defaults):
     if saved is None:
         raise UsageError(f"--resume: {path} was not written by minseg train (it holds no run description)")
     for key, value in explicit.items():
-        if key not in CHANGEABLE_ON_RESUME and _jsonable(value) != saved.get(key):
-            raise UsageError(f"--{key.replace('_', '-')} {_jsonable(value)} contradicts the checkpoint being resumed, "
+        if key not in CHANGEABLE_ON_RESUME and jsonable(value) != saved.get(key):
+            raise UsageError(f"--{key.replace('_', '-')} {jsonable(value)} contradicts the checkpoint being resumed, "
                              f"which has {saved.get(key)}; drop the flag, or start a new run in another --out")
     return {**defaults, **saved, **{key: explicit[key] for key in explicit if key in CHANGEABLE_ON_RESUME}}, state
 
@@ -258,7 +224,6 @@ def train(args, defaults, prog, argv):
     _check_device(options["device"])
     options["out"] = str(options["out"])
     threads = options["threads"] or default_threads()
-    from .run import TrainingRun  # matplotlib-free until the figures at the end
     with limit_threads(threads):
         run = None
         train_word = [] if args.train_only else ["train"]
@@ -286,7 +251,6 @@ def train(args, defaults, prog, argv):
 def evaluate(args):
     _check_device(args.device)
     with limit_threads(args.threads or default_threads()):
-        from .predict import evaluate_checkpoint
         results = evaluate_checkpoint(args.checkpoint, args.data, args.device)
     scalars = {key: value for key, value in results.items() if not isinstance(value, dict)}
     print("  ".join(f"{key} {value:.4f}" for key, value in scalars.items()))
@@ -295,29 +259,12 @@ def evaluate(args):
     return 0
 
 
-def _image_files(paths):
-    from .data.dataset import list_images
-    files = []
-    for path in paths:
-        if path.is_dir():
-            files += list_images(path, where="minseg predict")
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"minseg predict: {path}: no such image file or folder")
-    return files
-
-
 def predict(args):
     _check_device(args.device)
     if not args.checkpoint.is_file():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
-    try:
-        files = _image_files(args.images)
-    except ValueError as error:  # a folder without images
-        raise UsageError(str(error)) from error
+    files = image_files(args.images)
     with limit_threads(args.threads or default_threads()):
-        from .predict import Predictor, predict_files
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
         written = predict_files(predictor, files, args.out, progress=args.progress)
     print(f"wrote {len(written)} masks (<stem>_mask.png, palette PNGs of class ids) and overlays to {args.out}/")
@@ -338,7 +285,6 @@ def _one_line(error):
 def command_line(prog, argv):
     """The shell command that runs ``prog`` with ``argv``, quoted so it can be pasted."""
     return " ".join([prog] + [shlex.quote(str(part)) for part in argv])
-
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """One training run built from the options of ``minseg train``: data, model, Learner, then figures and metrics.
 
-``minseg.cli`` parses the command line and handles errors, threads and Ctrl-C; ``TrainingRun`` does the
+``minseg.app.cli`` parses the command line and handles errors, threads and Ctrl-C; ``TrainingRun`` does the
 work, from a dict of options (the keys of ``cli.TRAIN_DEFAULTS``) and, on ``--resume``, the checkpoint's
 state. What it stores in every checkpoint as the Learner's ``run`` (model name and options,
 normalization, classes and colours, ignore index, layout, every option) is what ``--resume``,
 ``minseg predict`` and ``minseg evaluate`` rebuild the run from.
+
+From a folder to batches: ``options.open_splits`` (layout → ``SegmentationDataset`` train and valid
+splits), then the two ``DataLoader``s built in ``TrainingRun.__init__``.
 """
 import inspect
 import json
@@ -13,67 +16,42 @@ import os
 import time
 from pathlib import Path
 
-from .checkpoint import load_checkpoint
-from .data import DatasetError
-from .models import MODELS
+from .. import data
+from .. import functional as F
+from ..checkpoint import load_checkpoint
+from ..data import DataLoader, channel_stats, void_class
+from ..models import MODELS, load_weights
+from ..optim import AdamW, OneCycleLR
+from ..predict import build_model
+from ..random import manual_seed
+from ..train import Learner
+from .options import UsageError, augmentation, jsonable, open_splits
 
-__all__ = ["TrainingRun", "UsageError", "create_model", "write_json"]
-
-
-class UsageError(ValueError):
-    """A mistake in how the command was called; printed as one ``error:`` line, exit status 2."""
-
-
-def _jsonable(value):
-    return str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+__all__ = ["TrainingRun", "create_model", "write_json"]
 
 
 class TrainingRun:
     """Everything one ``minseg train`` builds from its options: data, model, Learner; then figures and metrics."""
 
     def __init__(self, options, state):
-        from .data import DataLoader, channel_stats, download_camvid_tiny
-        from .data.recipe import augmentation, open_splits
-        from .optim import AdamW, OneCycleLR
-        from .predict import size_multiple
-        from .train import Learner
-
         self.options = options
         if options["data"] is None:
-            options["data"] = str(download_camvid_tiny())
-        try:
-            self.layout, self.train_set, self.valid_set = open_splits(options)
-        except ValueError as error:
-            if isinstance(error, DatasetError):
-                raise
-            raise UsageError(str(error)) from error
+            options["data"] = str(data.download_camvid_tiny())
+        self.layout, self.train_set, self.valid_set = open_splits(options)
         self.classes = list(self.train_set.classes)
         saved = state["run"] if state is not None else None
         self.mean, self.std = (saved["mean"], saved["std"]) if saved else channel_stats(self.train_set)
-        import minseg
-        minseg.manual_seed(options["seed"])
+        manual_seed(options["seed"])
         self.model_spec = _model_spec(options)
         self.model = create_model(self.model_spec, len(self.classes), options["weights"]).to(options["device"])
-        multiple = size_multiple(self.model)
-        crop = options["crop"]
-        if crop is not None and (crop[0] % multiple or crop[1] % multiple):
-            raise UsageError(f"--crop {crop[0]}x{crop[1]}: {options['model']} needs sizes divisible by {multiple}; "
-                             f"use --crop {crop[0] // multiple * multiple or multiple}x"
-                             f"{crop[1] // multiple * multiple or multiple}")
-        self.train_loader = DataLoader(self.train_set, batch_size=options["batch_size"], shuffle=True,
-                                       augment=augmentation(options), mean=self.mean, std=self.std,
-                                       seed=options["seed"], device=options["device"],
-                                       pad_to_multiple=None if crop else _padding(self.train_set, multiple))
-        self.valid_loader = DataLoader(self.valid_set, batch_size=options["batch_size"], mean=self.mean, std=self.std,
-                                       device=options["device"], pad_to_multiple=_padding(self.valid_set, multiple))
+        self.train_loader, self.valid_loader = self._loaders(self.model.size_multiple)
         optimizer = AdamW(self.model.parameters(), lr=options["lr"], weight_decay=options["weight_decay"])
         total_steps = options["epochs"] * len(self.train_loader)
         scheduler = OneCycleLR(optimizer, max_lr=options["lr"], total_steps=total_steps)
-        void = self.classes.index("Void") if "Void" in self.classes else None
         self.checkpoint_path = Path(options["out"]) / "checkpoint.npz"
         Path(options["out"]).mkdir(parents=True, exist_ok=True)
         self.learner = Learner(self.model, self.train_loader, self.valid_loader, _loss(options["loss"]), optimizer,
-                               scheduler, num_classes=len(self.classes), void_class=void,
+                               scheduler, num_classes=len(self.classes), void_class=void_class(self.classes),
                                checkpoint_path=self.checkpoint_path, progress=options["progress"], table=True,
                                run=self._run())
         if state is not None:
@@ -82,11 +60,26 @@ class TrainingRun:
             self.learner.run = self._run()
             print(f"resumed {self.checkpoint_path} after epoch {self.learner.epoch} of {options['epochs']}")
 
+    def _loaders(self, multiple):
+        """The training and validation DataLoaders: augmented, normalized, padded to the model's multiple."""
+        options, crop = self.options, self.options["crop"]
+        if crop is not None and (crop[0] % multiple or crop[1] % multiple):
+            raise UsageError(f"--crop {crop[0]}x{crop[1]}: {options['model']} needs sizes divisible by {multiple}; "
+                             f"use --crop {crop[0] // multiple * multiple or multiple}x"
+                             f"{crop[1] // multiple * multiple or multiple}")
+        train = DataLoader(self.train_set, batch_size=options["batch_size"], shuffle=True,
+                           augment=augmentation(options), mean=self.mean, std=self.std, seed=options["seed"],
+                           device=options["device"],
+                           pad_to_multiple=None if crop else _padding(self.train_set, multiple))
+        valid = DataLoader(self.valid_set, batch_size=options["batch_size"], mean=self.mean, std=self.std,
+                           device=options["device"], pad_to_multiple=_padding(self.valid_set, multiple))
+        return train, valid
+
     def _run(self):
         colors = self.train_set.class_colors
         return {"model": self.model_spec, "classes": self.classes, "colors": colors, "mean": self.mean,
                 "std": self.std, "ignore_index": self.train_set.ignore_index, "layout": self.layout,
-                "args": {key: _jsonable(value) for key, value in self.options.items()}}
+                "args": {key: jsonable(value) for key, value in self.options.items()}}
 
     def saved_epoch(self):
         return load_checkpoint(self.checkpoint_path)["epoch"] if self.checkpoint_path.is_file() else 0
@@ -103,21 +96,9 @@ class TrainingRun:
 
     def report(self):
         """Figures, metrics.json and the last line; returns the metrics."""
-        from . import viz
         out, learner, classes = Path(self.options["out"]), self.learner, self.classes
-        colors = self.train_set.class_colors
         results = learner.evaluate()
-        from .data import DataLoader
-        shown = self.train_set.subset(viz.spread_indices(len(self.train_set), 8))
-        images, labels = next(iter(DataLoader(shown, batch_size=8, mean=self.mean, std=self.std, pad_to_multiple=1)))
-        viz.show_batch(images, labels, out / "batch.png", codes=classes, mean=self.mean, std=self.std, colors=colors)
-        images, targets = next(iter(self.valid_loader))
-        viz.show_results(images, targets, learner.predict(images), out / "results.png", codes=classes,
-                         mean=self.mean, std=self.std, colors=colors)
-        if learner.history:
-            viz.plot_history(learner.history, out / "history.png")
-        viz.plot_per_class_iou(results["per_class_iou"], out / "per_class_iou.png", codes=classes, colors=colors)
-        viz.plot_confusion_matrix(results["confusion_matrix"], out / "confusion_matrix.png", codes=classes)
+        self._figures(out, results)
         metrics = {"model": self.options["model"], "encoder": self.options["encoder"], "base": self.options["base"],
                    **{key: _finite_or_none(results.get(key)) for key in
                       ("pixel_accuracy", "foreground_accuracy", "mean_iou", "mean_dice")},
@@ -131,6 +112,21 @@ class TrainingRun:
               f"{results['pixel_accuracy']:.4f}, mean IoU {results['mean_iou']:.4f}, mean Dice "
               f"{results['mean_dice']:.4f}; results in {out}/")
         return metrics
+
+    def _figures(self, out, results):
+        """batch.png, results.png, history.png, per_class_iou.png and confusion_matrix.png in ``out``."""
+        from .. import viz  # matplotlib alone takes longer to import than all of minseg (-X importtime)
+        learner, classes, colors = self.learner, self.classes, self.train_set.class_colors
+        shown = self.train_set.subset(viz.spread_indices(len(self.train_set), 8))
+        images, labels = next(iter(DataLoader(shown, batch_size=8, mean=self.mean, std=self.std, pad_to_multiple=1)))
+        viz.show_batch(images, labels, out / "batch.png", codes=classes, mean=self.mean, std=self.std, colors=colors)
+        images, targets = next(iter(self.valid_loader))
+        viz.show_results(images, targets, learner.predict(images), out / "results.png", codes=classes,
+                         mean=self.mean, std=self.std, colors=colors)
+        if learner.history:
+            viz.plot_history(learner.history, out / "history.png")
+        viz.plot_per_class_iou(results["per_class_iou"], out / "per_class_iou.png", codes=classes, colors=colors)
+        viz.plot_confusion_matrix(results["confusion_matrix"], out / "confusion_matrix.png", codes=classes)
 
 
 def _finite_or_none(value):
@@ -160,8 +156,6 @@ def _model_spec(options):
 
 def create_model(spec, num_classes, weights=None):
     """``models.create`` for a run description, then the ``--weights`` file: the whole model, else its encoder."""
-    from .models import load_weights
-    from .predict import build_model
     try:
         model = build_model(spec, num_classes)
     except ValueError as error:  # an unknown model or encoder name
@@ -184,7 +178,6 @@ def create_model(spec, num_classes, weights=None):
 
 
 def _loss(name):
-    import minseg.functional as F
     if name == "ce":
         return F.cross_entropy
 

@@ -1,19 +1,30 @@
-"""A training run's data from plain options (what ``minseg train`` reads from its command line).
+"""A training run's data from the options of ``minseg train``: one boundary, errors worded as flags.
 
 ``open_splits(options)`` finds the layout, reads the dataset, checks every file (one report for all
 problems), and splits it: VOC and SegNet's CamVid bring their own train/val lists; the other layouts
 are split every k-th image or by a seeded fraction; ``repeat`` shows each training image that many
 times per epoch. ``augmentation(options)`` composes the random zoom, crop and flips the options ask for.
+A mistake in the options raises ``UsageError`` naming the flag (``--mask-values``, ``--layout``); the
+library below raises its own errors, which name the call.
 """
 from pathlib import Path
 
 import numpy as np
 
-from . import layouts
-from .masks import read_color_table
-from .transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, RandomVerticalFlip
+from ..data import DatasetError, layouts
+from ..data.masks import read_color_table
+from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, RandomVerticalFlip
 
-__all__ = ["open_splits", "augmentation", "parse_value_map", "parse_list"]
+__all__ = ["UsageError", "jsonable", "open_splits", "augmentation", "parse_value_map", "parse_list"]
+
+
+class UsageError(ValueError):
+    """A mistake in how the command was called; printed as one ``error:`` line, exit status 2."""
+
+
+def jsonable(value):
+    """An option's value as the checkpoint stores it: paths as strings, tuples as lists."""
+    return str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
 
 
 def parse_list(text, kind=str):
@@ -24,12 +35,12 @@ def parse_list(text, kind=str):
 
 
 def parse_value_map(text):
-    """``"0=membrane,255=cell"`` → {0: "membrane", 255: "cell"}; ValueError saying the form otherwise."""
+    """``"0=membrane,255=cell"`` → {0: "membrane", 255: "cell"}; UsageError saying the form otherwise."""
     mapping = {}
     for item in parse_list(text):
         value, _, name = item.partition("=")
         if not value.strip().isdigit() or not name.strip():
-            raise ValueError(f"--mask-values must look like 0=membrane,255=cell, got {text!r}")
+            raise UsageError(f"--mask-values must look like 0=membrane,255=cell, got {text!r}")
         mapping[int(value)] = name.strip()
     return mapping
 
@@ -46,7 +57,7 @@ def _dataset_options(options, layout):
              "segnet": ("classes", "mask_values", "colors"), "voc": ("classes", "mask_values", "colors")}
     for name in fixed.get(layout, ()):
         if options[name] is not None:
-            raise ValueError(f"--{name.replace('_', '-')} does not apply to --layout {layout}, which names its "
+            raise UsageError(f"--{name.replace('_', '-')} does not apply to --layout {layout}, which names its "
                              "own classes; use --layout folders to describe the masks yourself")
     kwargs = dict(resize=options["resize"], lazy=options["lazy"], cache=options["lazy"])
     if options["mask_values"] is not None:
@@ -61,18 +72,21 @@ def _dataset_options(options, layout):
     return kwargs
 
 
-def open_splits(options):
-    """``(layout name, train, valid)`` for the dict ``options`` (the keys of ``cli.TRAIN_DEFAULTS``)."""
-    root = Path(options["data"])
+def _layout(root, name):
     if not root.is_dir():
         raise FileNotFoundError(f"--data {root}: no such folder")
-    layout = options["layout"]
-    if layout == "auto":
-        layout = layouts.detect(root)
-        if layout is None:
-            raise FileNotFoundError(f"--data {root}: found no known layout (fastai codes.txt + labels/, SegNet "
-                                    "train/ + trainannot/, VOC JPEGImages/, image/ + label/, images/ + masks/); "
-                                    "name one with --layout")
+    if name != "auto":
+        return name
+    detected = layouts.detect(root)
+    if detected is None:
+        raise FileNotFoundError(f"--data {root}: found no known layout (fastai codes.txt + labels/, SegNet "
+                                "train/ + trainannot/, VOC JPEGImages/, image/ + label/, images/ + masks/); "
+                                "name one with --layout")
+    return detected
+
+
+def _read_splits(root, layout, options):
+    """``(train, valid)`` as the layout's own lists or the split options say, each checked whole."""
     kwargs = _dataset_options(options, layout)
     preset = layouts.LAYOUTS[layout]
     if layout in ("segnet", "voc"):
@@ -81,7 +95,22 @@ def open_splits(options):
         dataset = preset(root, **kwargs)
         train, valid = (dataset.split(valid_fraction=options["valid_fraction"], seed=options["seed"])
                         if options["valid_fraction"] is not None else dataset.split(valid_every=options["valid_every"]))
-    train, valid = train.check(), valid.check()
+    return train.check(), valid.check()
+
+
+def open_splits(options):
+    """``(layout name, train, valid)`` for the dict ``options`` (the keys of ``cli.TRAIN_DEFAULTS``).
+
+    A DatasetError (the files' problems) passes through; any other ValueError from the library (a colour
+    table, a split option) becomes a UsageError."""
+    root = Path(options["data"])
+    layout = _layout(root, options["layout"])
+    try:
+        train, valid = _read_splits(root, layout, options)
+    except DatasetError:
+        raise
+    except ValueError as error:
+        raise UsageError(str(error)) from error
     if options.get("repeat", 1) > 1:  # each image several times per epoch, each time with its own random crop
         train = train.subset(np.tile(np.arange(len(train)), options["repeat"]))
     return layout, train, valid
@@ -91,8 +120,12 @@ def augmentation(options):
     """The training transforms: random zoom, then random crop, then a horizontal flip (each if asked)."""
     transforms = []
     if options["scale"] is not None:
-        low, high = parse_list(options["scale"], float)
-        transforms.append(RandomScale((low, high)))
+        try:
+            low, high = parse_list(options["scale"], float)
+            transforms.append(RandomScale((low, high)))
+        except ValueError as error:  # not two numbers, or not 0 < low <= high
+            raise UsageError(f"--scale must be LOW,HIGH with 0 < LOW <= HIGH, like 0.75,1.25, "
+                             f"got {options['scale']!r}") from error
     if options["crop"] is not None:
         transforms.append(RandomCrop(tuple(options["crop"]), pad_if_needed=True))
     if "h" in options["flip"]:
