@@ -16,17 +16,13 @@ backward (grad_x's product, min(x, 0), and the multiply-add of the slope gradien
 elements handled per second more than arithmetic.
 """
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
+from _common import median_ms, optional_torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from layers import median_ms, optional_torch  # noqa: E402
-
-import minseg  # noqa: E402
-import minseg.functional as F  # noqa: E402
+import minseg
+import minseg.functional as F
 
 # (name, x shape): where in ENet (batch 8, 3×96×128) a PReLU sees it; one step calls these 1, 5, 10, 17
 # and 34 times (the downsampling bottlenecks' PReLUs counted with the stage they open)

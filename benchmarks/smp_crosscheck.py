@@ -16,13 +16,10 @@ every key and shape matches), and compare the eval-mode outputs on the same rand
 import argparse
 import hashlib
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 SMP_NAMES = {"unet": "Unet", "linknet": "Linknet", "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3",
              "deeplabv3plus": "DeepLabV3Plus"}

@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from _common import median_ms
 
 import minseg
 import minseg.functional as F
@@ -56,9 +57,9 @@ except ImportError as error:
     sys.exit(f"error: {error}; this comparison needs torch and segmentation-models-pytorch "
              "(pip install torch segmentation-models-pytorch==0.6.0)")
 
+import zoo  # benchmarks/zoo.py, beside this script: the recipe, the data and the file helpers
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import zoo  # noqa: E402  (benchmarks/zoo.py: the recipe, the data, the timing and the file helpers)
 
 SMP_CLASSES = {"unet": "Unet", "linknet": "Linknet", "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3",
                "deeplabv3plus": "DeepLabV3Plus"}
@@ -202,9 +203,9 @@ def train_and_measure(key, dataset, train, valid, epochs, runs, seed, init):
             model(one_image)
 
     model.train()
-    step_ms = zoo.median_ms(step, runs)
+    step_ms = median_ms(step, runs, warmup=1)
     model.eval()
-    inference_ms = zoo.median_ms(inference, runs)
+    inference_ms = median_ms(inference, runs, warmup=1)
     return {"model": key, "seed": seed, "init": init, "parameters": int(sum(p.numel() for p in model.parameters())),
             "epochs": epochs, "final_train_loss": float(train_loss), "valid_loss": float(results["valid_loss"]),
             "pixel_accuracy": float(results["pixel_accuracy"]), "mean_iou": float(results["mean_iou"]),
