@@ -1,7 +1,7 @@
 """GPU speed: minseg's CUDA kernels and a UNet training step beside PyTorch (cuDNN, float32, TF32 off).
 
-    flock /tmp/minseg-bench.lock python benchmarks/gpu.py                 # everything
-    flock /tmp/minseg-bench.lock python benchmarks/gpu.py --only conv     # or ce, unet
+    python benchmarks/gpu.py                 # everything
+    python benchmarks/gpu.py --only conv     # or ce, unet
 
 Every number is the median of --runs timings after --warmup untimed calls (kernel compilation, cuDNN's
 algorithm search, memory pools). A timing is --calls back-to-back calls between two CUDA events recorded

@@ -1,9 +1,9 @@
 """The history models (FCN, SegNet, ENet, PointRend): minseg against PyTorch twins of the same definitions.
 
-    flock /tmp/minseg-heavy.lock python benchmarks/history.py              # training step, minseg vs torch
-    flock /tmp/minseg-heavy.lock python benchmarks/history.py --rounds 3   # each step 3 times, minseg and torch in turn
-    flock /tmp/minseg-heavy.lock python benchmarks/history.py --check      # same weights in, same scores out?
-    flock /tmp/minseg-heavy.lock python benchmarks/history.py --inference  # ENet vs UNet at 360x480
+    python benchmarks/history.py              # training step, minseg vs torch
+    python benchmarks/history.py --rounds 3   # each step 3 times, minseg and torch in turn
+    python benchmarks/history.py --check      # same weights in, same scores out?
+    python benchmarks/history.py --inference  # ENet vs UNet at 360x480
 
 The method is ``benchmarks/models.py``'s: batch 8 × 3 × 96 × 128, 32 classes, one training step = forward, loss,
 zero_grad, backward, SGD (lr 0.01, momentum 0.9) step; the median of ``--runs`` timed calls after one warm-up

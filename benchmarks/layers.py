@@ -1,6 +1,6 @@
 """How fast are minseg's convolutions and bilinear resize on the CPU, next to PyTorch's?
 
-    flock /tmp/minseg-heavy.lock python benchmarks/layers.py [--runs 15] [--warmup 3] [--no-torch]
+    python benchmarks/layers.py [--runs 15] [--warmup 3] [--no-torch]
 
 Float32, the shapes a UNet meets at batch 8 on 96×128 images. For each case: the
 median time of several runs after warm-up, the GFLOP/s that makes, and, when PyTorch
@@ -12,7 +12,7 @@ input, the weight and the bias. "GEMM only" (convolutions) times just the one ma
 product minseg's forward is built on, W.reshape(O, C·kh·kw) @ im2col(x), with the im2col
 matrix made beforehand: no im2col + GEMM forward can beat it with this BLAS, so its ratio
 is the floor for that approach (compared with PyTorch's forward time from the row above);
-the row ends with minseg's forward time over it ("fwd/GEMM", issue 15's target: at most 1.25).
+the row ends with minseg's forward time over it ("fwd/GEMM": what the forward costs beyond its product).
 "torchGEMM" times that same product with PyTorch's matmul on its own BLAS (MKL in the x86 wheels), in the
 minseg columns: "GEMM only/torchGEMM" is how much of the gap is NumPy's BLAS (OpenBLAS) alone.
 "col write" times only writing the whole batch's im2col matrix once (a fill, GB/s), so

@@ -1,9 +1,9 @@
 """Speed and memory of the models: forward (eval) and one training step, minseg vs PyTorch CPU.
 
-    flock /tmp/minseg-heavy.lock python benchmarks/models.py            # the table
-    flock /tmp/minseg-heavy.lock python benchmarks/models.py --models unet-resnet18 fpn-resnet18   # some rows
-    flock /tmp/minseg-heavy.lock python benchmarks/models.py --rounds 3   # each row 3 times, minseg and torch in turn
-    flock /tmp/minseg-heavy.lock python benchmarks/models.py --profile  # where the UNet step spends its time
+    python benchmarks/models.py            # the table
+    python benchmarks/models.py --models unet-resnet18 fpn-resnet18   # some rows
+    python benchmarks/models.py --rounds 3   # each row 3 times, minseg and torch in turn
+    python benchmarks/models.py --profile  # where the UNet step spends its time
 
 The first three cases are the from-scratch models, compared with the same definitions written in torch.nn
 (``benchmarks/twins.py``).

@@ -1,6 +1,6 @@
 """minseg's encoder models against segmentation_models_pytorch itself: same weights in, same scores out.
 
-    flock /tmp/minseg-heavy.lock python benchmarks/smp_crosscheck.py
+    python benchmarks/smp_crosscheck.py
 
 For each model and encoder: build smp's model (``encoder_weights=None``, so nothing is downloaded) with random
 weights, including random BatchNorm running statistics (fresh ones, 0 and 1, would hide a mix-up of mean and

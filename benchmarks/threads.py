@@ -1,6 +1,6 @@
 """Why a second busy process slows training far more than 2x, and what --threads does about it.
 
-    flock /tmp/minseg-heavy.lock python benchmarks/threads.py
+    python benchmarks/threads.py
 
 One UNet training step (base 16, batch 8, 3x96x128, 32 classes: the CamVid example's) is timed with
 BLAS limited to 1 or 2 threads (threadpoolctl, as ``minseg train --threads``), alone and beside a

@@ -1,8 +1,8 @@
 """The zoo: every model in minseg trained on CamVid tiny with one recipe, measured on one machine -> docs/zoo.md.
 
-    flock /tmp/minseg-heavy.lock python benchmarks/zoo.py                  # the full table (about an hour on 2 cores)
-    flock /tmp/minseg-heavy.lock python benchmarks/zoo.py --smoke          # 1 epoch on 16 images, into a temp dir
-    python benchmarks/zoo.py --doc-only --notes notes.md                   # rewrite zoo.md from the saved results
+    python benchmarks/zoo.py                              # the full table (about an hour on 2 cores, docs/zoo.md)
+    python benchmarks/zoo.py --smoke                      # 1 epoch on 16 images, into a temp dir
+    python benchmarks/zoo.py --doc-only --notes notes.md  # rewrite zoo.md from the saved results
 
 One recipe for every model, the CamVid example's: AdamW (weight decay 0.01), a one-cycle schedule peaking at lr
 3e-3, batch 8, random horizontal flips, the example's split (every 5th image validates: 80 train, 20 valid), seed 0
@@ -36,8 +36,7 @@ from _common import median_ms
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "camvid_tiny"
 RECIPE = dict(lr=3e-3, weight_decay=1e-2, batch_size=8, seed=0, valid_every=5)
-# The same for every model, chosen so that the whole table trains in about two hours on 2 cores (the run's wall time
-# is in docs/zoo.md).
+# The same for every model; the whole table trains in about an hour on 2 cores (the run's wall time is in docs/zoo.md).
 DEFAULT_EPOCHS = 25
 
 # name: (create name, create options, year of the paper (None: no paper), idea) in the course's order. The

@@ -1,9 +1,9 @@
 """The zoo's PyTorch side: segmentation_models_pytorch's models trained with exactly benchmarks/zoo.py's recipe.
 
-    flock /tmp/minseg-heavy.lock python benchmarks/zoo_torch.py                # UNet and DeepLabV3+ on ResNet-18
-    flock /tmp/minseg-heavy.lock python benchmarks/zoo_torch.py --seed 1       # a second seed: the noise
-    flock /tmp/minseg-heavy.lock python benchmarks/zoo_torch.py --init minseg  # from minseg's very first weights
-    python benchmarks/zoo_torch.py --smoke                                     # 1 epoch on 16+8 images, temp dir
+    python benchmarks/zoo_torch.py                # UNet and DeepLabV3+ on ResNet-18
+    python benchmarks/zoo_torch.py --seed 1       # a second seed: the noise
+    python benchmarks/zoo_torch.py --init minseg  # from minseg's very first weights
+    python benchmarks/zoo_torch.py --smoke        # 1 epoch on 16+8 images, temp dir
 
 The question it answers: trained from scratch the same way, does a minseg model reach what the same model reaches
 in PyTorch? So everything but the framework is shared. The batches are minseg's own: ``zoo.open_data`` (the

@@ -405,7 +405,8 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     make_figures(args.data, args.membrane, args.out, args.zoo, FAST if args.fast else FULL)
-    print(f"{'fast' if args.fast else 'full'} mode: {time.perf_counter() - start:.0f} s; the figures are in {args.out}")
+    print(f"{'fast' if args.fast else 'full'} mode: {time.perf_counter() - start:.0f} s")
+    print(f"the figures are in {args.out}")
     return 0
 
 

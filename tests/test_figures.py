@@ -50,7 +50,7 @@ def test_fast_mode_writes_every_figure(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--fast", "--zoo", str(zoo)], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300, env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert done.returncode == 0, done.stdout + done.stderr
-    out = Path(done.stdout.strip().splitlines()[-1].split("; the figures are in ")[1])
+    out = Path(done.stdout.strip().splitlines()[-1].removeprefix("the figures are in "))
     assert out.parent == tmp_path and out.name.startswith("minseg-figures-")
     assert {path.name: path.stat().st_mtime_ns for path in (ROOT / "docs" / "img").iterdir()} == committed
     figures = _figures_module()
