@@ -10,6 +10,7 @@ finds this file; minseg itself comes from the installed package (``pip install -
 * ``measured``: a case run in a fresh subprocess that prints its result as JSON, re-run while others were busy.
 * ``paired_rounds``: minseg's case and PyTorch's, alternated round by round.
 * ``optional_torch`` and ``have_torch``: PyTorch is a comparison point only; without it the torch columns go.
+* ``SMP_CLASSES``: segmentation_models_pytorch's class for each of minseg's encoder models.
 """
 import json
 import os
@@ -97,7 +98,7 @@ def paired_rounds(measure_minseg, measure_torch, rounds):
 
 
 # ---------------------------------------------------------------------------------------------
-# PyTorch, when installed
+# PyTorch and segmentation_models_pytorch, when installed
 # ---------------------------------------------------------------------------------------------
 def have_torch():
     try:
@@ -116,3 +117,8 @@ def optional_torch():
         return None
     torch.set_num_threads(2)
     return torch
+
+
+# ``create(name, ..., encoder=...)``'s name -> segmentation_models_pytorch's class of the same model
+SMP_CLASSES = {"unet": "Unet", "linknet": "Linknet", "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3",
+               "deeplabv3plus": "DeepLabV3Plus"}

@@ -35,15 +35,13 @@ import sys
 import time
 
 import numpy as np
-from _common import have_torch, measured, paired_rounds, timed_runs
+from _common import SMP_CLASSES, have_torch, measured, paired_rounds, timed_runs
 
 BATCH, CHANNELS, HEIGHT, WIDTH, CLASSES = 8, 3, 96, 128, 32
 # case → (model name for minseg.models.create, its options)
 MODELS = {"naive": ("naive", {}), "unet": ("unet", {"base": 32}), "linknet": ("linknet", {}),
           "unet16": ("unet", {"base": 16})}  # unet16: the example's default width
-SMP_NAMES = {"unet": "Unet", "linknet": "Linknet", "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3",
-             "deeplabv3plus": "DeepLabV3Plus"}
-MODELS.update({f"{name}-resnet18": (name, {"encoder": "resnet18"}) for name in SMP_NAMES})
+MODELS.update({f"{name}-resnet18": (name, {"encoder": "resnet18"}) for name in SMP_CLASSES})
 LR, MOMENTUM = 0.01, 0.9
 
 
@@ -144,7 +142,7 @@ def torch_case(name, mode):
     model_name, options = MODELS[name]
     if "encoder" in options:  # the segmentation_models family: smp's own model
         import segmentation_models_pytorch as smp
-        model = getattr(smp, SMP_NAMES[model_name])(options["encoder"], encoder_weights=None, classes=CLASSES)
+        model = getattr(smp, SMP_CLASSES[model_name])(options["encoder"], encoder_weights=None, classes=CLASSES)
     else:
         import twins
         model = twins.TWINS[model_name](CLASSES, **options)

@@ -20,9 +20,7 @@ import tempfile
 import time
 
 import numpy as np
-
-SMP_NAMES = {"unet": "Unet", "linknet": "Linknet", "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3",
-             "deeplabv3plus": "DeepLabV3Plus"}
+from _common import SMP_CLASSES
 
 
 def randomize(model, torch):
@@ -51,7 +49,7 @@ def compare(name, encoder, batch, height, width, classes, directory):
     from minseg.models import create, load_weights
 
     torch.manual_seed(0)
-    reference = getattr(smp, SMP_NAMES[name])(encoder, encoder_weights=None, classes=classes).eval()
+    reference = getattr(smp, SMP_CLASSES[name])(encoder, encoder_weights=None, classes=classes).eval()
     randomize(reference, torch)
     path = os.path.join(directory, f"{name}-{encoder}.safetensors")
     save_file({key: value.contiguous() for key, value in reference.state_dict().items()}, path)
@@ -74,7 +72,7 @@ def fingerprints(classes=32):
     """Per model and encoder: smp's parameter count, state-dict entries and sha256 of its sorted "name shape" lines."""
     import segmentation_models_pytorch as smp
 
-    for name, smp_name in SMP_NAMES.items():
+    for name, smp_name in SMP_CLASSES.items():
         for encoder in ("resnet18", "resnet34"):
             model = getattr(smp, smp_name)(encoder, encoder_weights=None, classes=classes)
             state = model.state_dict()
@@ -89,7 +87,7 @@ def main():
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--classes", type=int, default=32)
-    parser.add_argument("--models", nargs="+", default=list(SMP_NAMES), choices=list(SMP_NAMES))
+    parser.add_argument("--models", nargs="+", default=list(SMP_CLASSES), choices=list(SMP_CLASSES))
     parser.add_argument("--fingerprints", action="store_true", help="print smp's state-dict fingerprints and stop")
     args = parser.parse_args()
     if args.fingerprints:

@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from _common import median_ms
+from _common import SMP_CLASSES, median_ms
 
 import minseg
 import minseg.functional as F
@@ -61,8 +61,6 @@ import zoo  # benchmarks/zoo.py, beside this script: the recipe, the data and th
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SMP_CLASSES = {"unet": "Unet", "linknet": "Linknet", "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3",
-               "deeplabv3plus": "DeepLabV3Plus"}
 # The zoo's models that smp has too: those on an encoder.
 MODELS = [key for key, (name, options, _, _) in zoo.ZOO.items() if "encoder" in options and name in SMP_CLASSES]
 DEFAULT_MODELS = ("unet_resnet18", "deeplabv3plus_resnet18")
