@@ -1,7 +1,7 @@
 """GPU speed: minseg's CUDA kernels and a UNet training step beside PyTorch (cuDNN, float32, TF32 off).
 
-    flock /tmp/minseg-bench.lock python benchmarks/gpu.py                 # everything
-    flock /tmp/minseg-bench.lock python benchmarks/gpu.py --only conv     # or ce, unet
+    python benchmarks/gpu.py                 # everything
+    python benchmarks/gpu.py --only conv     # or ce, unet
 
 Every number is the median of --runs timings after --warmup untimed calls (kernel compilation, cuDNN's
 algorithm search, memory pools). A timing is --calls back-to-back calls between two CUDA events recorded
@@ -19,22 +19,18 @@ minseg's: above 1, minseg is faster.
   the broadcast that a mean reduction needs; PyTorch: F.cross_entropy(...).backward(). Effective
   bandwidth counts the 3 unavoidable passes over the logits (forward read, backward read and write).
 * unet: one SGD training step (zero_grad, forward, cross-entropy, backward, step) of a base-32 UNet
-  at batch 64, 96x128, 32 classes; PyTorch builds the same definition (benchmarks/models.py).
+  at batch 64, 96x128, 32 classes; PyTorch builds the same definition (benchmarks/twins.py).
 
 Needs CuPy and an NVIDIA GPU; PyTorch with CUDA is optional (its columns read "-" without it).
 """
 import argparse
-import importlib.util
-import os
 import statistics
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import minseg  # noqa: E402
-from minseg import backend, cuda  # noqa: E402
+import minseg
+from minseg import backend, cuda
 
 CONV_CASES = [(8, 32, 96, 128, 32), (8, 128, 24, 32, 128), (8, 512, 6, 8, 512), (64, 32, 96, 128, 32),
               (8, 64, 360, 480, 64)]  # (N, C, H, W) -> O
@@ -199,14 +195,6 @@ def cross_entropy_rows(torch, warmup, runs, calls, N, C, H, W):
 
 
 # --- UNet training step --------------------------------------------------------------------------
-def torch_unet_class():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models.py")
-    spec = importlib.util.spec_from_file_location("minseg_benchmark_models", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.torch_models()["unet"]
-
-
 def bench_unet(torch, warmup, runs):
     import minseg.functional as F
     from minseg import optim
@@ -231,7 +219,8 @@ def bench_unet(torch, warmup, runs):
     torch_ms = torch_parameters = None
     if torch is not None:
         torch.manual_seed(0)
-        t_model = torch_unet_class()(u["classes"], base=u["base"]).cuda()
+        import twins  # benchmarks/twins.py, beside this script
+        t_model = twins.PaperUNet(u["classes"], base=u["base"]).cuda()
         t_optimizer = torch.optim.SGD(t_model.parameters(), lr=LR, momentum=MOMENTUM)
         tx, tt = torch.as_tensor(images, device="cuda"), torch.as_tensor(targets, device="cuda")
 

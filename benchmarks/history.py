@@ -1,40 +1,29 @@
 """The history models (FCN, SegNet, ENet, PointRend): minseg against PyTorch twins of the same definitions.
 
-    flock /tmp/minseg-heavy.lock python benchmarks/history.py              # training step, minseg vs torch
-    flock /tmp/minseg-heavy.lock python benchmarks/history.py --rounds 3   # each step 3 times, minseg and torch in turn
-    flock /tmp/minseg-heavy.lock python benchmarks/history.py --check      # same weights in, same scores out?
-    flock /tmp/minseg-heavy.lock python benchmarks/history.py --inference  # ENet vs UNet at 360x480
+    python benchmarks/history.py              # training step, minseg vs torch
+    python benchmarks/history.py --rounds 3   # each step 3 times, minseg and torch in turn
+    python benchmarks/history.py --check      # same weights in, same scores out?
+    python benchmarks/history.py --inference  # ENet vs UNet at 360x480
 
 The method is ``benchmarks/models.py``'s: batch 8 × 3 × 96 × 128, 32 classes, one training step = forward, loss,
 zero_grad, backward, SGD (lr 0.01, momentum 0.9) step; the median of ``--runs`` timed calls after one warm-up
 call; each case in a fresh subprocess; PyTorch on 2 threads; the ratio is minseg / torch measured in the same run.
 "others" is the share of the machine's CPU other programs took during the timed calls (a case is re-run, up to
-3 times, while it is over 10%). The twins live in ``benchmarks/history_twins.py``; ``--check`` copies a minseg
+3 times, while it is over 10%). The twins live in ``benchmarks/twins.py``; ``--check`` copies a minseg
 model's state dict into its twin and compares the eval-mode outputs.
 """
 import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import measured, paired_rounds, timed_runs
 
 BATCH, CHANNELS, HEIGHT, WIDTH, CLASSES = 8, 3, 96, 128, 32
 NAMES = ["fcn32s", "fcn16s", "fcn8s", "segnet_basic", "segnet", "enet", "pointrend"]
 LR, MOMENTUM = 0.01, 0.9
-
-
-def machine_busy_seconds():
-    """CPU seconds all processes have used so far (user, nice, system, irq, softirq, steal)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    return (sum(fields[:3]) + sum(fields[5:8])) / os.sysconf("SC_CLK_TCK")
 
 
 def loss_of(model, cross_entropy):
@@ -71,15 +60,11 @@ def minseg_case(name, mode, shape):
 
 
 def torch_case(name, mode, shape):
-    import history_twins
     import torch
+    import twins
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    if name == "unet":  # benchmarks/models.py's twin of minseg's PaperUNet
-        import models
-        model = models.torch_models()["unet"](CLASSES, base=32)
-    else:
-        model = history_twins.TWINS[name](CLASSES)
+    model = twins.TWINS[name](CLASSES, **({"base": 32} if name == "unet" else {}))
     x = torch.randn(*shape)
     target = torch.randint(0, CLASSES, (shape[0],) + shape[2:])
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
@@ -102,38 +87,22 @@ def run_case(framework, name, mode, runs, shape):
     model, call = (minseg_case if framework == "minseg" else torch_case)(name, mode, shape)
     parameters = int(sum(np.prod(p.shape) for p in model.parameters()))
     call()  # warm-up: first-touch allocations, BLAS threads, caches
-    times = []
-    busy_before, own_before, wall_before = machine_busy_seconds(), sum(os.times()[:2]), time.perf_counter()
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1000)
-    others = machine_busy_seconds() - busy_before - (sum(os.times()[:2]) - own_before)
-    share = max(0.0, others) / (os.cpu_count() * (time.perf_counter() - wall_before))
+    times, share = timed_runs(call, runs)
     return {"ms": statistics.median(times), "all_ms": times, "parameters": parameters, "others": share}
 
 
-def measured(framework, name, mode, runs, shape, attempts=3, disturbed=0.10):
-    """The case in a fresh subprocess, re-run (up to ``attempts`` times) while other programs took over 10%."""
-    for _ in range(attempts):
-        command = [sys.executable, os.path.abspath(__file__), "--case", framework, name, mode, "--runs", str(runs),
-                   "--shape", ",".join(map(str, shape))]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            lines = done.stderr.strip().splitlines()
-            return {"error": lines[-1] if lines else "failed"}
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        if result["others"] <= disturbed:
-            break
-    return result
+def in_subprocess(framework, name, mode, runs, shape):
+    """The case in a fresh subprocess, re-run (up to 3 times) while other programs took over 10%."""
+    return measured([sys.executable, os.path.abspath(__file__), "--case", framework, name, mode, "--runs", str(runs),
+                     "--shape", ",".join(map(str, shape))])
 
 
 # --- the tables ---------------------------------------------------------------------------------------------
 def speed_table(runs, names, rounds=1):
     """minseg's and the twin's step, case by case; with ``rounds`` > 1, minseg then torch that many times in turn.
 
-    (As in models.py: the machine's speed drifts within minutes, so alternating lets both frameworks see the same
-    drift; ms is the median of the rounds' medians and the range the rounds' lowest and highest ratio.)
+    (``_common.paired_rounds``: the machine's speed drifts within minutes, so alternating lets both frameworks see
+    the same drift; ms is the median of the rounds' medians and the range the rounds' lowest and highest ratio.)
     """
     shape = (BATCH, CHANNELS, HEIGHT, WIDTH)
     print(f"training step, batch {BATCH}x{CHANNELS}x{HEIGHT}x{WIDTH}, {CLASSES} classes, float32, SGD momentum; "
@@ -142,18 +111,18 @@ def speed_table(runs, names, rounds=1):
     header = f"{'model':<14}{'params':>12}{'minseg ms':>11}{'torch ms':>10}{'ratio':>7}{'ratio range':>13}{'others':>8}"
     print(header + "\n" + "-" * len(header))
     for name in names:
-        pairs = [(measured("minseg", name, "step", runs, shape), measured("torch", name, "step", runs, shape))
-                 for _ in range(rounds)]
-        failed = [result["error"] for pair in pairs for result in pair if "error" in result]
+        ours, theirs = paired_rounds(lambda: in_subprocess("minseg", name, "step", runs, shape),
+                                     lambda: in_subprocess("torch", name, "step", runs, shape), rounds)
+        failed = [result["error"] for result in ours + theirs if "error" in result]
         if failed:
             print(f"{name:<14}  failed: {failed[0]}")
             continue
-        ours, theirs = pairs[0]
-        our_ms, their_ms = (statistics.median(pair[side]["ms"] for pair in pairs) for side in (0, 1))
-        ratios = [mine["ms"] / twin["ms"] for mine, twin in pairs]
-        others = max(result["others"] for pair in pairs for result in pair)
-        note = "" if ours["parameters"] == theirs["parameters"] else f"  (torch: {theirs['parameters']:,} params!)"
-        print(f"{name:<14}{ours['parameters']:>12,}{our_ms:>11.0f}{their_ms:>10.0f}{our_ms / their_ms:>7.2f}"
+        our_ms, their_ms = (statistics.median(result["ms"] for result in side) for side in (ours, theirs))
+        ratios = [mine["ms"] / twin["ms"] for mine, twin in zip(ours, theirs)]
+        others = max(result["others"] for result in ours + theirs)
+        parameters, twin_parameters = ours[0]["parameters"], theirs[0]["parameters"]
+        note = "" if parameters == twin_parameters else f"  (torch: {twin_parameters:,} params!)"
+        print(f"{name:<14}{parameters:>12,}{our_ms:>11.0f}{their_ms:>10.0f}{our_ms / their_ms:>7.2f}"
               f"{f'{min(ratios):.2f}-{max(ratios):.2f}':>13}{others:>8.0%}{note}", flush=True)
 
 
@@ -164,8 +133,8 @@ def inference_table(runs):
     print(header + "\n" + "-" * len(header))
     for name, size in (("enet", (360, 480)), ("unet", (368, 480))):
         shape = (1, CHANNELS) + size
-        ours = measured("minseg", name, "forward", runs, shape)
-        theirs = measured("torch", name, "forward", runs, shape)
+        ours = in_subprocess("minseg", name, "forward", runs, shape)
+        theirs = in_subprocess("torch", name, "forward", runs, shape)
         if "error" in ours or "error" in theirs:
             print(f"{name:<10}  failed: {ours.get('error') or theirs.get('error')}")
             continue
@@ -175,8 +144,8 @@ def inference_table(runs):
 
 def check_outputs(names):
     """Copy each minseg model's weights (with random BatchNorm statistics) into its twin; compare eval outputs."""
-    import history_twins
     import torch
+    import twins
 
     import minseg
     from minseg.models import create
@@ -192,7 +161,7 @@ def check_outputs(names):
                 values = rng.uniform(0.5, 1.5, tensor.shape) if key.endswith("running_var") else \
                     tensor.data + rng.uniform(-0.1, 0.1, tensor.shape)
                 tensor.data = values.astype(np.float32)
-        twin = history_twins.load_minseg_weights(history_twins.TWINS[name](CLASSES), model).eval()
+        twin = twins.load_minseg_weights(twins.TWINS[name](CLASSES), model).eval()
         with minseg.no_grad():
             ours = model(minseg.Tensor(x)).numpy()
         with torch.no_grad():

@@ -1,6 +1,6 @@
 """How fast are minseg's convolutions and bilinear resize on the CPU, next to PyTorch's?
 
-    flock /tmp/minseg-heavy.lock python benchmarks/layers.py [--runs 15] [--warmup 3] [--no-torch]
+    python benchmarks/layers.py [--runs 15] [--warmup 3] [--no-torch]
 
 Float32, the shapes a UNet meets at batch 8 on 96×128 images. For each case: the
 median time of several runs after warm-up, the GFLOP/s that makes, and, when PyTorch
@@ -12,7 +12,7 @@ input, the weight and the bias. "GEMM only" (convolutions) times just the one ma
 product minseg's forward is built on, W.reshape(O, C·kh·kw) @ im2col(x), with the im2col
 matrix made beforehand: no im2col + GEMM forward can beat it with this BLAS, so its ratio
 is the floor for that approach (compared with PyTorch's forward time from the row above);
-the row ends with minseg's forward time over it ("fwd/GEMM", issue 15's target: at most 1.25).
+the row ends with minseg's forward time over it ("fwd/GEMM": what the forward costs beyond its product).
 "torchGEMM" times that same product with PyTorch's matmul on its own BLAS (MKL in the x86 wheels), in the
 minseg columns: "GEMM only/torchGEMM" is how much of the gap is NumPy's BLAS (OpenBLAS) alone.
 "col write" times only writing the whole batch's im2col matrix once (a fill, GB/s), so
@@ -27,18 +27,15 @@ the backward twice that (input and weight gradients). A bilinear resize mixes fo
 pixels into each output pixel: 8 FLOPs per output element, and as many again backward.
 """
 import argparse
-import statistics
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import median_ms, optional_torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-import minseg  # noqa: E402
-import minseg.functional as F  # noqa: E402
-from minseg.functional.conv_numpy import FOLD_BATCH_BELOW  # noqa: E402
-from minseg.functional.im2col import conv_output_size, im2col  # noqa: E402
+import minseg
+import minseg.functional as F
+from minseg.functional.conv_numpy import FOLD_BATCH_BELOW
+from minseg.functional.im2col import conv_output_size, im2col
 
 # (name, kind, x shape, weight shape (None: no weight), keyword arguments)
 CASES = [
@@ -51,24 +48,6 @@ CASES = [
     ("bilinear x2 (8,64,48,64)", "bilinear", (8, 64, 48, 64), None, dict(align_corners=False)),
     ("bilinear x2 ac (8,64,48,64)", "bilinear", (8, 64, 48, 64), None, dict(align_corners=True)),
 ]
-
-
-def median_ms(function, runs, warmup):
-    """Median milliseconds of ``runs`` back-to-back calls, after ``warmup`` untimed ones.
-
-    Back to back on purpose: the warm-up calls also let the other library's worker
-    threads, which spin for a while after each call, go idle. (Pausing between calls
-    is worse here: in this VM freed memory goes back to the host within ~50 ms, and
-    touching fresh memory again made PyTorch's 1 ms transposed convolution take 15.)
-    """
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def forward_flops(kind, x_shape, weight_shape, y_shape):
@@ -139,17 +118,6 @@ def col_write_runner(x, weight, kwargs):
     pairs = [(kwargs.get(key, default),) * 2 for key, default in (("stride", 1), ("padding", 0), ("dilation", 1))]
     col = np.empty_like(im2col(x, kernel_size, *pairs))
     return lambda: col.fill(1.0), col.nbytes
-
-
-def optional_torch():
-    """PyTorch on 2 threads (NumPy's BLAS here uses both cores too), or None with a note when it is not installed."""
-    try:
-        import torch
-    except ImportError:
-        print("(PyTorch is not installed: minseg's times only)")
-        return None
-    torch.set_num_threads(2)
-    return torch
 
 
 def blas_summary(rng):

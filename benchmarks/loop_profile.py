@@ -1,15 +1,15 @@
 """Where an epoch goes: the model's forward/backward/step versus everything around it.
 
-    flock /tmp/minseg-heavy.lock python benchmarks/loop_profile.py            # this tree
-    PYTHONPATH=/tmp/old-minseg python benchmarks/loop_profile.py              # another checkout, to compare
+    python benchmarks/loop_profile.py                            # the installed minseg
+    PYTHONPATH=OTHER_CHECKOUT python benchmarks/loop_profile.py  # another checkout, to compare
 
-The issue's larger run, made of synthetic data of the same shape: 367 training and 101 validation
+A run larger than the example's, made of synthetic data: 367 training and 101 validation
 images of 128x160 in 32 classes (CamVid's SegNet split sizes), UNet base 16, batch 8, AdamW with a
 one-cycle schedule, random horizontal flips, a checkpoint after the epoch: ``Learner.fit(1)`` as the
 example runs it. Each phase is timed by wrapping the object that does it (the model's forward, the
 loss, ``Tensor.backward``, the optimizer and schedule steps, the loaders' batches, the metrics'
 update, the checkpoint write), and "outside" is the epoch minus the model's forward, loss, backward
-and step. Uses only API that older checkouts have too. Prints one table, seconds and % of the epoch.
+and step. Uses only long-standing API, so other checkouts run it too. Prints one table, seconds and % of the epoch.
 """
 import os
 import tempfile

@@ -6,58 +6,26 @@
 Same data and batches: minseg's own reader, split and DataLoader (every 5th slice held out, random
 128x128 crops, 4 per slice per epoch, left-right and top-bottom flips, seed 0) feed both, so only
 the model code differs. Same model: the paper UNet at base 16 (conv-BN-ReLU twice per level, 2x2 max
-pooling, 2x2 transposed convolutions, concatenated skips), written in torch.nn below. Same loss
+pooling, 2x2 transposed convolutions, concatenated skips), written in torch.nn in ``benchmarks/twins.py``. Same loss
 (cross-entropy + soft multi-class Dice, smooth 1), optimizer (AdamW, weight decay 1e-2), one-cycle
 schedule (torch's OneCycleLR, which minseg.optim reproduces) and metrics (minseg.metrics on the six
 whole validation slices). Needs torch; never imported by the library or its tests.
 """
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as TF
-from torch import nn
+from twins import PaperUNet  # benchmarks/twins.py, beside this script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minseg.app.options import augmentation  # noqa: E402
-from minseg.data import DataLoader, channel_stats, layouts  # noqa: E402
-from minseg.metrics import SegmentationMetrics  # noqa: E402
+from minseg.app.options import augmentation
+from minseg.data import DataLoader, channel_stats, layouts
+from minseg.metrics import SegmentationMetrics
 
 MEMBRANE = Path(__file__).resolve().parents[2] / "shared" / "data" / "membrane"
-
-
-def double_conv(c_in, c_out):
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
-                         nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
-
-
-class PaperUNet(nn.Module):
-    """minseg.models.PaperUNet in torch.nn, layer for layer (same state-dict names)."""
-
-    def __init__(self, num_classes, in_channels=3, base=16, depth=4):
-        super().__init__()
-        widths = [base * 2 ** level for level in range(depth + 1)]
-        self.encoder = nn.ModuleList([double_conv(a, b) for a, b in zip([in_channels] + widths[:-1], widths[:-1])])
-        self.pool = nn.MaxPool2d(2)
-        self.bottleneck = double_conv(widths[-2], widths[-1])
-        self.upsample = nn.ModuleList([nn.ConvTranspose2d(2 * w, w, 2, stride=2) for w in reversed(widths[:-1])])
-        self.decoder = nn.ModuleList([double_conv(2 * w, w) for w in reversed(widths[:-1])])
-        self.head = nn.Conv2d(base, num_classes, 1)
-
-    def forward(self, x):
-        skips = []
-        for level in self.encoder:
-            x = level(x)
-            skips.append(x)
-            x = self.pool(x)
-        x = self.bottleneck(x)
-        for upsample, level, skip in zip(self.upsample, self.decoder, reversed(skips)):
-            x = level(torch.cat([skip, upsample(x)], dim=1))
-        return self.head(x)
 
 
 def dice_plus_cross_entropy(logits, targets, smooth=1.0):

@@ -1,11 +1,12 @@
 """Speed and memory of the models: forward (eval) and one training step, minseg vs PyTorch CPU.
 
-    flock /tmp/minseg-heavy.lock python benchmarks/models.py            # the table
-    flock /tmp/minseg-heavy.lock python benchmarks/models.py --models unet-resnet18 fpn-resnet18   # some rows
-    flock /tmp/minseg-heavy.lock python benchmarks/models.py --rounds 3   # each row 3 times, minseg and torch in turn
-    flock /tmp/minseg-heavy.lock python benchmarks/models.py --profile  # where the UNet step spends its time
+    python benchmarks/models.py            # the table
+    python benchmarks/models.py --models unet-resnet18 fpn-resnet18   # some rows
+    python benchmarks/models.py --rounds 3   # each row 3 times, minseg and torch in turn
+    python benchmarks/models.py --profile  # where the UNet step spends its time
 
-The first three cases are the from-scratch models, compared with the same definitions written in torch.nn below.
+The first three cases are the from-scratch models, compared with the same definitions written in torch.nn
+(``benchmarks/twins.py``).
 The "-resnet18" cases are the segmentation_models family, compared with segmentation_models_pytorch's own models
 (``encoder_weights=None``) on the same encoder, whose state dicts are the same (benchmarks/smp_crosscheck.py).
 
@@ -30,21 +31,17 @@ import json
 import os
 import pstats
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from _common import SMP_CLASSES, have_torch, measured, paired_rounds, timed_runs
 
 BATCH, CHANNELS, HEIGHT, WIDTH, CLASSES = 8, 3, 96, 128, 32
 # case → (model name for minseg.models.create, its options)
 MODELS = {"naive": ("naive", {}), "unet": ("unet", {"base": 32}), "linknet": ("linknet", {}),
           "unet16": ("unet", {"base": 16})}  # unet16: the example's default width
-SMP_NAMES = {"unet": "Unet", "linknet": "Linknet", "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3",
-             "deeplabv3plus": "DeepLabV3Plus"}
-MODELS.update({f"{name}-resnet18": (name, {"encoder": "resnet18"}) for name in SMP_NAMES})
+MODELS.update({f"{name}-resnet18": (name, {"encoder": "resnet18"}) for name in SMP_CLASSES})
 LR, MOMENTUM = 0.01, 0.9
 
 
@@ -53,13 +50,6 @@ def peak_rss_mib():
     fork and exec, so a child started by a big parent would report the parent's size."""
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-
-
-def machine_busy_seconds():
-    """CPU seconds all processes have used so far (user, nice, system, irq, softirq, steal)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    return (sum(fields[:3]) + sum(fields[5:8])) / os.sysconf("SC_CLK_TCK")
 
 
 def current_rss_mib():
@@ -144,93 +134,7 @@ def conv_flops(name, mode):
     return _flops_cache[name][mode]
 
 
-# --- PyTorch: the same three definitions -----------------------------------------------
-def torch_models():
-    import torch.nn as tnn
-
-    def cbr(c_in, c_out, k, s=1, p=0, bias=True):
-        return [tnn.Conv2d(c_in, c_out, k, s, p, bias=bias), tnn.BatchNorm2d(c_out), tnn.ReLU()]
-
-    class Naive(tnn.Module):
-        def __init__(self, n, c=3, widths=(32, 64, 128, 256)):
-            super().__init__()
-            self.encoder = tnn.Sequential(*[l for a, b in zip((c,) + widths, widths) for l in cbr(a, b, 3, 2, 1)])
-            up = widths[::-1] + widths[:1]
-            self.decoder = tnn.Sequential(*[l for a, b in zip(up, up[1:])
-                                            for l in (tnn.ConvTranspose2d(a, b, 2, 2), tnn.BatchNorm2d(b), tnn.ReLU())])
-            self.head = tnn.Conv2d(widths[0], n, 1)
-
-        def forward(self, x):
-            return self.head(self.decoder(self.encoder(x)))
-
-    def double(a, b):
-        return tnn.Sequential(*cbr(a, b, 3, 1, 1), *cbr(b, b, 3, 1, 1))
-
-    class PaperUNet(tnn.Module):
-        def __init__(self, n, c=3, base=32, depth=4):
-            super().__init__()
-            w = [base * 2 ** i for i in range(depth + 1)]
-            self.encoder = tnn.ModuleList([double(a, b) for a, b in zip([c] + w[:-1], w[:-1])])
-            self.pool = tnn.MaxPool2d(2)
-            self.bottleneck = double(w[-2], w[-1])
-            self.upsample = tnn.ModuleList([tnn.ConvTranspose2d(2 * b, b, 2, 2) for b in reversed(w[:-1])])
-            self.decoder = tnn.ModuleList([double(2 * b, b) for b in reversed(w[:-1])])
-            self.head = tnn.Conv2d(base, n, 1)
-
-        def forward(self, x):
-            import torch
-            skips = []
-            for level in self.encoder:
-                x = level(x)
-                skips.append(x)
-                x = self.pool(x)
-            x = self.bottleneck(x)
-            for up, level, skip in zip(self.upsample, self.decoder, reversed(skips)):
-                x = level(torch.cat([skip, up(x)], 1))
-            return self.head(x)
-
-    class Block(tnn.Module):
-        def __init__(self, a, b, s=1):
-            super().__init__()
-            self.residual = tnn.Sequential(*cbr(a, b, 3, s, 1, False), tnn.Conv2d(b, b, 3, 1, 1, bias=False),
-                                           tnn.BatchNorm2d(b))
-            self.shortcut = (tnn.Identity() if s == 1 and a == b else
-                             tnn.Sequential(tnn.Conv2d(a, b, 1, s, bias=False), tnn.BatchNorm2d(b)))
-
-        def forward(self, x):
-            return (self.residual(x) + self.shortcut(x)).relu()
-
-    def decoder_block(a, b, s):
-        m = a // 4
-        return tnn.Sequential(*cbr(a, m, 1, bias=False), tnn.ConvTranspose2d(m, m, 3, s, 1, s - 1, bias=False),
-                              tnn.BatchNorm2d(m), tnn.ReLU(), *cbr(m, b, 1, bias=False))
-
-    class PaperLinkNet(tnn.Module):
-        def __init__(self, n, c=3, base=64):
-            super().__init__()
-            w = [base, 2 * base, 4 * base, 8 * base]
-            self.stem = tnn.Sequential(*cbr(c, base, 7, 2, 3, False), tnn.MaxPool2d(3, 2, 1))
-            self.encoder = tnn.ModuleList([tnn.Sequential(Block(a, b, 1 if a == b else 2), Block(b, b))
-                                           for a, b in zip(w[:1] + w[:-1], w)])
-            self.decoder = tnn.ModuleList([decoder_block(a, b, 1 if a == b else 2)
-                                           for a, b in zip(w[::-1], w[-2::-1] + w[:1])])
-            self.head = tnn.Sequential(tnn.ConvTranspose2d(base, base // 2, 3, 2, 1, 1, bias=False),
-                                       tnn.BatchNorm2d(base // 2), tnn.ReLU(),
-                                       *cbr(base // 2, base // 2, 3, 1, 1, False),
-                                       tnn.ConvTranspose2d(base // 2, n, 2, 2))
-
-        def forward(self, x):
-            features = [self.stem(x)]
-            for stage in self.encoder:
-                features.append(stage(features[-1]))
-            x = features.pop()
-            for block, skip in zip(self.decoder, reversed(features)):
-                x = block(x) + skip
-            return self.head(x)
-
-    return {"naive": Naive, "unet": PaperUNet, "linknet": PaperLinkNet}
-
-
+# --- PyTorch: the same definitions (benchmarks/twins.py), or smp's own models ---------------------------
 def torch_case(name, mode):
     import torch
     torch.set_num_threads(2)
@@ -238,9 +142,10 @@ def torch_case(name, mode):
     model_name, options = MODELS[name]
     if "encoder" in options:  # the segmentation_models family: smp's own model
         import segmentation_models_pytorch as smp
-        model = getattr(smp, SMP_NAMES[model_name])(options["encoder"], encoder_weights=None, classes=CLASSES)
+        model = getattr(smp, SMP_CLASSES[model_name])(options["encoder"], encoder_weights=None, classes=CLASSES)
     else:
-        model = torch_models()[model_name](CLASSES, **options)
+        import twins
+        model = twins.TWINS[model_name](CLASSES, **options)
     x = torch.randn(BATCH, CHANNELS, HEIGHT, WIDTH)
     target = torch.randint(0, CLASSES, (BATCH, HEIGHT, WIDTH))
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
@@ -265,62 +170,14 @@ def run_case(framework, name, mode, runs):
     n_parameters = int(sum(np.prod(p.shape) for p in model.parameters()))
     base = current_rss_mib()
     call()  # warm-up: first-touch allocations, BLAS threads, caches
-    times = []
-    busy_before, own_before, wall_before = machine_busy_seconds(), sum(os.times()[:2]), time.perf_counter()
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1000)
-    # CPU time that OTHER programs took while we ran, as a share of the machine: a
-    # disturbed measurement shows up here (this box is shared), unlike in a load average.
-    others = machine_busy_seconds() - busy_before - (sum(os.times()[:2]) - own_before)
-    others_share = max(0.0, others) / (os.cpu_count() * (time.perf_counter() - wall_before))
+    times, others_share = timed_runs(call, runs)
     return {"ms": statistics.median(times), "all_ms": times, "peak_mib": peak_rss_mib(), "base_mib": base,
             "parameters": n_parameters, "others": others_share}
 
 
-def measured(framework, name, mode, runs, attempts=3, disturbed=0.10):
-    """``in_subprocess``, repeated (up to ``attempts`` times) while other programs took a big CPU share."""
-    for _ in range(attempts):
-        result = in_subprocess(framework, name, mode, runs)
-        if "error" in result or result["others"] <= disturbed:
-            break
-    return result
-
-
 def in_subprocess(framework, name, mode, runs):
-    command = [sys.executable, os.path.abspath(__file__), "--case", framework, name, mode, "--runs", str(runs)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def have_torch():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def paired_rounds(name, mode, runs, rounds, use_torch):
-    """(minseg's results, PyTorch's) for ``rounds`` rounds, each minseg's case then PyTorch's, back to back.
-
-    This machine's speed drifts by tens of percent over minutes; alternating the two frameworks round by round
-    lets both see it in the same state, and the spread of the per-round ratios shows how far one round can be
-    trusted. A failed case ends the rounds.
-    """
-    ours, theirs = [], []
-    for _ in range(rounds):
-        ours.append(measured("minseg", name, mode, runs))
-        if "error" in ours[-1]:
-            break
-        if use_torch:
-            theirs.append(measured("torch", name, mode, runs))
-            if "error" in theirs[-1]:
-                break
-    return ours, theirs
+    """The case in a fresh subprocess, so that its peak memory is its own (re-run while others took over 10%)."""
+    return measured([sys.executable, os.path.abspath(__file__), "--case", framework, name, mode, "--runs", str(runs)])
 
 
 def combined(results):
@@ -350,7 +207,9 @@ def table(runs, cases, rounds=1):
     for name in cases:
         for mode in ("forward", "step"):
             gflop = conv_flops(name, mode) / 1e9
-            our_rounds, their_rounds = paired_rounds(name, mode, runs, rounds, use_torch)
+            our_rounds, their_rounds = paired_rounds(lambda: in_subprocess("minseg", name, mode, runs),
+                                                     (lambda: in_subprocess("torch", name, mode, runs))
+                                                     if use_torch else None, rounds)
             ours = combined(our_rounds)
             line = f"{name + ' ' + mode:<{width}}"
             if "error" in ours:
@@ -458,7 +317,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=1,
-                        help="measure each case this many times, alternating minseg and torch (see paired_rounds)")
+                        help="measure each case this many times, alternating minseg and torch (_common.paired_rounds)")
     parser.add_argument("--profile", nargs="?", const="unet", choices=list(MODELS))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="CASE",
                         help=f"the cases to run (default: all of {', '.join(MODELS)})")

@@ -1,13 +1,13 @@
 """How fast is minseg's PReLU (ENet's activation) on the CPU, next to a mask-and-select version and PyTorch's?
 
-    flock /tmp/minseg-heavy.lock python benchmarks/prelu.py [--runs 25] [--warmup 5] [--no-torch]
+    python benchmarks/prelu.py [--runs 25] [--warmup 5] [--no-torch]
 
 Float32, one slope per channel, the five shapes ENet's 67 PReLUs meet at batch 8 on 96×128 images
-(``benchmarks/history.py``'s setting, where issue 14 measures the training step). For each case: the
+(``benchmarks/history.py``'s setting, where ENet's training step is measured). For each case: the
 median time of several runs after warm-up, in ms and GFLOP/s, for
 
 * minseg: ``F.prelu`` forward, and forward + backward (gradients of x and of the slopes);
-* where: the same numbers computed as minseg did before (``where(x > 0, x, a·x)``, ``where`` on the
+* where: the same numbers computed with masks and selects (``where(x > 0, x, a·x)``, ``where`` on the
   upstream gradient, a masked product summed over axes (0, 2, 3)), on plain arrays, no autograd;
 * torch: ``torch.nn.functional.prelu``, two threads, measured in the same run, and the ratio minseg / torch.
 
@@ -16,17 +16,13 @@ backward (grad_x's product, min(x, 0), and the multiply-add of the slope gradien
 elements handled per second more than arithmetic.
 """
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
+from _common import median_ms, optional_torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from layers import median_ms, optional_torch  # noqa: E402
-
-import minseg  # noqa: E402
-import minseg.functional as F  # noqa: E402
+import minseg
+import minseg.functional as F
 
 # (name, x shape): where in ENet (batch 8, 3×96×128) a PReLU sees it; one step calls these 1, 5, 10, 17
 # and 34 times (the downsampling bottlenecks' PReLUs counted with the stage they open)
@@ -41,7 +37,7 @@ FORWARD_FLOPS_PER_ELEMENT, BACKWARD_FLOPS_PER_ELEMENT = 1, 4
 
 
 def where_prelu(x, weight, grad_y):
-    """Forward and both gradients with masks and selects, as minseg's PReLUFunction was written before."""
+    """Forward and both gradients with masks and selects: the plain version ``F.prelu`` is timed against."""
     slope = weight.reshape(1, -1, 1, 1)
     positive = x > 0
     y = np.where(positive, x, x * slope)

@@ -1,6 +1,6 @@
 """minseg's encoder models against segmentation_models_pytorch itself: same weights in, same scores out.
 
-    flock /tmp/minseg-heavy.lock python benchmarks/smp_crosscheck.py
+    python benchmarks/smp_crosscheck.py
 
 For each model and encoder: build smp's model (``encoder_weights=None``, so nothing is downloaded) with random
 weights, including random BatchNorm running statistics (fresh ones, 0 and 1, would hide a mix-up of mean and
@@ -16,16 +16,11 @@ every key and shape matches), and compare the eval-mode outputs on the same rand
 import argparse
 import hashlib
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-SMP_NAMES = {"unet": "Unet", "linknet": "Linknet", "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3",
-             "deeplabv3plus": "DeepLabV3Plus"}
+from _common import SMP_CLASSES
 
 
 def randomize(model, torch):
@@ -54,7 +49,7 @@ def compare(name, encoder, batch, height, width, classes, directory):
     from minseg.models import create, load_weights
 
     torch.manual_seed(0)
-    reference = getattr(smp, SMP_NAMES[name])(encoder, encoder_weights=None, classes=classes).eval()
+    reference = getattr(smp, SMP_CLASSES[name])(encoder, encoder_weights=None, classes=classes).eval()
     randomize(reference, torch)
     path = os.path.join(directory, f"{name}-{encoder}.safetensors")
     save_file({key: value.contiguous() for key, value in reference.state_dict().items()}, path)
@@ -77,7 +72,7 @@ def fingerprints(classes=32):
     """Per model and encoder: smp's parameter count, state-dict entries and sha256 of its sorted "name shape" lines."""
     import segmentation_models_pytorch as smp
 
-    for name, smp_name in SMP_NAMES.items():
+    for name, smp_name in SMP_CLASSES.items():
         for encoder in ("resnet18", "resnet34"):
             model = getattr(smp, smp_name)(encoder, encoder_weights=None, classes=classes)
             state = model.state_dict()
@@ -92,7 +87,7 @@ def main():
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--classes", type=int, default=32)
-    parser.add_argument("--models", nargs="+", default=list(SMP_NAMES), choices=list(SMP_NAMES))
+    parser.add_argument("--models", nargs="+", default=list(SMP_CLASSES), choices=list(SMP_CLASSES))
     parser.add_argument("--fingerprints", action="store_true", help="print smp's state-dict fingerprints and stop")
     args = parser.parse_args()
     if args.fingerprints:

@@ -1,6 +1,6 @@
 """Why a second busy process slows training far more than 2x, and what --threads does about it.
 
-    flock /tmp/minseg-heavy.lock python benchmarks/threads.py
+    python benchmarks/threads.py
 
 One UNet training step (base 16, batch 8, 3x96x128, 32 classes: the CamVid example's) is timed with
 BLAS limited to 1 or 2 threads (threadpoolctl, as ``minseg train --threads``), alone and beside a
@@ -8,20 +8,18 @@ competitor this script starts and stops itself: a pure-Python spin loop (one bus
 matrix-product loop (another BLAS-heavy process, like a second training run). A float32 GEMM of the
 step's typical shape is timed the same way. Prints the median of several runs after warm-up, in ms.
 """
-import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import median_ms
 from threadpoolctl import threadpool_info, threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import minseg  # noqa: E402
-import minseg.functional as F  # noqa: E402
-from minseg.models import create  # noqa: E402
-from minseg.optim import AdamW  # noqa: E402
+import minseg
+import minseg.functional as F
+from minseg.models import create
+from minseg.optim import AdamW
 
 COMPETITORS = {
     "none": None,
@@ -54,23 +52,15 @@ def gemm_timer():
     return lambda: a @ b
 
 
-def median_ms(function, repeats, warmup=2):
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def measure(competitor, threads, step, gemm):
+    def twenty_gemms():
+        return [gemm() for _ in range(20)]
+
     process = None if competitor is None else subprocess.Popen([sys.executable, "-c", competitor])
     try:
         time.sleep(0.5)  # let the competitor start spinning
         with threadpool_limits(limits=threads):
-            return median_ms(step, repeats=5), median_ms(lambda: [gemm() for _ in range(20)], repeats=5) / 20
+            return median_ms(step, runs=5, warmup=2), median_ms(twenty_gemms, runs=5, warmup=2) / 20
     finally:
         if process is not None:
             process.kill()

@@ -1,8 +1,8 @@
 """The zoo: every model in minseg trained on CamVid tiny with one recipe, measured on one machine -> docs/zoo.md.
 
-    flock /tmp/minseg-heavy.lock python benchmarks/zoo.py                  # the full table (about an hour on 2 cores)
-    flock /tmp/minseg-heavy.lock python benchmarks/zoo.py --smoke          # 1 epoch on 16 images, into a temp dir
-    python benchmarks/zoo.py --doc-only --notes notes.md                   # rewrite zoo.md from the saved results
+    python benchmarks/zoo.py                              # the full table (about an hour on 2 cores, docs/zoo.md)
+    python benchmarks/zoo.py --smoke                      # 1 epoch on 16 images, into a temp dir
+    python benchmarks/zoo.py --doc-only --notes notes.md  # rewrite zoo.md from the saved results
 
 One recipe for every model, the CamVid example's: AdamW (weight decay 0.01), a one-cycle schedule peaking at lr
 3e-3, batch 8, random horizontal flips, the example's split (every 5th image validates: 80 train, 20 valid), seed 0
@@ -19,10 +19,10 @@ it (mean IoU against training time, one labelled point per model). A model below
 table; why, is for the person who ran it to say: ``--notes FILE`` puts their markdown under the table.
 """
 import argparse
+import importlib.util
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,13 +31,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from _common import median_ms
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "camvid_tiny"
 RECIPE = dict(lr=3e-3, weight_decay=1e-2, batch_size=8, seed=0, valid_every=5)
-# The same for every model, chosen so that the whole table fits the issue's budget of about two hours on 2 cores
-# with room to spare (the run's wall time is in docs/zoo.md).
+# The same for every model; the whole table trains in about an hour on 2 cores (the run's wall time is in docs/zoo.md).
 DEFAULT_EPOCHS = 25
 
 # name: (create name, create options, year of the paper (None: no paper), idea) in the course's order. The
@@ -72,16 +71,6 @@ def open_data(root, train_images=None, valid_images=None):
     if train_images is not None:
         train, valid = train.subset(np.arange(train_images)), valid.subset(np.arange(valid_images))
     return dataset, train, valid
-
-
-def median_ms(call, runs):
-    call()  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def train_and_measure(key, dataset, train, valid, epochs, runs):
@@ -125,9 +114,9 @@ def train_and_measure(key, dataset, train, valid, epochs, runs):
             model(one_image)
 
     model.train()
-    step_ms = median_ms(step, runs)
+    step_ms = median_ms(step, runs, warmup=1)
     model.eval()
-    inference_ms = median_ms(inference, runs)
+    inference_ms = median_ms(inference, runs, warmup=1)
     return {"parameters": int(sum(p.size for p in model.parameters())), "epochs": epochs,
             "final_train_loss": float(train_loss), "pixel_accuracy": float(results["pixel_accuracy"]),
             "mean_iou": float(results["mean_iou"]), "training_seconds": training_seconds,
@@ -215,11 +204,18 @@ def zoo_markdown(run, notes):
     return "\n".join(lines)
 
 
+def docs_figures():
+    """docs/figures.py, loaded from its file: the zoo figure is drawn from the table, like every course figure."""
+    spec = importlib.util.spec_from_file_location("figures", ROOT / "docs" / "figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_outputs(run, doc, notes):
     write_atomically(doc, zoo_markdown(run, notes))
     print(f"wrote {doc}")
-    sys.path.insert(0, str(ROOT / "docs"))
-    import figures  # docs/figures.py: the zoo figure is drawn from the table, like every course figure
+    figures = docs_figures()
     image = Path(doc).parent / "img" / "zoo.png"
     image.parent.mkdir(parents=True, exist_ok=True)
     figures.zoo_png(Path(doc), image)

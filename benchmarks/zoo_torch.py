@@ -1,9 +1,9 @@
 """The zoo's PyTorch side: segmentation_models_pytorch's models trained with exactly benchmarks/zoo.py's recipe.
 
-    flock /tmp/minseg-heavy.lock python benchmarks/zoo_torch.py                # UNet and DeepLabV3+ on ResNet-18
-    flock /tmp/minseg-heavy.lock python benchmarks/zoo_torch.py --seed 1       # a second seed: the noise
-    flock /tmp/minseg-heavy.lock python benchmarks/zoo_torch.py --init minseg  # from minseg's very first weights
-    python benchmarks/zoo_torch.py --smoke                                     # 1 epoch on 16+8 images, temp dir
+    python benchmarks/zoo_torch.py                # UNet and DeepLabV3+ on ResNet-18
+    python benchmarks/zoo_torch.py --seed 1       # a second seed: the noise
+    python benchmarks/zoo_torch.py --init minseg  # from minseg's very first weights
+    python benchmarks/zoo_torch.py --smoke        # 1 epoch on 16+8 images, temp dir
 
 The question it answers: trained from scratch the same way, does a minseg model reach what the same model reaches
 in PyTorch? So everything but the framework is shared. The batches are minseg's own: ``zoo.open_data`` (the
@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from _common import SMP_CLASSES, median_ms
 
 import minseg
 import minseg.functional as F
@@ -56,12 +57,10 @@ except ImportError as error:
     sys.exit(f"error: {error}; this comparison needs torch and segmentation-models-pytorch "
              "(pip install torch segmentation-models-pytorch==0.6.0)")
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import zoo  # noqa: E402  (benchmarks/zoo.py: the recipe, the data, the timing and the file helpers)
+import zoo  # benchmarks/zoo.py, beside this script: the recipe, the data and the file helpers
 
-SMP_CLASSES = {"unet": "Unet", "linknet": "Linknet", "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3",
-               "deeplabv3plus": "DeepLabV3Plus"}
+ROOT = Path(__file__).resolve().parent.parent
+
 # The zoo's models that smp has too: those on an encoder.
 MODELS = [key for key, (name, options, _, _) in zoo.ZOO.items() if "encoder" in options and name in SMP_CLASSES]
 DEFAULT_MODELS = ("unet_resnet18", "deeplabv3plus_resnet18")
@@ -202,9 +201,9 @@ def train_and_measure(key, dataset, train, valid, epochs, runs, seed, init):
             model(one_image)
 
     model.train()
-    step_ms = zoo.median_ms(step, runs)
+    step_ms = median_ms(step, runs, warmup=1)
     model.eval()
-    inference_ms = zoo.median_ms(inference, runs)
+    inference_ms = median_ms(inference, runs, warmup=1)
     return {"model": key, "seed": seed, "init": init, "parameters": int(sum(p.numel() for p in model.parameters())),
             "epochs": epochs, "final_train_loss": float(train_loss), "valid_loss": float(results["valid_loss"]),
             "pixel_accuracy": float(results["pixel_accuracy"]), "mean_iou": float(results["mean_iou"]),

@@ -1,7 +1,7 @@
 """Every figure of the course, made by minseg itself from real data and real models.
 
-    python docs/figures.py                         # the committed images, into docs/img/ (trains two models briefly)
-    python docs/figures.py --fast --out /tmp/figs  # tiny models, a few steps: what tests/test_figures.py runs
+    python docs/figures.py         # the committed images, into docs/img/ (trains two models briefly)
+    python docs/figures.py --fast  # tiny models, a few steps, into a new temporary folder: what the tests run
 
 The data: CamVid tiny (``--data``, default ``../shared/data/camvid_tiny`` beside the repository) and the ISBI 2012
 membrane slices (``--membrane``). The zoo figure is drawn from the table in ``docs/zoo.md`` (``--zoo``) that
@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
-from model_trace import trace_blocks  # docs/model_trace.py, beside this script
 
 import minseg
 import minseg.functional as F
@@ -140,6 +139,10 @@ def one_hot_png(camvid, path, shown=8):
 # ---------------------------------------------------------------------------------------------
 def architecture_png(model, x, path):
     """Each block at (call order, resolution level), its name and output shape; arrows from its sources."""
+    # Imported here, not at the top: benchmarks/zoo.py loads this file by its path for zoo_png alone, and a file
+    # loaded so finds no module beside it (a script run as python docs/figures.py does).
+    from model_trace import trace_blocks  # docs/model_trace.py
+
     calls = trace_blocks(model, x)
     height = x.shape[2]
     levels = [int(round(np.log2(height / shape[2]))) for _, _, shape, _ in calls]
@@ -387,7 +390,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python docs/figures.py", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--fast", action="store_true", help="tiny models and a few steps (checks the drawing only)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img", help="folder the PNGs go to")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder the PNGs go to; None: docs/img/, or with --fast a new temporary folder")
     parser.add_argument("--data", type=Path, default=DATA / "camvid_tiny", help="CamVid tiny (fastai layout)")
     parser.add_argument("--membrane", type=Path, default=DATA / "membrane", help="the ISBI 2012 membrane slices")
     parser.add_argument("--zoo", type=Path, default=ROOT / "docs" / "zoo.md", help="the zoo table to plot")
@@ -396,10 +400,13 @@ def main(argv=None):
         if not folder.is_dir():
             print(f"error: {flag} {folder}: no such folder; pass the dataset's folder", file=sys.stderr)
             return 2
+    if args.out is None:  # the fast mode's drawings are checks, never the committed images
+        args.out = Path(tempfile.mkdtemp(prefix="minseg-figures-")) if args.fast else ROOT / "docs" / "img"
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     make_figures(args.data, args.membrane, args.out, args.zoo, FAST if args.fast else FULL)
     print(f"{'fast' if args.fast else 'full'} mode: {time.perf_counter() - start:.0f} s")
+    print(f"the figures are in {args.out}")
     return 0
 
 

@@ -11,6 +11,7 @@ the comment ``# needs a GPU`` runs where CuPy sees a GPU and is skipped elsewher
 """
 import pathlib
 import re
+import tempfile
 
 import pytest
 from sybil import Sybil
@@ -61,6 +62,7 @@ def test_docs_code_block_runs_on_its_own(example, tmp_path, monkeypatch):
         pytest.skip(f"{example.path}:{example.line} needs a GPU (CuPy found none)")
     monkeypatch.setenv("MPLBACKEND", "Agg")  # a block that draws must not open a window
     monkeypatch.chdir(tmp_path)  # a block that writes files leaves them out of the repository
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # and its temporary folders go with tmp_path
     example.namespace.clear()  # no names from the block before
     example.evaluate()
 

@@ -1,10 +1,11 @@
-"""docs/figures.py --fast draws every figure of the course, each a valid PNG under the size cap.
+"""docs/figures.py --fast draws every figure of the course, each a valid PNG under the size cap, in a temporary folder.
 
 The fast mode trains tiny models for a few steps on the real CamVid tiny and membrane data, so a figure that
 no longer draws (a renamed function, a changed shape) fails here. The zoo figure is drawn from a small table
 written in the zoo's format, because docs/zoo.md is written by a two-hour benchmark, not by the tests.
 """
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,10 +45,14 @@ def test_fast_mode_writes_every_figure(tmp_path):
         pytest.skip(f"needs {DATA / 'camvid_tiny'} and {DATA / 'membrane'}")
     zoo = tmp_path / "zoo.md"
     zoo.write_text(ZOO_TABLE, encoding="utf-8")
-    out = tmp_path / "img"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--fast", "--out", str(out), "--zoo", str(zoo)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    committed = {path.name: path.stat().st_mtime_ns for path in (ROOT / "docs" / "img").iterdir()}
+    # No --out: the fast mode makes its own temporary folder (under TMPDIR, here inside tmp_path) and names it.
+    done = subprocess.run([sys.executable, str(SCRIPT), "--fast", "--zoo", str(zoo)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300, env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert done.returncode == 0, done.stdout + done.stderr
+    out = Path(done.stdout.strip().splitlines()[-1].removeprefix("the figures are in "))
+    assert out.parent == tmp_path and out.name.startswith("minseg-figures-")
+    assert {path.name: path.stat().st_mtime_ns for path in (ROOT / "docs" / "img").iterdir()} == committed
     figures = _figures_module()
     assert sorted(path.name for path in out.iterdir()) == sorted(figures.FIGURES)
     for name in figures.FIGURES:

@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "zoo.py"
 CAMVID = ROOT.parent / "shared" / "data" / "camvid_tiny"
+pytestmark = pytest.mark.slow  # trains on the real CamVid tiny data (three runs of seconds each)
 
 
 def zoo(tmp_path, *arguments):

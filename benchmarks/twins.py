@@ -1,16 +1,107 @@
-"""PyTorch twins of minseg's history models: FCN-32s/16s/8s, SegNet-Basic, SegNet, ENet and PointRend.
+"""PyTorch twins of minseg's models: the same definitions in torch.nn, for the benchmarks' comparisons.
 
 Each twin has the same layers, in the same order and under the same names as the minseg model, so a minseg
 ``state_dict()`` loads into it (``load_minseg_weights``) and ``benchmarks/history.py --check`` compares the
-outputs. The ResNet encoder is torchvision's ResNet-18 (minseg's copies its names), PointRend's FPN is
-segmentation_models_pytorch's (minseg's copies its names). Imported only by the benchmarks: minseg never imports
-torch.
+outputs. ``TWINS`` maps ``minseg.models.create``'s names to them: the from-scratch models (naive, UNet, LinkNet;
+``benchmarks/models.py``, ``benchmarks/gpu.py``, ``benchmarks/membrane_torch.py``) and the history models
+(FCN-32s/16s/8s, SegNet-Basic, SegNet, ENet, PointRend; ``benchmarks/history.py``). The ResNet encoder is
+torchvision's ResNet-18 (minseg's copies its names), PointRend's FPN is segmentation_models_pytorch's (minseg's
+copies its names). Imported only by the benchmarks: minseg never imports torch.
 """
 import numpy as np
 import torch
 import torch.nn as tnn
 import torch.nn.functional as TF
 
+
+# --- the from-scratch models: naive, UNet, LinkNet ---------------------------------------------------------
+def cbr(c_in, c_out, k, s=1, p=0, bias=True):
+    return [tnn.Conv2d(c_in, c_out, k, s, p, bias=bias), tnn.BatchNorm2d(c_out), tnn.ReLU()]
+
+
+class Naive(tnn.Module):
+    def __init__(self, num_classes, in_channels=3, widths=(32, 64, 128, 256)):
+        super().__init__()
+        self.encoder = tnn.Sequential(*[layer for a, b in zip((in_channels,) + widths, widths)
+                                        for layer in cbr(a, b, 3, 2, 1)])
+        up = widths[::-1] + widths[:1]
+        self.decoder = tnn.Sequential(*[layer for a, b in zip(up, up[1:])
+                                        for layer in (tnn.ConvTranspose2d(a, b, 2, 2), tnn.BatchNorm2d(b), tnn.ReLU())])
+        self.head = tnn.Conv2d(widths[0], num_classes, 1)
+
+    def forward(self, x):
+        return self.head(self.decoder(self.encoder(x)))
+
+
+def double_conv(c_in, c_out):
+    return tnn.Sequential(*cbr(c_in, c_out, 3, 1, 1), *cbr(c_out, c_out, 3, 1, 1))
+
+
+class PaperUNet(tnn.Module):
+    """minseg.models.UNet in torch.nn, layer for layer (same state-dict names)."""
+
+    def __init__(self, num_classes, in_channels=3, base=16, depth=4):
+        super().__init__()
+        widths = [base * 2 ** level for level in range(depth + 1)]
+        self.encoder = tnn.ModuleList([double_conv(a, b) for a, b in zip([in_channels] + widths[:-1], widths[:-1])])
+        self.pool = tnn.MaxPool2d(2)
+        self.bottleneck = double_conv(widths[-2], widths[-1])
+        self.upsample = tnn.ModuleList([tnn.ConvTranspose2d(2 * w, w, 2, stride=2) for w in reversed(widths[:-1])])
+        self.decoder = tnn.ModuleList([double_conv(2 * w, w) for w in reversed(widths[:-1])])
+        self.head = tnn.Conv2d(base, num_classes, 1)
+
+    def forward(self, x):
+        skips = []
+        for level in self.encoder:
+            x = level(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(x)
+        for upsample, level, skip in zip(self.upsample, self.decoder, reversed(skips)):
+            x = level(torch.cat([skip, upsample(x)], dim=1))
+        return self.head(x)
+
+
+class Block(tnn.Module):
+    def __init__(self, a, b, s=1):
+        super().__init__()
+        self.residual = tnn.Sequential(*cbr(a, b, 3, s, 1, False), tnn.Conv2d(b, b, 3, 1, 1, bias=False),
+                                       tnn.BatchNorm2d(b))
+        self.shortcut = (tnn.Identity() if s == 1 and a == b else
+                         tnn.Sequential(tnn.Conv2d(a, b, 1, s, bias=False), tnn.BatchNorm2d(b)))
+
+    def forward(self, x):
+        return (self.residual(x) + self.shortcut(x)).relu()
+
+
+def decoder_block(a, b, s):
+    m = a // 4
+    return tnn.Sequential(*cbr(a, m, 1, bias=False), tnn.ConvTranspose2d(m, m, 3, s, 1, s - 1, bias=False),
+                          tnn.BatchNorm2d(m), tnn.ReLU(), *cbr(m, b, 1, bias=False))
+
+
+class PaperLinkNet(tnn.Module):
+    def __init__(self, num_classes, in_channels=3, base=64):
+        super().__init__()
+        w = [base, 2 * base, 4 * base, 8 * base]
+        self.stem = tnn.Sequential(*cbr(in_channels, base, 7, 2, 3, False), tnn.MaxPool2d(3, 2, 1))
+        self.encoder = tnn.ModuleList([tnn.Sequential(Block(a, b, 1 if a == b else 2), Block(b, b))
+                                       for a, b in zip(w[:1] + w[:-1], w)])
+        self.decoder = tnn.ModuleList([decoder_block(a, b, 1 if a == b else 2)
+                                       for a, b in zip(w[::-1], w[-2::-1] + w[:1])])
+        self.head = tnn.Sequential(tnn.ConvTranspose2d(base, base // 2, 3, 2, 1, 1, bias=False),
+                                   tnn.BatchNorm2d(base // 2), tnn.ReLU(),
+                                   *cbr(base // 2, base // 2, 3, 1, 1, False),
+                                   tnn.ConvTranspose2d(base // 2, num_classes, 2, 2))
+
+    def forward(self, x):
+        features = [self.stem(x)]
+        for stage in self.encoder:
+            features.append(stage(features[-1]))
+        x = features.pop()
+        for block, skip in zip(self.decoder, reversed(features)):
+            x = block(x) + skip
+        return self.head(x)
 
 # --- FCN -------------------------------------------------------------------------------------------------
 def bilinear_kernel(channels, factor):
@@ -304,7 +395,8 @@ class PointRend(tnn.Module):
 
 
 # --- names, construction and weights -----------------------------------------------------------------------
-TWINS = {"fcn32s": lambda n: FCN(n, skips=0), "fcn16s": lambda n: FCN(n, skips=1), "fcn8s": lambda n: FCN(n, skips=2),
+TWINS = {"naive": Naive, "unet": PaperUNet, "linknet": PaperLinkNet,
+         "fcn32s": lambda n: FCN(n, skips=0), "fcn16s": lambda n: FCN(n, skips=1), "fcn8s": lambda n: FCN(n, skips=2),
          "segnet_basic": SegNetBasic, "segnet": SegNet, "enet": ENet, "pointrend": PointRend}
 
 
