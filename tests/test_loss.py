@@ -175,13 +175,15 @@ def test_numpy_reference_kernels_match_the_function():
     logits, target = random_case((2, 4, 3, 3), seed=6, ignore_index=2)
     weight = np.array([1.0, 0.5, 3.0, 2.0])
     grad_loss = np.random.default_rng(0).standard_normal(target.shape)
-    loss, pixel_weight = softmax_cross_entropy_forward(logits, target, weight, 2)
+    loss, pixel_weight, saved = softmax_cross_entropy_forward(logits, target, weight, 2)
     np.testing.assert_allclose(loss, reference_cross_entropy(logits, target, weight, 2, "none"), rtol=1e-12)
     np.testing.assert_array_equal(pixel_weight, np.where(target == 2, 0.0, weight[np.where(target == 2, 0, target)]))
     x = minseg.Tensor(logits, requires_grad=True)
     F.cross_entropy(x, target, weight, ignore_index=2, reduction="none").backward(grad_loss)
-    np.testing.assert_allclose(softmax_cross_entropy_backward(logits, target, weight, 2, grad_loss), x.grad,
-                               rtol=1e-12, atol=1e-15)
+    recomputed = softmax_cross_entropy_backward(logits, target, weight, 2, grad_loss)
+    np.testing.assert_allclose(recomputed, x.grad, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(softmax_cross_entropy_backward(logits, target, weight, 2, grad_loss, saved),
+                                  recomputed)  # the forward's saved softmax gives the same numbers
 
 
 # ---------------------------------------------------------------------------

@@ -95,28 +95,32 @@ class _PixelSoftmax:
 # The cross-entropy array functions: the one place NumPy or minseg.cuda is chosen
 # ---------------------------------------------------------------------------
 def softmax_cross_entropy_forward(logits, target, class_weight, ignore_index):
-    """(loss, pixel_weight) per pixel, loss = pixel_weight · (logsumexp(logits) − logits[target]).
+    """(loss, pixel_weight, saved) per pixel, loss = pixel_weight · (logsumexp(logits) − logits[target]).
 
-    logits (N, C, *), target (N, *) integer, class_weight (C,) or None; both results have the
-    target's shape. pixel_weight = class_weight[target] (1 without class weights), 0 where
-    target == ignore_index. Float32 CuPy arrays run ``minseg.cuda.softmax_cross_entropy_forward``;
-    anything else ``_PixelSoftmax``.
+    logits (N, C, *), target (N, *) integer, class_weight (C,) or None; loss and pixel_weight have
+    the target's shape. pixel_weight = class_weight[target] (1 without class weights), 0 where
+    target == ignore_index. ``saved`` is what ``softmax_cross_entropy_backward`` may reuse instead
+    of computing the softmax again: NumPy's ``_PixelSoftmax`` (which holds e^(x − m) and its sum),
+    or None from the kernel, whose backward recomputes them from the logits. Float32 CuPy arrays
+    run ``minseg.cuda.softmax_cross_entropy_forward``; anything else ``_PixelSoftmax``.
     """
     if get_array_module(logits) is np or logits.dtype != np.float32:
-        return _PixelSoftmax(logits, target, class_weight, ignore_index).cross_entropy()
-    return cuda.softmax_cross_entropy_forward(logits, _int64(target), class_weight, ignore_index)
+        pixels = _PixelSoftmax(logits, target, class_weight, ignore_index)
+        return (*pixels.cross_entropy(), pixels)
+    return (*cuda.softmax_cross_entropy_forward(logits, _int64(target), class_weight, ignore_index), None)
 
 
-def softmax_cross_entropy_backward(logits, target, class_weight, ignore_index, grad_loss):
+def softmax_cross_entropy_backward(logits, target, class_weight, ignore_index, grad_loss, saved=None):
     """grad_logits = grad_loss · pixel_weight · (softmax(logits) − one_hot(target)), shaped like logits.
 
-    ``grad_loss`` (the target's shape) is d(loss)/d(per-pixel loss). The softmax is computed
-    again from the logits rather than kept from the forward: (N, C, *) memory less between the
-    two passes. Float32 CuPy arrays run ``minseg.cuda.softmax_cross_entropy_backward``; anything
-    else ``_PixelSoftmax``.
+    ``grad_loss`` (the target's shape) is d(loss)/d(per-pixel loss). ``saved`` is the forward's third
+    result: the NumPy path turns its e^(x − m) buffer into the gradient in place (so one ``saved``
+    serves one backward); without it the softmax is computed again from the logits. Float32 CuPy
+    arrays run ``minseg.cuda.softmax_cross_entropy_backward``; anything else ``_PixelSoftmax``.
     """
     if get_array_module(logits) is np or logits.dtype != np.float32:
-        return _PixelSoftmax(logits, target, class_weight, ignore_index).cross_entropy_backward(grad_loss)
+        pixels = saved if saved is not None else _PixelSoftmax(logits, target, class_weight, ignore_index)
+        return pixels.cross_entropy_backward(grad_loss)
     return cuda.softmax_cross_entropy_backward(logits, _int64(target), class_weight, ignore_index, grad_loss)
 
 
@@ -162,7 +166,8 @@ class SoftmaxCrossEntropyFunction(Function):
 
     def forward(self, logits, target):
         self.logits, self.target = logits, target
-        loss, self.pixel_weight = softmax_cross_entropy_forward(logits, target, self.class_weight, self.ignore_index)
+        loss, self.pixel_weight, self.saved = softmax_cross_entropy_forward(logits, target, self.class_weight,
+                                                                            self.ignore_index)
         reduced, self.weight_sum = _reduce(loss, self.pixel_weight, self.reduction)
         return reduced
 
@@ -170,7 +175,7 @@ class SoftmaxCrossEntropyFunction(Function):
         upstream = _upstream_per_pixel(grad_output, self.reduction, self.weight_sum)
         grad_loss = get_array_module(upstream).broadcast_to(upstream, self.pixel_weight.shape)
         return softmax_cross_entropy_backward(self.logits, self.target, self.class_weight, self.ignore_index,
-                                              grad_loss), None
+                                              grad_loss, self.saved), None
 
 
 class SoftmaxFocalFunction(Function):
