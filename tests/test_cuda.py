@@ -152,7 +152,7 @@ def compile_kernels_or_skip(cupy):
     try:
         with cupy.cuda.Device(0):
             for source in cuda.kernel_sources():
-                cuda._module(source.stem, 0)
+                cuda.launch._module(source.stem, 0)
     except Exception as error:
         if "Failed to find CUDA headers" in str(error):
             pytest.skip(f"CuPy cannot compile the kernels: {error}")
@@ -180,13 +180,13 @@ def test_a_missing_cuda_toolkit_skips_the_gpu_tests_with_cupys_message(monkeypat
             raise RuntimeError("Failed to find CUDA headers. Please install CUDA toolkit headers (e.g., pip "
                                "install cupy-cuda12x[ctk]) or specify CUDA_PATH environment variable.")
 
-    monkeypatch.setattr(cuda, "_cupy", NoHeaders)
-    cuda._module.cache_clear()
+    monkeypatch.setattr(cuda.launch, "_cupy", NoHeaders)
+    cuda.launch._module.cache_clear()
     try:
         with pytest.raises(pytest.skip.Exception, match=r"Failed to find CUDA headers.*cupy-cuda12x\[ctk\]"):
             compile_kernels_or_skip(NoHeaders)
     finally:
-        cuda._module.cache_clear()
+        cuda.launch._module.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -286,11 +286,11 @@ def test_conv2d_backward_input_implicit_gemm_agrees_with_the_gemm_and_scatter_pa
     weight = rng.standard_normal(weight_shape).astype(np.float32)
     grad_y = rng.standard_normal(output_shape(x_shape, weight_shape, stride, padding, dilation)).astype(np.float32)
     _, grad_x_ref, _ = conv_reference(F, np.zeros(x_shape, np.float32), weight, grad_y, stride, padding, dilation)
-    geometry = cuda._conv_geometry("test", x_shape, weight_shape, stride, padding, dilation)
-    assert cuda._stride_covers_kernel_exactly(geometry)
+    geometry = cuda.conv._conv_geometry("test", x_shape, weight_shape, stride, padding, dilation)
+    assert cuda.conv._stride_covers_kernel_exactly(geometry)
     N, C, H, W, O, KH, KW = geometry[:7]
     for tile in cuda.CONV_GEMM_TILES["backward_input"]:
-        implicit = cuda._conv_gemm("backward_input", cp.asarray(grad_y), cp.asarray(weight), poisoned(cp, x_shape),
+        implicit = cuda.conv._conv_gemm("backward_input", cp.asarray(grad_y), cp.asarray(weight), poisoned(cp, x_shape),
                                    geometry, N * H * W, C, O * KH * KW, tile, None)
         assert relative_error(cp.asnumpy(implicit), grad_x_ref) <= TOLERANCE, tile
 
@@ -319,7 +319,7 @@ def test_split_k_sum_walks_its_grid_stride_loop(cp):
     """One block of 256 threads for 1000 outputs: each thread sums four of them."""
     partial = cp.asarray(np.random.default_rng(2).standard_normal((3, 1000)).astype(np.float32))
     out = poisoned(cp, (1000,))
-    cuda._launch("conv2d", "split_k_sum", (1, 1, 1), (256, 1, 1), (partial, out, np.int32(1000), np.int32(3)))
+    cuda.launch._launch("conv2d", "split_k_sum", (1, 1, 1), (256, 1, 1), (partial, out, np.int32(1000), np.int32(3)))
     np.testing.assert_allclose(cp.asnumpy(out), cp.asnumpy(partial).sum(axis=0), rtol=1e-6)
 
 
@@ -372,11 +372,11 @@ def test_kernels_are_compiled_and_looked_up_once(cp):
     x = cp.zeros((1, 3, 8, 8), dtype=np.float32)
     weight = cp.zeros((4, 3, 3, 3), dtype=np.float32)
     cuda.conv2d_forward(x, weight, 1, 1, 1)
-    modules, kernels = cuda._module.cache_info(), cuda._kernel.cache_info()
+    modules, kernels = cuda.launch._module.cache_info(), cuda.launch._kernel.cache_info()
     cuda.conv2d_forward(x, weight, 1, 1, 1)
-    assert cuda._module.cache_info().misses == modules.misses
-    assert cuda._kernel.cache_info().misses == kernels.misses
-    assert cuda._kernel.cache_info().hits > kernels.hits
+    assert cuda.launch._module.cache_info().misses == modules.misses
+    assert cuda.launch._kernel.cache_info().misses == kernels.misses
+    assert cuda.launch._kernel.cache_info().hits > kernels.hits
 
 
 @pytest.mark.gpu

@@ -16,8 +16,8 @@ from minseg import cuda
 
 
 def cupy_options(arch, include_dir):
-    """CuPy's NVRTC options for ``RawModule(code, options=minseg.cuda._COMPILE_OPTIONS)`` on ``arch``."""
-    options = list(cuda._COMPILE_OPTIONS) + [f"-I{include_dir}", "-ftz=true", f"-arch={arch}",
+    """CuPy's NVRTC options for ``RawModule(code, options=minseg.cuda.launch._COMPILE_OPTIONS)`` on ``arch``."""
+    options = list(cuda.launch._COMPILE_OPTIONS) + [f"-I{include_dir}", "-ftz=true", f"-arch={arch}",
                                               "--device-as-default-execution-space"]
     return options
 
