@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# gpu_check.sh: every GPU check of minseg in one call on a bare machine with an NVIDIA GPU, fully logged.
+#
+#   benchmarks/gpu_check.sh [--out DIR] [--data DIR] [--wheels DIR] [--budget SECONDS] [--dry-run]
+#   benchmarks/gpu_check.sh --prepare        # before the call, on a machine with the data: see docs/gpu.md
+#
+# Steps, in order, each under its own time limit (and never past --budget); a step that fails or runs out
+# of time is logged and the next one runs:
+#   env          nvidia-smi, Python, NumPy, CuPy, PyTorch and cuDNN versions, nvcc
+#   cupy         minseg's two kernel files compile through CuPy and a kernel runs; when CuPy or its CUDA
+#                headers are missing, the wheels in --wheels are installed (no network) and it is tried again
+#   pytest       python -m pytest -m gpu (every GPU test)
+#   nvrtc        registers and spills as ptxas reports them for CuPy's NVRTC options
+#                (python -m tests.cuda_emulation.resources --arch sm_XY)
+#   driver       the driver's attributes of the kernels as minseg loaded them (resources --loaded)
+#   cubin        cuobjdump --dump-resource-usage of the kernels built by nvcc for this GPU
+#   benchmark    python benchmarks/gpu.py, minseg beside PyTorch/cuDNN in the same process
+#   example-5    examples/camvid_tiny.py --device cuda --epochs 5 (its CPU numbers are in the summary)
+#   example-100  the example's defaults (100 epochs), when the 5-epoch run's pace says it fits what is left
+# minseg is used from this checkout through PYTHONPATH: nothing is built or fetched.
+#
+# Output, in --out (default $OUT, else ./gpu_check_out): gpu_check.log (everything), summary.txt (a line
+# per step and the example's numbers beside the CPU's), the example runs' metrics json and results.png.
+#
+# --dry-run rehearses the same steps on a machine without a GPU: CuPy is tests/cuda_emulation's stand-in
+# (the unchanged kernels as host C++), the GPU tests run on it, the benchmark only starts, and the example
+# runs one epoch at 32x32. It checks paths, arguments, the data and the wheels; it measures nothing.
+set -uo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo" || exit 1
+out=${OUT:-$repo/gpu_check_out}
+data=""
+wheels=$repo/.gpu_wheels
+budget=480
+python=${PYTHON:-python3}  # the device machine's python3 is the one with PyTorch and CuPy
+dry_run=0
+prepare=0
+
+usage() { sed -n '2,5p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case $1 in
+        --out) out=$2; shift 2 ;;
+        --data) data=$2; shift 2 ;;
+        --wheels) wheels=$2; shift 2 ;;
+        --budget) budget=$2; shift 2 ;;
+        --dry-run) dry_run=1; shift ;;
+        --prepare) prepare=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "error: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+# --- before the call: the data travels inside the checkout, in a folder git ignores ------------------
+if [ "$prepare" = 1 ]; then
+    source_data=${data:-$repo/../shared/data/camvid_tiny}
+    [ -d "$source_data/images" ] || { echo "error: no CamVid tiny at $source_data; pass --data DIR" >&2; exit 2; }
+    exclude=$(git rev-parse --git-path info/exclude)
+    mkdir -p "$(dirname "$exclude")" .gpu_data
+    grep -qx '/.gpu_data/' "$exclude" 2>/dev/null || echo '/.gpu_data/' >>"$exclude"
+    rm -rf .gpu_data/camvid_tiny && cp -r "$source_data" .gpu_data/camvid_tiny
+    echo "copied $source_data to .gpu_data/camvid_tiny ($(du -sh .gpu_data | cut -f1)); git ignores .gpu_data/"
+    echo "carry: .gpu_data (and .gpu_wheels if you filled it, see docs/gpu.md)"
+    exit 0
+fi
+
+if [ -z "$data" ]; then
+    for candidate in "$repo/.gpu_data/camvid_tiny" "$repo/../shared/data/camvid_tiny"; do
+        [ -d "$candidate/images" ] && { data=$candidate; break; }
+    done
+fi
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+log=$out/gpu_check.log
+summary=$out/summary.txt
+work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+: >"$log"
+started=$SECONDS
+results=()
+
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+if [ "$dry_run" = 1 ]; then
+    # Every Python process of the rehearsal imports the emulation as cupy (sitecustomize runs at start-up).
+    mkdir -p "$work/emulation"
+    printf 'import cuda_emulation\ncuda_emulation.install()\n' >"$work/emulation/sitecustomize.py"
+    export PYTHONPATH="$work/emulation:$repo/tests:$PYTHONPATH" MINSEG_CUDA_EMULATION=1
+fi
+
+say() { echo "$*" | tee -a "$log"; }
+
+# step NAME LIMIT COMMAND...: run COMMAND, its output into the log, under min(LIMIT, what the budget has left).
+step() {
+    local name=$1 limit=$2 left began rc verdict
+    shift 2
+    left=$((budget - (SECONDS - started)))
+    [ "$left" -lt "$limit" ] && limit=$left
+    began=$SECONDS
+    say ""
+    say "=== $name (limit ${limit}s): $*"
+    if [ "$limit" -lt 5 ]; then
+        rc=124
+        say "skipped: the budget of ${budget}s is spent"
+    else
+        timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
+        rc=$?
+    fi
+    case $rc in
+        0) verdict=ok ;;
+        124|137) verdict=TIMEOUT ;;
+        *) verdict="FAILED(rc=$rc)" ;;
+    esac
+    results+=("$(printf '%-12s %-14s %4d s' "$name" "$verdict" $((SECONDS - began)))")
+    say "=== $name: $verdict after $((SECONDS - began)) s"
+    return "$rc"
+}
+
+say "minseg gpu_check: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+say "repo $repo; out $out; data ${data:-none found}; wheels $wheels; budget ${budget}s; dry run: $dry_run"
+
+# --- env --------------------------------------------------------------------------------------------
+versions() {
+    command -v nvidia-smi >/dev/null && nvidia-smi || echo "nvidia-smi: not found"
+    command -v nvcc >/dev/null && nvcc --version | tail -2 || echo "nvcc: not found"
+    command -v cuobjdump >/dev/null || echo "cuobjdump: not found"
+    "$python" - <<'PY'
+import platform
+import numpy
+print("Python", platform.python_version(), "| NumPy", numpy.__version__)
+try:
+    import cupy
+    print("CuPy", cupy.__version__, "| devices", cupy.cuda.runtime.getDeviceCount())
+except Exception as error:  # a missing or broken CuPy is what the next step handles
+    print("CuPy: not usable:", repr(error))
+try:
+    import torch
+    print("PyTorch", torch.__version__, "| CUDA", torch.version.cuda, "| available", torch.cuda.is_available(),
+          "| cuDNN", torch.backends.cudnn.version() if torch.cuda.is_available() else "-")
+except ImportError:
+    print("PyTorch: not installed (benchmarks/gpu.py prints '-' for its columns)")
+PY
+}
+export -f versions
+step env 60 bash -c versions
+
+# --- cupy: minseg's kernels compile; else the carried wheels ------------------------------------------
+cupy_works() {
+    "$python" - <<'PY'
+import numpy as np
+import minseg
+from minseg import backend, cuda
+from minseg.cuda import launch
+assert backend.cupy_available(), "CuPy sees no usable GPU"
+for path in cuda.kernel_sources():
+    launch._module(path.stem, 0)
+    print("compiled", path.name)
+import cupy
+x = cupy.asarray(np.ones((1, 2, 4, 4), np.float32))
+y = cuda.conv2d_forward(x, cupy.ones((3, 2, 3, 3), np.float32), 1, 1, 1)
+assert float(y[0, 0, 1, 1]) == 18.0, y
+print("conv2d_forward ran on", minseg.backend.device_of(y))
+PY
+}
+install_wheels() {
+    local site=$work/site
+    shopt -s nullglob
+    local found=("$wheels"/*.whl)
+    if [ ${#found[@]} -eq 0 ]; then
+        echo "no wheels in $wheels to install"
+        return 1
+    fi
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "${found[@]}" \
+        && echo "installed ${#found[@]} wheels into $site"
+}
+export -f cupy_works install_wheels
+export wheels work python
+if ! step cupy 180 bash -c cupy_works; then
+    if step wheels 120 bash -c install_wheels; then
+        export PYTHONPATH="$work/site:$PYTHONPATH"
+        step cupy-again 180 bash -c cupy_works
+    fi
+elif [ "$dry_run" = 1 ] && [ -d "$wheels" ]; then
+    step wheels 120 bash -c install_wheels  # rehearse the install; nothing uses it
+fi
+
+# --- the GPU tests ----------------------------------------------------------------------------------
+if [ "$dry_run" = 1 ]; then
+    step pytest 300 "$python" -m pytest -p cuda_emulation -m gpu -q -rs -p no:cacheprovider
+else
+    step pytest 300 "$python" -m pytest -m gpu -q -rs -p no:cacheprovider --continue-on-collection-errors
+fi
+
+# --- registers and spills: the compiler's and the GPU's --------------------------------------------
+capability=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+arch=sm_${capability:-90}
+step nvrtc 120 "$python" -m tests.cuda_emulation.resources --arch "$arch"
+step driver 120 "$python" -m tests.cuda_emulation.resources --loaded
+cubin_report() {
+    command -v nvcc >/dev/null || { echo "nvcc: not found"; return 1; }
+    local source status=0
+    for source in kernels/*.cu; do
+        nvcc -std=c++17 -ftz=true -arch="$arch" -cubin -Xptxas -v "$source" -o "$work/$(basename "$source" .cu).cubin" \
+            2>&1 | grep -E "Compiling entry|registers|spill" || status=1
+        if command -v cuobjdump >/dev/null; then
+            cuobjdump --dump-resource-usage "$work/$(basename "$source" .cu).cubin" || status=1
+        fi
+    done
+    return $status
+}
+export -f cubin_report
+export arch
+step cubin 180 bash -c cubin_report
+
+# --- speed beside cuDNN -----------------------------------------------------------------------------
+if [ "$dry_run" = 1 ]; then
+    step benchmark 60 "$python" benchmarks/gpu.py --help
+else
+    step benchmark 200 "$python" benchmarks/gpu.py
+fi
+
+# --- the example, against its CPU numbers -----------------------------------------------------------
+example() {  # example NAME EPOCHS LIMIT [extra arguments]
+    local name=$1 epochs=$2 limit=$3
+    shift 3
+    step "$name" "$limit" "$python" examples/camvid_tiny.py --device cuda --data "$data" --epochs "$epochs" \
+        --out "$work/$name" --no-progress "$@"
+    local rc=$?
+    [ -f "$work/$name/metrics.json" ] && cp "$work/$name/metrics.json" "$out/$name.metrics.json"
+    return $rc
+}
+if [ -z "$data" ]; then
+    say "no CamVid tiny data: pass --data DIR (docs/gpu.md says how it travels); the example is skipped"
+    results+=("example      SKIPPED (no data)")
+elif [ "$dry_run" = 1 ]; then
+    example example-1 1 300 --resize 32x32
+else
+    example example-5 5 150
+    seconds=$("$python" -c "import json; print(round(json.load(open('$out/example-5.metrics.json'))['seconds']))" \
+              2>/dev/null || echo 0)
+    estimate=$((seconds * 20 + 30))
+    left=$((budget - (SECONDS - started)))
+    if [ "$seconds" -gt 0 ] && [ "$estimate" -lt "$left" ]; then
+        example example-100 100 "$left"
+        [ -f "$work/example-100/results.png" ] && cp "$work/example-100/results.png" "$out/example-100.results.png"
+    else
+        say "example-100 not run: 5 epochs took ${seconds}s of training, so 100 would take about ${estimate}s;" \
+            "${left}s of the budget are left. Run it alone with --budget 600."
+        results+=("example-100  NOT RUN (about ${estimate}s > ${left}s left)")
+    fi
+fi
+
+# --- summary ----------------------------------------------------------------------------------------
+{
+    echo "minseg gpu_check $(date -u '+%Y-%m-%d %H:%M:%S UTC'); dry run: $dry_run; $((SECONDS - started)) s in all"
+    grep -E "^GPU: |Driver Version|^CuPy |^PyTorch " "$log" | head -4
+    echo
+    printf '%s\n' "${results[@]}"
+    echo
+    "$python" - "$out" <<'PY'
+import json
+import pathlib
+import sys
+
+# The CPU runs of the same commands (docs/gpu.md, "A check on a GPU"): float32 on either side, but the GPU sums
+# in another order, so the numbers agree closely, not exactly.
+CPU = {"example-5": (0.638, 0.668, 0.080), "example-100": (0.830, 0.859, 0.248)}
+keys = ("pixel_accuracy", "foreground_accuracy", "mean_iou")
+print(f"{'run':12} {'pixel acc':>10} {'fg acc':>10} {'mIoU':>10} {'seconds':>8}   CPU: pixel acc, fg acc, mIoU")
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.metrics.json")):
+    name, metrics = path.name.split(".")[0], json.loads(path.read_text())
+    cpu = CPU.get(name)
+    print(f"{name:12} " + " ".join(f"{metrics[key]:10.3f}" for key in keys) + f" {metrics['seconds']:8.1f}   "
+          + (", ".join(f"{value:.3f}" for value in cpu) if cpu else "-"))
+PY
+} >"$summary" 2>&1
+say ""
+tee -a "$log" <"$summary"
+rm -rf "$work"
