@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gpu_check.sh: every GPU check of minseg in one call on a bare machine with an NVIDIA GPU, fully logged.
 #
-#   benchmarks/gpu_check.sh [--out DIR] [--data DIR] [--wheels DIR] [--budget SECONDS] [--dry-run]
+#   benchmarks/gpu_check.sh [--out DIR] [--data DIR] [--wheels DIR] [--budget SECONDS] [--steps A,B] [--dry-run]
 #   benchmarks/gpu_check.sh --prepare        # before the call, on a machine with the data: see docs/gpu.md
 #
 # Steps, in order, each under its own time limit (and never past --budget); a step that fails or runs out
@@ -17,6 +17,7 @@
 #   benchmark    python benchmarks/gpu.py, minseg beside PyTorch/cuDNN in the same process
 #   example-5    examples/camvid_tiny.py --device cuda --epochs 5 (its CPU numbers are in the summary)
 #   example-100  the example's defaults (100 epochs), when the 5-epoch run's pace says it fits what is left
+# --steps runs only the named groups: env, cupy, pytest, resources (nvrtc, driver, cubin), benchmark, example.
 # minseg is used from this checkout through PYTHONPATH: nothing is built or fetched.
 #
 # Output, in --out (default $OUT, else ./gpu_check_out): gpu_check.log (everything), summary.txt (a line
@@ -36,6 +37,7 @@ budget=480
 python=${PYTHON:-python3}  # the device machine's python3 is the one with PyTorch and CuPy
 dry_run=0
 prepare=0
+steps=env,cupy,pytest,resources,benchmark,example
 
 usage() { sed -n '2,5p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -44,6 +46,7 @@ while [ $# -gt 0 ]; do
         --data) data=$2; shift 2 ;;
         --wheels) wheels=$2; shift 2 ;;
         --budget) budget=$2; shift 2 ;;
+        --steps) steps=$2; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
         --prepare) prepare=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -88,6 +91,7 @@ if [ "$dry_run" = 1 ]; then
 fi
 
 say() { echo "$*" | tee -a "$log"; }
+wanted() { [[ ",$steps," == *",$1,"* ]]; }
 
 # step NAME LIMIT COMMAND...: run COMMAND, its output into the log, under min(LIMIT, what the budget has left).
 step() {
@@ -141,7 +145,7 @@ except ImportError:
 PY
 }
 export -f versions
-step env 60 bash -c versions
+wanted env && step env 60 bash -c versions
 
 # --- cupy: minseg's kernels compile; else the carried wheels ------------------------------------------
 cupy_works() {
@@ -174,7 +178,9 @@ install_wheels() {
 }
 export -f cupy_works install_wheels
 export wheels work python
-if ! step cupy 180 bash -c cupy_works; then
+if ! wanted cupy; then
+    :
+elif ! step cupy 180 bash -c cupy_works; then
     if step wheels 120 bash -c install_wheels; then
         export PYTHONPATH="$work/site:$PYTHONPATH"
         step cupy-again 180 bash -c cupy_works
@@ -184,7 +190,9 @@ elif [ "$dry_run" = 1 ] && [ -d "$wheels" ]; then
 fi
 
 # --- the GPU tests ----------------------------------------------------------------------------------
-if [ "$dry_run" = 1 ]; then
+if ! wanted pytest; then
+    :
+elif [ "$dry_run" = 1 ]; then
     step pytest 300 "$python" -m pytest -p cuda_emulation -m gpu -q -rs -p no:cacheprovider
 else
     step pytest 300 "$python" -m pytest -m gpu -q -rs -p no:cacheprovider --continue-on-collection-errors
@@ -193,8 +201,8 @@ fi
 # --- registers and spills: the compiler's and the GPU's --------------------------------------------
 capability=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
 arch=sm_${capability:-90}
-step nvrtc 120 "$python" -m tests.cuda_emulation.resources --arch "$arch"
-step driver 120 "$python" -m tests.cuda_emulation.resources --loaded
+wanted resources && step nvrtc 120 "$python" -m tests.cuda_emulation.resources --arch "$arch"
+wanted resources && step driver 120 "$python" -m tests.cuda_emulation.resources --loaded
 cubin_report() {
     command -v nvcc >/dev/null || { echo "nvcc: not found"; return 1; }
     local source status=0
@@ -209,10 +217,12 @@ cubin_report() {
 }
 export -f cubin_report
 export arch
-step cubin 180 bash -c cubin_report
+wanted resources && step cubin 180 bash -c cubin_report
 
 # --- speed beside cuDNN -----------------------------------------------------------------------------
-if [ "$dry_run" = 1 ]; then
+if ! wanted benchmark; then
+    :
+elif [ "$dry_run" = 1 ]; then
     step benchmark 60 "$python" benchmarks/gpu.py --help
 else
     step benchmark 200 "$python" benchmarks/gpu.py
@@ -228,7 +238,9 @@ example() {  # example NAME EPOCHS LIMIT [extra arguments]
     [ -f "$work/$name/metrics.json" ] && cp "$work/$name/metrics.json" "$out/$name.metrics.json"
     return $rc
 }
-if [ -z "$data" ]; then
+if ! wanted example; then
+    :
+elif [ -z "$data" ]; then
     say "no CamVid tiny data: pass --data DIR (docs/gpu.md says how it travels); the example is skipped"
     results+=("example      SKIPPED (no data)")
 elif [ "$dry_run" = 1 ]; then
@@ -244,7 +256,7 @@ else
         [ -f "$work/example-100/results.png" ] && cp "$work/example-100/results.png" "$out/example-100.results.png"
     else
         say "example-100 not run: 5 epochs took ${seconds}s of training, so 100 would take about ${estimate}s;" \
-            "${left}s of the budget are left. Run it alone with --budget 600."
+            "${left}s of the budget are left; a call of its own: --steps example --budget 580"
         results+=("example-100  NOT RUN (about ${estimate}s > ${left}s left)")
     fi
 fi
@@ -276,3 +288,5 @@ PY
 say ""
 tee -a "$log" <"$summary"
 rm -rf "$work"
+# Non-zero when a step failed or ran out of time (a skipped or unplanned step is not a failure).
+! printf '%s\n' "${results[@]}" | grep -qE "FAILED|TIMEOUT"
