@@ -81,7 +81,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
 started=$SECONDS
 results=()
 
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 python
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$dry_run" = 1 ]; then
     # Every Python process of the rehearsal imports the emulation as cupy (sitecustomize runs at start-up).
@@ -177,7 +177,7 @@ install_wheels() {
         && echo "installed ${#found[@]} wheels into $site"
 }
 export -f cupy_works install_wheels
-export wheels work python
+export wheels work
 if ! wanted cupy; then
     :
 elif ! step cupy 180 bash -c cupy_works; then
@@ -238,33 +238,44 @@ example() {  # example NAME EPOCHS LIMIT [extra arguments]
     [ -f "$work/$name/metrics.json" ] && cp "$work/$name/metrics.json" "$out/$name.metrics.json"
     return $rc
 }
+training_seconds() {  # a run's training + validation seconds, rounded up; 0 without its metrics
+    "$python" -c 'import json, math, sys; print(math.ceil(json.load(open(sys.argv[1]))["seconds"]))' "$1" \
+        2>/dev/null || echo 0
+}
+# The short run has CPU numbers to compare with; the long one is the example's defaults. The rehearsal
+# runs the same logic with 1 and 2 epochs at 32x32.
+if [ "$dry_run" = 1 ]; then
+    short=1 long=2 sizes=(--resize 32x32)
+else
+    short=5 long=100 sizes=()
+fi
 if ! wanted example; then
     :
 elif [ -z "$data" ]; then
     say "no CamVid tiny data: pass --data DIR (docs/gpu.md says how it travels); the example is skipped"
     results+=("example      SKIPPED (no data)")
-elif [ "$dry_run" = 1 ]; then
-    example example-1 1 300 --resize 32x32
 else
-    example example-5 5 150
-    seconds=$("$python" -c "import json; print(round(json.load(open('$out/example-5.metrics.json'))['seconds']))" \
-              2>/dev/null || echo 0)
-    estimate=$((seconds * 20 + 30))
+    example "example-$short" "$short" 150 "${sizes[@]}"
+    seconds=$(training_seconds "$out/example-$short.metrics.json")
+    estimate=$((seconds * long / short + 30))
     left=$((budget - (SECONDS - started)))
-    if [ "$seconds" -gt 0 ] && [ "$estimate" -lt "$left" ]; then
-        example example-100 100 "$left"
-        [ -f "$work/example-100/results.png" ] && cp "$work/example-100/results.png" "$out/example-100.results.png"
+    if [ "$seconds" -eq 0 ]; then
+        say "example-$long not run: example-$short left no metrics to estimate its time from"
+        results+=("example-$long  NOT RUN (example-$short failed)")
+    elif [ "$estimate" -lt "$left" ]; then
+        example "example-$long" "$long" "$left" "${sizes[@]}"
+        [ -f "$work/example-$long/results.png" ] && cp "$work/example-$long/results.png" "$out/example-$long.results.png"
     else
-        say "example-100 not run: 5 epochs took ${seconds}s of training, so 100 would take about ${estimate}s;" \
+        say "example-$long not run: $short epochs took ${seconds}s, so $long would take about ${estimate}s;" \
             "${left}s of the budget are left; a call of its own: --steps example --budget 580"
-        results+=("example-100  NOT RUN (about ${estimate}s > ${left}s left)")
+        results+=("example-$long  NOT RUN (about ${estimate}s > ${left}s left)")
     fi
 fi
 
 # --- summary ----------------------------------------------------------------------------------------
 {
     echo "minseg gpu_check $(date -u '+%Y-%m-%d %H:%M:%S UTC'); dry run: $dry_run; $((SECONDS - started)) s in all"
-    grep -E "^GPU: |Driver Version|^CuPy |^PyTorch " "$log" | head -4
+    grep -E "^GPU: |Driver Version|^Python |^CuPy |^PyTorch " "$log" | head -5
     echo
     printf '%s\n' "${results[@]}"
     echo
