@@ -63,13 +63,21 @@ def entry_points(source):
     return re.findall(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(', source)
 
 
+def _attribute(kernel, name):
+    """CuPy's RawKernel attribute ``name`` (the driver's cuFuncGetAttribute), None where there is none."""
+    try:
+        return getattr(kernel, name, None)
+    except Exception as error:  # a driver error for one attribute should not hide the others
+        return f"{type(error).__name__}"
+
+
 def loaded_report():
     """Print the driver's attributes of every kernel as minseg.cuda loads it (device 0)."""
     print(f"{'kernel':44} {'regs':>5} {'local B':>8} {'smem':>6} {'max threads':>12}")
     for path in cuda.kernel_sources():
         for name in entry_points(path.read_text()):
             kernel = cuda.launch._kernel(path.stem, name, 0)
-            values = [getattr(kernel, attribute, None) for attribute in
+            values = [_attribute(kernel, attribute) for attribute in
                       ("num_regs", "local_size_bytes", "shared_size_bytes", "max_threads_per_block")]
             print(f"{name:44} " + " ".join(f"{'-' if value is None else value:>{width}}"
                                              for value, width in zip(values, (5, 8, 6, 12))))
