@@ -15,9 +15,11 @@
 #   driver       the driver's attributes of the kernels as minseg loaded them (resources --loaded)
 #   cubin        cuobjdump --dump-resource-usage of the kernels built by nvcc for this GPU
 #   benchmark    python benchmarks/gpu.py, minseg beside PyTorch/cuDNN in the same process
+#   phases       strided transposed convolutions: the stride-phase split, the implicit GEMM, PyTorch's
 #   example-5    examples/camvid_tiny.py --device cuda --epochs 5 (its CPU numbers are in the summary)
 #   example-100  the example's defaults (100 epochs), when the 5-epoch run's pace says it fits what is left
-# --steps runs only the named groups: env, cupy, pytest, resources (nvrtc, driver, cubin), benchmark, example.
+# --steps runs only the named groups: env, cupy, pytest, resources (nvrtc, driver, cubin), benchmark (and
+# phases), example.
 # minseg is used from this checkout through PYTHONPATH: nothing is built or fetched.
 #
 # Output, in --out (default $OUT, else ./gpu_check_out): gpu_check.log (everything), summary.txt (a line
@@ -227,6 +229,80 @@ elif [ "$dry_run" = 1 ]; then
 else
     step benchmark 200 "$python" benchmarks/gpu.py
 fi
+
+# The stride-phase split of a strided transposed convolution beside the implicit GEMM it replaces (forced) and
+# PyTorch's conv_transpose2d: is the split faster on a GPU? The rehearsal runs one tiny case.
+stride_phases() {
+    "$python" - "$dry_run" <<'PY'
+import statistics
+import sys
+
+import numpy as np
+import cupy
+from minseg import cuda
+from minseg.cuda import conv as cuda_conv
+
+# conv_transpose2d of grad_y (N, O, OH, OW) with a (O, C, k, k) weight at stride s, padding p
+CASES = [(8, 64, 90, 120, 32, 3, 2, 1), (8, 128, 45, 60, 64, 3, 2, 1), (8, 64, 90, 120, 32, 4, 2, 1),
+         (8, 32, 60, 80, 16, 5, 3, 2)]
+if sys.argv[1] == "1":
+    CASES = [(1, 4, 5, 6, 3, 3, 2, 1)]
+try:
+    import torch
+    torch = torch if torch.cuda.is_available() else None
+except ImportError:
+    torch = None
+if torch is not None:
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = True, False
+
+
+def median_ms(fn, events, warmup=3, runs=10):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start, end = events()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) if hasattr(start, "elapsed_time") else
+                     cupy.cuda.get_elapsed_time(start, end))
+    return statistics.median(times)
+
+
+def cupy_events():
+    return cupy.cuda.Event(), cupy.cuda.Event()
+
+
+def torch_events():
+    return torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+
+rng = np.random.default_rng(0)
+print(f"{'grad_y (N,O,OH,OW) -> C, k, s, p':36} {'phases ms':>10} {'implicit ms':>12} {'torch ms':>9} {'max diff':>9}")
+for N, O, OH, OW, C, k, s, p in CASES:
+    H, W = (OH - 1) * s - 2 * p + k, (OW - 1) * s - 2 * p + k
+    grad_y = cupy.asarray(rng.standard_normal((N, O, OH, OW), dtype=np.float32))
+    weight = cupy.asarray(rng.standard_normal((O, C, k, k), dtype=np.float32))
+    geometry = cuda_conv._conv_geometry("stride_phases", (N, C, H, W), weight.shape, s, p, 1)
+    by_phases, implicit = (cupy.empty((N, C, H, W), np.float32) for _ in range(2))
+    phases_ms = median_ms(lambda: cuda.conv2d_backward_input(grad_y, weight, (N, C, H, W), s, p, 1, out=by_phases),
+                          cupy_events)
+    implicit_ms = median_ms(lambda: cuda_conv._conv_gemm("backward_input", grad_y, weight, implicit, geometry,
+                                                          N * H * W, C, O * k * k, None, None), cupy_events)
+    difference = float(abs(by_phases - implicit).max())
+    torch_ms = None
+    if torch is not None:
+        tg, tw = torch.as_tensor(cupy.asnumpy(grad_y), device="cuda"), torch.as_tensor(cupy.asnumpy(weight), device="cuda")
+        torch_ms = median_ms(lambda: torch.nn.functional.conv_transpose2d(tg, tw, stride=s, padding=p), torch_events)
+    print(f"{str((N, O, OH, OW)) + f' -> {C}, {k}, {s}, {p}':36} {phases_ms:10.3f} {implicit_ms:12.3f} "
+          f"{'-' if torch_ms is None else f'{torch_ms:9.3f}':>9} {difference:9.2e}")
+PY
+}
+export -f stride_phases
+export dry_run
+wanted benchmark && step phases 90 bash -c stride_phases
 
 # --- the example, against its CPU numbers -----------------------------------------------------------
 example() {  # example NAME EPOCHS LIMIT [extra arguments]
