@@ -175,7 +175,8 @@ install_wheels() {
         echo "no wheels in $wheels to install"
         return 1
     fi
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "${found[@]}" \
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+        "${found[@]}" \
         && echo "installed ${#found[@]} wheels into $site"
 }
 export -f cupy_works install_wheels
@@ -294,7 +295,8 @@ for N, O, OH, OW, C, k, s, p in CASES:
     difference = float(abs(by_phases - implicit).max())
     torch_ms = None
     if torch is not None:
-        tg, tw = torch.as_tensor(cupy.asnumpy(grad_y), device="cuda"), torch.as_tensor(cupy.asnumpy(weight), device="cuda")
+        tg = torch.as_tensor(cupy.asnumpy(grad_y), device="cuda")
+        tw = torch.as_tensor(cupy.asnumpy(weight), device="cuda")
         torch_ms = median_ms(lambda: torch.nn.functional.conv_transpose2d(tg, tw, stride=s, padding=p), torch_events)
     print(f"{str((N, O, OH, OW)) + f' -> {C}, {k}, {s}, {p}':36} {phases_ms:10.3f} {implicit_ms:12.3f} "
           f"{'-' if torch_ms is None else f'{torch_ms:9.3f}':>9} {difference:9.2e}")
@@ -340,7 +342,8 @@ else
         results+=("example-$long  NOT RUN (example-$short failed)")
     elif [ "$estimate" -lt "$left" ]; then
         example "example-$long" "$long" "$left" "${sizes[@]}"
-        [ -f "$work/example-$long/results.png" ] && cp "$work/example-$long/results.png" "$out/example-$long.results.png"
+        [ -f "$work/example-$long/results.png" ] &&
+            cp "$work/example-$long/results.png" "$out/example-$long.results.png"
     else
         say "example-$long not run: $short epochs took ${seconds}s, so $long would take about ${estimate}s;" \
             "${left}s of the budget are left; a call of its own: --steps example --budget 580"
