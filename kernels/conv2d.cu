@@ -12,6 +12,9 @@
 //                    A = grad_y[n, o, oh, ow] where oh*sh = h + ph - r*dh (and likewise ow): a tap feeds
 //                        (h, w) only when the division is exact and in range, else it contributes 0
 //                    B[k, c] = weight[o, c, r, s]
+//                    (minseg/cuda/conv.py runs a stride above 1 as stride phases: one call of this GEMM at
+//                    stride 1 per phase, with the sub-kernel of the taps that land and a padding that may be
+//                    negative; see plan_stride_phases in minseg/cuda/plan.py)
 //   weight gradient  grad_w[o, j]    = sum_k  A[o, k] * B[k, j]     o              k = (n,oh,ow) j = (c,r,s)
 //                    A[o, k] = grad_y[n, o, oh, ow]   B = im2col(x) transposed: x[n, c, oh*sh-ph+r*dh, ...]
 //
@@ -34,21 +37,21 @@
 // layers at low resolution), gridDim.y splits K: each split writes its partial product to a workspace
 // and split_k_sum adds them (deterministic, unlike atomics).
 //
-// Tile shapes (chosen in minseg/cuda.py by the output's column count, or row count for the weight
+// Tile shapes (chosen in minseg/cuda/plan.py by the output's column count, or row count for the weight
 // gradient), all 128 or 256 threads:  256x32 (8x4 per thread), 128x64 (8x4), 128x128 (8x8),
 // 32x128 (4x8), 64x128 (4x8).
 //
 // Roofline. Each of the three GEMMs costs 2*N*O*P*C*KK FLOPs and must at least read/write
 // x, weight and y once: 4*(N*C*H*W + O*C*KK + N*O*P) bytes. (8,64,360,480) -> 64, 3x3: 102 GFLOP over
-// 0.71 GB = 144 FLOP/byte, far right of an H100's ridge (about 60 TFLOP/s float32 without tensor cores
-// / 3 TB/s = 20 FLOP/byte): compute bound, so the work is keeping the FMA units fed. Per BK step a
+// 0.71 GB = 144 FLOP/byte, several times the ratio of float32 FLOP/s to memory bandwidth in the datasheets
+// of current data-centre GPUs: compute bound, so the work is keeping the FMA units fed. Per BK step a
 // 128x128 tile moves (128+128)*16 floats into shared memory for 128*128*16 FMAs (64 FMAs per float
 // loaded), and each thread reads TM+TN = 16 floats from shared memory for 64 FMAs. Registers: a 128x128
 // thread holds 64 accumulators under __launch_bounds__(256, 2)'s cap of 128 registers, which is why
 // only one prefetched slice at a time is kept and the per-row / per-column index state of the input and
 // weight gradients lives in shared memory (tests/cuda_emulation/resources.py reports the allocation).
 //
-// Offsets are 32-bit ints: minseg/cuda.py refuses arrays of 2^31 elements or more.
+// Offsets are 32-bit ints: minseg/cuda/launch.py refuses arrays of 2^31 elements or more.
 
 #define BK 16       // depth of one K step
 #define PAD 4       // extra floats per shared row: keeps float4 alignment, spreads transposed stores over banks
@@ -207,6 +210,7 @@ struct BackwardInputGather {
         for (int row = threadIdx.x; row < BM; row += T::THREADS) {
             const int HW = g.H * g.W, m = block_m + row;
             const int n = m / HW, hw = m - n * HW, h = hw / g.W, w = hw - h * g.W;
+            // h + pad_h < 0 only in a stride phase, whose stride is 1: the division stays exact.
             const int qh = (h + g.pad_h) / g.stride_h, qw = (w + g.pad_w) / g.stride_w;
             const int rem = (h + g.pad_h - qh * g.stride_h) * g.stride_w + (w + g.pad_w - qw * g.stride_w);
             const bool inside = m < g.N * HW;

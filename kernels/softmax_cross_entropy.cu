@@ -24,8 +24,8 @@
 //
 // Roofline. Per pixel the forward reads 4*C bytes of logits + 8 (int64 target) and writes 8; the
 // backward reads 4*C + 12 and writes 4*C. At C = 32 that is about 0.26 FLOP/byte: purely memory bound,
-// so the time to beat is bytes / bandwidth: (64,32,360,480) moves 1.42 GB of logits per pass, about
-// 3 x 1.42 GB = 4.2 GB for forward + backward, 1.5 ms at 2.9 TB/s.
+// so the time to beat is bytes / bandwidth, with three passes over the logits for forward + backward
+// (benchmarks/gpu.py reports the effective bandwidth of exactly that count).
 //
 // A target outside [0, C) that is not ignore_index makes that pixel's loss (and gradient) NaN rather than
 // reading out of bounds: a wrong label shows up in the loss instead of silently.
@@ -181,8 +181,8 @@ __device__ __forceinline__ void softmax_cross_entropy_backward_pixel(
     float* __restrict__ pixel_weight, int N, int C, int HW, long long ignore_index
 #define FORWARD_ARGS logits, target, class_weight, use_class_weight, loss, pixel_weight, N, C, HW, ignore_index
 
-// Entry points; minseg/cuda.py picks the smallest _c<MAX_C> that holds C, else the plain (chunked, and
-// for the backward two-pass) one.
+// Entry points; minseg/cuda/cross_entropy.py picks the smallest _c<MAX_C> that holds C, else the plain
+// (chunked, and for the backward two-pass) one.
 extern "C" __global__ void __launch_bounds__(PIXELS_PER_BLOCK) softmax_cross_entropy_forward(FORWARD_PARAMS) {
     softmax_cross_entropy_forward_pixel<32>(FORWARD_ARGS);
 }

@@ -11,6 +11,7 @@ on the GPU matches the CPU step.
 """
 import contextlib
 import importlib.util
+import itertools
 import math
 import pathlib
 import re
@@ -106,7 +107,7 @@ def test_plan_conv_gemm_fills_one_wave_on_the_benchmark_shapes(multiprocessors, 
 
 
 def test_choose_split_k_minimises_the_idle_share_of_the_last_wave():
-    # The old rule, ceil(2 * 132 / 5) = 53 splits, made 265 blocks for 264 slots: one block ran alone.
+    # ceil(2 * 132 / 5) = 53 splits would make 265 blocks for 264 slots: one block would run alone.
     assert cuda.choose_split_k(tiles=5, slots=264, max_splits=1000) == 52
     assert cuda.choose_split_k(tiles=5, slots=228, max_splits=1000) == 45  # 225 of 228 (46 would be 230)
     assert cuda.choose_split_k(tiles=5, slots=264, max_splits=7) == 7  # K allows no more
@@ -122,6 +123,36 @@ def test_the_tile_table_matches_the_launch_bounds_in_conv2d_cu():
     for threads, blocks, _, tile in bounds:
         assert (int(threads), int(blocks)) == cuda.CONV_TILES[tile][2:], tile
     assert f"#define BK {cuda.K_STEP} " in source
+
+
+def test_plan_stride_phases_by_hand():
+    # 8 rows, 3 taps, stride 2, padding 1: even rows (h + 1 odd) get the middle tap from output row h / 2;
+    # odd rows get taps 0 and 2 from output rows (h + 1) / 2 and (h - 1) / 2.
+    even, odd = cuda.plan_stride_phases(8, 3, 2, 1, 1)
+    assert even == cuda.StridePhase(start=0, count=4, taps=range(1, 3, 2), offset=0, dilation=1)
+    assert odd == cuda.StridePhase(start=1, count=4, taps=range(0, 3, 2), offset=1, dilation=1)
+    # A 1-tap kernel at stride 3: rows 1, 2, 4, 5, ... are reached by no tap.
+    assert [len(phase.taps) for phase in cuda.plan_stride_phases(7, 1, 3, 0, 1)] == [1, 0, 0]
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 4])
+@pytest.mark.parametrize("dilation", [1, 2, 3, 4])
+def test_plan_stride_phases_cover_every_tap_that_lands_exactly_once(stride, dilation):
+    """The phases' (row, tap, output row) triples are exactly those of the transposed index map."""
+    for size, kernel, padding in itertools.product(range(1, 10), range(1, 6), range(4)):
+        out_size = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+        if out_size <= 0:
+            continue
+        expected = {(h, r, (h + padding - r * dilation) // stride) for h in range(size) for r in range(kernel)
+                    if (h + padding - r * dilation) % stride == 0
+                    and 0 <= (h + padding - r * dilation) // stride < out_size}
+        phases = cuda.plan_stride_phases(size, kernel, stride, padding, dilation)
+        planned = [(phase.start + i * stride, r, i + phase.offset - j * phase.dilation)
+                   for phase in phases for i in range(phase.count) for j, r in enumerate(phase.taps)]
+        planned = [triple for triple in planned if 0 <= triple[2] < out_size]
+        assert sorted(planned) == sorted(expected), (size, kernel, padding)
+        rows = sorted(phase.start + i * stride for phase in phases for i in range(phase.count))
+        assert rows == list(range(size)), (size, kernel, padding)
 
 
 @pytest.mark.parametrize("depth", [1, 7, 8, 9, 255, 256, 1000, 4608, 123457])
@@ -152,7 +183,7 @@ def compile_kernels_or_skip(cupy):
     try:
         with cupy.cuda.Device(0):
             for source in cuda.kernel_sources():
-                cuda._module(source.stem, 0)
+                cuda.launch._module(source.stem, 0)
     except Exception as error:
         if "Failed to find CUDA headers" in str(error):
             pytest.skip(f"CuPy cannot compile the kernels: {error}")
@@ -180,13 +211,13 @@ def test_a_missing_cuda_toolkit_skips_the_gpu_tests_with_cupys_message(monkeypat
             raise RuntimeError("Failed to find CUDA headers. Please install CUDA toolkit headers (e.g., pip "
                                "install cupy-cuda12x[ctk]) or specify CUDA_PATH environment variable.")
 
-    monkeypatch.setattr(cuda, "_cupy", NoHeaders)
-    cuda._module.cache_clear()
+    monkeypatch.setattr(cuda.launch, "_cupy", NoHeaders)
+    cuda.launch._module.cache_clear()
     try:
         with pytest.raises(pytest.skip.Exception, match=r"Failed to find CUDA headers.*cupy-cuda12x\[ctk\]"):
             compile_kernels_or_skip(NoHeaders)
     finally:
-        cuda._module.cache_clear()
+        cuda.launch._module.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -286,13 +317,41 @@ def test_conv2d_backward_input_implicit_gemm_agrees_with_the_gemm_and_scatter_pa
     weight = rng.standard_normal(weight_shape).astype(np.float32)
     grad_y = rng.standard_normal(output_shape(x_shape, weight_shape, stride, padding, dilation)).astype(np.float32)
     _, grad_x_ref, _ = conv_reference(F, np.zeros(x_shape, np.float32), weight, grad_y, stride, padding, dilation)
-    geometry = cuda._conv_geometry("test", x_shape, weight_shape, stride, padding, dilation)
-    assert cuda._stride_covers_kernel_exactly(geometry)
+    geometry = cuda.conv._conv_geometry("test", x_shape, weight_shape, stride, padding, dilation)
+    assert cuda.conv._stride_covers_kernel_exactly(geometry)
     N, C, H, W, O, KH, KW = geometry[:7]
     for tile in cuda.CONV_GEMM_TILES["backward_input"]:
-        implicit = cuda._conv_gemm("backward_input", cp.asarray(grad_y), cp.asarray(weight), poisoned(cp, x_shape),
+        implicit = cuda.conv._conv_gemm("backward_input", cp.asarray(grad_y), cp.asarray(weight), poisoned(cp, x_shape),
                                    geometry, N * H * W, C, O * KH * KW, tile, None)
         assert relative_error(cp.asnumpy(implicit), grad_x_ref) <= TOLERANCE, tile
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("stride", [(2, 2), (3, 2), (2, 1), (1, 3), (4, 4)])
+@pytest.mark.parametrize("kernel", [(3, 3), (1, 1), (4, 4), (5, 3), (2, 3)])
+def test_conv2d_backward_input_by_stride_phases_matches_the_numpy_reference(cp, F, stride, kernel):
+    """A stride other than the kernel runs _backward_input_by_phases; the implicit GEMM, forced here, must give
+    the same numbers (stride == kernel at dilation 1 takes _backward_input_as_gemm). Over paddings and dilations,
+    outputs pre-filled with NaN."""
+    for padding, dilation in itertools.product([(0, 0), (1, 2), (2, 1)], [(1, 1), (2, 2), (3, 1)]):
+        x_shape, weight_shape = (2, 3, 11, 10), (5, 3) + kernel
+        y_shape = output_shape(x_shape, weight_shape, stride, padding, dilation)
+        if min(y_shape[2:]) <= 0:
+            continue
+        rng = np.random.default_rng(7)
+        weight = rng.standard_normal(weight_shape).astype(np.float32)
+        grad_y = rng.standard_normal(y_shape).astype(np.float32)
+        _, grad_x_ref, _ = conv_reference(F, np.zeros(x_shape, np.float32), weight, grad_y, stride, padding,
+                                          dilation)
+        geometry = cuda.conv._conv_geometry("test", x_shape, weight_shape, stride, padding, dilation)
+        case = f"stride {stride} kernel {kernel} padding {padding} dilation {dilation}"
+        phases = cuda.conv2d_backward_input(cp.asarray(grad_y), cp.asarray(weight), x_shape, stride, padding,
+                                            dilation, out=poisoned(cp, x_shape))
+        assert relative_error(cp.asnumpy(phases), grad_x_ref) <= TOLERANCE, case
+        N, C, H, W, O, KH, KW = geometry[:7]
+        implicit = cuda.conv._conv_gemm("backward_input", cp.asarray(grad_y), cp.asarray(weight),
+                                        poisoned(cp, x_shape), geometry, N * H * W, C, O * KH * KW, None, None)
+        assert relative_error(cp.asnumpy(implicit), grad_x_ref) <= TOLERANCE, case
 
 
 @pytest.mark.gpu
@@ -319,7 +378,7 @@ def test_split_k_sum_walks_its_grid_stride_loop(cp):
     """One block of 256 threads for 1000 outputs: each thread sums four of them."""
     partial = cp.asarray(np.random.default_rng(2).standard_normal((3, 1000)).astype(np.float32))
     out = poisoned(cp, (1000,))
-    cuda._launch("conv2d", "split_k_sum", (1, 1, 1), (256, 1, 1), (partial, out, np.int32(1000), np.int32(3)))
+    cuda.launch._launch("conv2d", "split_k_sum", (1, 1, 1), (256, 1, 1), (partial, out, np.int32(1000), np.int32(3)))
     np.testing.assert_allclose(cp.asnumpy(out), cp.asnumpy(partial).sum(axis=0), rtol=1e-6)
 
 
@@ -372,11 +431,11 @@ def test_kernels_are_compiled_and_looked_up_once(cp):
     x = cp.zeros((1, 3, 8, 8), dtype=np.float32)
     weight = cp.zeros((4, 3, 3, 3), dtype=np.float32)
     cuda.conv2d_forward(x, weight, 1, 1, 1)
-    modules, kernels = cuda._module.cache_info(), cuda._kernel.cache_info()
+    modules, kernels = cuda.launch._module.cache_info(), cuda.launch._kernel.cache_info()
     cuda.conv2d_forward(x, weight, 1, 1, 1)
-    assert cuda._module.cache_info().misses == modules.misses
-    assert cuda._kernel.cache_info().misses == kernels.misses
-    assert cuda._kernel.cache_info().hits > kernels.hits
+    assert cuda.launch._module.cache_info().misses == modules.misses
+    assert cuda.launch._kernel.cache_info().misses == kernels.misses
+    assert cuda.launch._kernel.cache_info().hits > kernels.hits
 
 
 @pytest.mark.gpu

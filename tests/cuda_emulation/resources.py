@@ -7,6 +7,12 @@ the caller's options plus ``-I`` the CUDA headers, ``-ftz=true``, ``-arch=sm_<cc
 it allocated. It needs NVRTC (``pip install cuda-bindings nvidia-cuda-nvrtc``), not a GPU::
 
     python -m tests.cuda_emulation.resources --arch sm_90
+
+With ``--loaded`` it instead asks the driver about each kernel as ``minseg.cuda`` loaded it through CuPy
+(registers, local memory per thread where spills live, static shared memory): the GPU's own view, so it
+needs one (under the CPU emulation these attributes do not exist and print as ``-``)::
+
+    python -m tests.cuda_emulation.resources --loaded
 """
 import argparse
 import re
@@ -16,8 +22,8 @@ from minseg import cuda
 
 
 def cupy_options(arch, include_dir):
-    """CuPy's NVRTC options for ``RawModule(code, options=minseg.cuda._COMPILE_OPTIONS)`` on ``arch``."""
-    options = list(cuda._COMPILE_OPTIONS) + [f"-I{include_dir}", "-ftz=true", f"-arch={arch}",
+    """CuPy's NVRTC options for ``RawModule(code, options=minseg.cuda.launch._COMPILE_OPTIONS)`` on ``arch``."""
+    options = list(cuda.launch._COMPILE_OPTIONS) + [f"-I{include_dir}", "-ftz=true", f"-arch={arch}",
                                               "--device-as-default-execution-space"]
     return options
 
@@ -52,10 +58,39 @@ def parse(log):
     return rows
 
 
+def entry_points(source):
+    """The names of the ``extern "C" __global__`` kernels in a .cu source, in order."""
+    return re.findall(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(', source)
+
+
+def _attribute(kernel, name):
+    """CuPy's RawKernel attribute ``name`` (the driver's cuFuncGetAttribute), None where there is none."""
+    try:
+        return getattr(kernel, name, None)
+    except Exception as error:  # a driver error for one attribute should not hide the others
+        return f"{type(error).__name__}"
+
+
+def loaded_report():
+    """Print the driver's attributes of every kernel as minseg.cuda loads it (device 0)."""
+    print(f"{'kernel':44} {'regs':>5} {'local B':>8} {'smem':>6} {'max threads':>12}")
+    for path in cuda.kernel_sources():
+        for name in entry_points(path.read_text()):
+            kernel = cuda.launch._kernel(path.stem, name, 0)
+            values = [_attribute(kernel, attribute) for attribute in
+                      ("num_regs", "local_size_bytes", "shared_size_bytes", "max_threads_per_block")]
+            print(f"{name:44} " + " ".join(f"{'-' if value is None else value:>{width}}"
+                                             for value, width in zip(values, (5, 8, 6, 12))))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="sm_90")
+    parser.add_argument("--loaded", action="store_true", help="the driver's view of the loaded kernels (a GPU)")
     args = parser.parse_args(argv)
+    if args.loaded:
+        loaded_report()
+        return 0
     from cuda.pathfinder import find_nvidia_header_directory
     options = cupy_options(args.arch, find_nvidia_header_directory("cudart"))
     print("NVRTC options:", " ".join(options), "-Xptxas=-v")
