@@ -136,7 +136,8 @@ def module_key(path):
 
 
 def test_the_reading_order_table_is_read_from_the_page():
-    page = "## Reading order\n\n| file | concept |\n|---|---|\n| `a/b.py` | one |\n| `k/c.cu` | two |\n\n## Next\n| `x` |"
+    page = ("## Reading order\n\n| file | concept |\n|---|---|\n| `a/b.py` | one |\n| `k/c.cu` | two |\n\n"
+            "## Next\n| `x` |")
     assert reading_order_files(page) == ["a/b.py", "k/c.cu"]
 
 
