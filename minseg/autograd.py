@@ -208,7 +208,7 @@ class Tensor:
     def zero_grad(self):
         self.grad = None
 
-    # --- operators: each builds one Function from ops.py ----------------------
+    # --- operators: each builds one Function of the ops package -------------
     # ``a + b`` calls a.__add__(b); ``2 * t`` calls t.__rmul__(2), the operands reflected.
     __add__, __radd__ = _operator("add"), _operator("add", reflected=True)
     __sub__, __rsub__ = _operator("sub"), _operator("sub", reflected=True)
@@ -241,13 +241,14 @@ class Tensor:
         return ops.reshape(self, self.shape[:start_dim] + (-1,))
 
     def transpose(self, dim0, dim1):
-        """Swap two axes (PyTorch's ``transpose``); ``permute`` reorders all of them."""
-        axes = list(range(self.ndim))
-        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
-        return ops.permute(self, axes)
+        """Swap two dims (PyTorch's ``transpose``); ``permute`` reorders all of them."""
+        dims = list(range(self.ndim))
+        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+        return ops.permute(self, dims)
 
-    def permute(self, *axes):
-        return ops.permute(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes)
+    def permute(self, *dims):
+        """Reorder the dims (``Tensor.permute``): ``t.permute(2, 0, 1)`` or ``t.permute((2, 0, 1))``."""
+        return ops.permute(self, dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims)
 
     @property
     def T(self):

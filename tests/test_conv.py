@@ -123,10 +123,11 @@ def _valid_output_padding(stride, dilation, output_padding):
     return all(op < s or op < d for op, s, d in zip(*pairs))
 
 
-# (x shape, weight shape, options): batch 1 and odd sizes, non-square kernels
+# (x shape, weight shape, options): odd sizes, non-square kernels; the grouped cases with batch 2, so that the
+# weight gradient's sum over the batch is checked for every grouping
 CONV2D_GRADCHECK_CASES = (
     [((1, 2, 7, 8), (3, 2, 2, 3), dict(stride=s, padding=p, dilation=d)) for s, p, d in GRID]
-    + [((1, c_in, 7, 5), (c_out, c_in // g, 3, 2), dict(stride=s, padding=p, dilation=d, groups=g))
+    + [((2, c_in, 7, 5), (c_out, c_in // g, 3, 2), dict(stride=s, padding=p, dilation=d, groups=g))
        for g, c_in, c_out in GROUPINGS for s, p, d in GROUP_GEOMETRIES]
     + [((2, 3, 4, 6), (2, 3, 2, 2), dict(stride=2))])  # windows that tile the image: col2im is one reordering copy
 CONV_TRANSPOSE2D_GRADCHECK_CASES = (
@@ -134,6 +135,7 @@ CONV_TRANSPOSE2D_GRADCHECK_CASES = (
      for (s, p, d), op in itertools.product(GRID, [0, 1, (1, 0)]) if _valid_output_padding(s, d, op)]
     + [((1, c_in, 3, 4), (c_in, c_out // g, 2, 3), dict(stride=s, padding=p, dilation=d, groups=g))
        for g, c_in, c_out in GROUPINGS for s, p, d in [(1, 0, 1), (2, 1, 1), ((2, 1), (1, 0), (1, 2))]]
+    + [((1, 4, 3, 5), (4, 3, 3, 3), dict(stride=2, padding=1, output_padding=1, groups=2))]  # grouped, output_padding
     + [((2, 2, 4, 3), (2, 3, 2, 2), dict(stride=1, output_padding=1, dilation=2)),  # output_padding beyond stride
        ((2, 3, 4, 6), (3, 2, 2, 2), dict(stride=2))])  # the UNet decoder's upsampling: windows that tile
 
