@@ -129,21 +129,17 @@ def reading_order_files(text):
     return [cell.strip().strip("`") for row in rows for cell in row.split("|")[1].split(",")]
 
 
-def module_key(path):
-    """A file as the name it is imported or read by: ``minseg/cuda.py`` and ``minseg/cuda/__init__.py`` are
-    both ``minseg/cuda``, so the table may name a module's file either way while it becomes a package."""
-    return path.removesuffix("/__init__.py").removesuffix(".py")
-
-
 def test_the_reading_order_table_is_read_from_the_page():
     page = ("## Reading order\n\n| file | concept |\n|---|---|\n| `a/b.py` | one |\n| `k/c.cu` | two |\n\n"
             "## Next\n| `x` |")
     assert reading_order_files(page) == ["a/b.py", "k/c.cu"]
 
 
-def test_the_reading_order_table_lists_every_file_of_the_package():
-    listed = {module_key(path) for path in reading_order_files(REFERENCE.read_text(encoding="utf-8"))}
+def test_the_reading_order_table_lists_every_file_of_the_package_and_nothing_else():
+    listed = reading_order_files(REFERENCE.read_text(encoding="utf-8"))
     files = [path.relative_to(PACKAGE.parent).as_posix()
              for path in [*sorted(PACKAGE.rglob("*.py")), *sorted(KERNELS.glob("*.cu"))]]
-    missing = [path for path in files if module_key(path) not in listed]
+    missing = [path for path in files if path not in listed]
     assert missing == [], f"docs/reference.md's reading-order table does not list {missing}: add a row for each"
+    gone = [path for path in listed if path not in files]
+    assert gone == [], f"docs/reference.md's reading-order table lists {gone}, which do not exist: remove them"
