@@ -8,9 +8,10 @@ value maps, colour tables, values to ignore) is ``masks.MaskDecoder``'s business
 for common layouts (fastai, SegNet's CamVid, Pascal VOC, images/ + masks/) are in ``layouts``.
 
 In memory or lazily. By default every pair is read once, at construction: ``ds.images`` is then
-uint8 (N, H, W, 3) and ``ds.labels`` int64 (N, H, W) when all images share one size, or lists of
-arrays when they do not. With ``lazy=True`` only the file names are kept and ``ds[i]`` opens the
-files each time (``cache=True`` keeps what was read); ``ds.check()`` then reads everything once.
+uint8 (N, H, W, 3) (float32 in [0, 1] when any file has more than 8 bits: ``images.read_image``) and
+``ds.labels`` int64 (N, H, W) when all images share one size, or lists of arrays when they do not.
+With ``lazy=True`` only the file names are kept and ``ds[i]`` opens the files each time (``cache=True``
+keeps what was read); ``ds.check()`` then reads everything once.
 Either way the dataset is checked whole before training: every broken, missing, mis-sized or
 mis-labelled file is reported at once (up to ``max_problems``) in one ``DatasetError``.
 
@@ -23,7 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from .camvid import fastai_layout
-from .images import IMAGE_SUFFIXES, list_images, read_codes, read_image, read_mask, resize_pair, target_size
+from .images import (
+    IMAGE_SUFFIXES,
+    as_one_kind,
+    list_images,
+    read_codes,
+    read_image,
+    read_mask,
+    resize_pair,
+    target_size,
+)
 from .masks import IGNORE_INDEX, MaskDecoder
 from .stats import channel_stats
 
@@ -53,6 +63,9 @@ class DatasetError(ValueError):
 # ---------------------------------------------------------------------------------------------
 class SegmentationDataset:
     """Images and per-pixel class ids; ``ds[i]`` is ``(image (H, W, 3) uint8, label (H, W) int64)``.
+
+    The image is float32 in [0, 1] instead when its file has more than 8 bits per channel (and every
+    image of an in-memory dataset that holds such a file).
 
     ``SegmentationDataset(root)`` alone reads fastai's layout (``layouts.fastai``). Otherwise:
     ``image_folder``, ``mask_folder``; ``classes`` (a list of names, or a file of one name per line;
@@ -117,12 +130,14 @@ class SegmentationDataset:
         """Read pair ``index`` from its files (no cache): ``(image, label)``, or ValueError naming the file."""
         image_path, mask_path = self.image_paths[index], self.mask_paths[index]
         image = read_image(image_path)
-        raw = read_mask(mask_path, rgb=self.decoder.wants_rgb)
+        raw = read_mask(mask_path, rgb=self.decoder.wants_rgb, class_ids=self.decoder.kind == "index")
         if raw.shape[:2] != image.shape[:2]:
             raise ValueError(f"mask {mask_path} is {_size(raw)} but its image {image_path} is {_size(image)}")
         label, unknown = self.decoder(raw)
         if unknown.size:
-            raise ValueError(f"mask {mask_path} {self.decoder.describe(unknown)}")
+            lossy = " (a lossy JPEG changes values: save masks as PNG)" if mask_path.suffix.lower() in (
+                ".jpg", ".jpeg") else ""
+            raise ValueError(f"mask {mask_path} {self.decoder.describe(unknown)}{lossy}")
         return resize_pair(image, label, target_size(image.shape[:2], self.resize))
 
     def _read_every_pair(self, where, problems=()):
@@ -140,7 +155,7 @@ class SegmentationDataset:
 
     def _load_all(self):
         pairs = self._read_every_pair("SegmentationDataset", self._pairing_problems)
-        images, labels = [image for image, _ in pairs], [label for _, label in pairs]
+        images, labels = as_one_kind([image for image, _ in pairs]), [label for _, label in pairs]
         if len({image.shape for image in images}) == 1:
             images, labels = np.stack(images), np.stack(labels)
         self._set_arrays(images, labels)
