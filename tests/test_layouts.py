@@ -273,3 +273,45 @@ def test_the_command_line_names_the_folders_and_the_suffix(tmp_path, capsys):
         assert exit_status.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: argument {flag}: must be") and err.count("\n") == 1
+
+
+# --- every problem in one report, lazy or not ----------------------------------------------------
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_one_report_lists_the_problems_of_both_splits(folder, lazy):
+    """A missing mask, a broken training image and a truncated validation image (04: every 5th is validation)."""
+    from minseg.app.cli import TRAIN_DEFAULTS
+    from minseg.app.options import open_splits
+    root = folder[0]
+    (root / "masks" / "00.png").unlink()
+    (root / "images" / "01.png").write_bytes(b"not a png")
+    truncate(root / "images" / "04.png")
+    options = dict(TRAIN_DEFAULTS, data=str(root), classes="a,b,c", lazy=lazy)
+    with pytest.raises(DatasetError) as error:
+        open_splits(options)
+    problems = error.value.problems
+    assert len(problems) == 3 and "3 problems" in str(error.value)
+    assert "00.png: has no mask" in problems[0]
+    assert "cannot read image" in problems[1] and "01.png" in problems[1]
+    assert "04.png: OSError: image file is truncated" in problems[2]
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_segnet_train_and_val_problems_are_reported_together(tmp_path, lazy):
+    from minseg.app.cli import TRAIN_DEFAULTS
+    from minseg.app.options import open_splits
+    ids = random_ids(2, 11)
+    for split in ("train", "val"):
+        for k in range(2):
+            save(random_images(2)[k], tmp_path / split / f"{split}{k}.png")
+            save(ids[k].astype(np.uint8), tmp_path / f"{split}annot" / f"{split}{k}.png")
+    (tmp_path / "trainannot" / "train1.png").unlink()
+    truncate(tmp_path / "val" / "val0.png")
+    with pytest.raises(DatasetError) as error:
+        open_splits(dict(TRAIN_DEFAULTS, data=str(tmp_path), lazy=lazy))
+    assert len(error.value.problems) == 2 and str(error.value).startswith("SegmentationDataset")
+    assert "train1.png: has no mask" in error.value.problems[0] and "val0.png" in error.value.problems[1]

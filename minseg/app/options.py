@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import DatasetError, layouts
+from ..data.dataset import check_together
 from ..data.masks import read_color_table
 from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, RandomVerticalFlip
 
@@ -104,13 +105,11 @@ def _read_splits(root, layout, options):
     """``(train, valid)`` as the layout's own lists or the split options say, each checked whole."""
     kwargs = _dataset_options(options, layout)
     preset = layouts.LAYOUTS[layout]
-    if layout in ("segnet", "voc"):
-        train, valid = preset(root, "train", **kwargs), preset(root, "val", **kwargs)
-    else:
-        dataset = preset(root, **kwargs)
-        train, valid = (dataset.split(valid_fraction=options["valid_fraction"], seed=options["seed"])
-                        if options["valid_fraction"] is not None else dataset.split(valid_every=options["valid_every"]))
-    return train.check(), valid.check()
+    if layout in ("segnet", "voc"):  # two folders: both checked before either is reported
+        return check_together(lambda: preset(root, "train", **kwargs), lambda: preset(root, "val", **kwargs))
+    dataset = preset(root, **kwargs).check()  # checked whole, so one report covers both splits
+    return (dataset.split(valid_fraction=options["valid_fraction"], seed=options["seed"])
+            if options["valid_fraction"] is not None else dataset.split(valid_every=options["valid_every"]))
 
 
 def open_splits(options):
