@@ -40,6 +40,12 @@ class DataLoader:
     ``augment(image, label, rng)`` is applied to every sample of every batch (see ``minseg.data.transforms``);
     it must return one fixed size.
     ``len(loader)`` is the number of batches per pass; the last one is smaller unless ``drop_last``.
+
+    A shuffling (training) loader never ends a pass with a batch of one sample: that sample joins the
+    batch before it, which then holds ``batch_size + 1``. Batch norm in training mode normalizes by the
+    batch's own statistics, and one sample pooled to 1×1 (PSPNet's pyramid, an ASPP's image pooling) has
+    one value per channel and no variance. Without shuffling (evaluation: batch norm uses its running
+    statistics) the batch of one stays.
     """
 
     def __init__(self, dataset, batch_size=8, shuffle=False, augment=None, mean=None, std=None,
@@ -70,7 +76,12 @@ class DataLoader:
 
     def __len__(self):
         n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size) - self._merges_last(n)
+
+    def _merges_last(self, n):
+        """True when a shuffled pass over ``n`` samples would end with a batch of one after others."""
+        return bool(self.shuffle and not self.drop_last and self.batch_size > 1 and n > self.batch_size
+                    and n % self.batch_size == 1)
 
     def __iter__(self):
         # Not a generator function: the pass counts as started when iter() is called,
@@ -83,8 +94,10 @@ class DataLoader:
 
     def _batches(self, order, rng):
         # The same generator serves the permutation above and every augmentation below, in order.
+        last = (len(self) - 1) * self.batch_size
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            indices = order[start:start + self.batch_size]
+            stop = len(order) if start == last and self._merges_last(len(order)) else start + self.batch_size
+            indices = order[start:stop]
             images, labels = _gather(self.dataset, indices)
             if self.augment is not None:
                 images, labels = [list(samples) for samples in zip(*(
