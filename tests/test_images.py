@@ -86,6 +86,23 @@ def test_other_modes_are_refused_in_one_line(tmp_path, monkeypatch):
         read_image(tmp_path / "odd.png")
 
 
+def test_a_model_predicts_the_same_classes_for_the_picture_at_every_bit_depth(tmp_path):
+    from minseg import manual_seed
+    from minseg.models import create
+    from minseg.predict import Predictor
+    manual_seed(0)
+    predictor = Predictor(create("unet", 3, base=2, depth=2), MEAN, STD, ["a", "b", "c"])
+    images = [read_image(path) for path in save_three_ways(tmp_path, grey_picture(size=(12, 9)))]
+    logits = [predictor.logits(predictor.normalize(image)).numpy() for image in images]
+    np.testing.assert_array_equal(logits[1], logits[0])
+    np.testing.assert_array_equal(logits[2], logits[0])
+    np.testing.assert_array_equal(predictor.overlay(images[1], predictor(images[1])),
+                                  predictor.overlay(images[0], predictor(images[0])))
+    with pytest.raises(ValueError, match=r"Predictor: a float image must hold values in \[0, 1\].*got values in "
+                                         r"0.0..\d+.0; scale it first"):
+        predictor(images[0].astype(np.float32))
+
+
 # --- 8-bit kinds: converted by Pillow -----------------------------------------------------------
 def test_palette_rgba_la_and_cmyk_images_become_their_rgb_colours(tmp_path):
     rgb = np.random.default_rng(2).integers(0, 256, size=(4, 5, 3), dtype=np.uint8)

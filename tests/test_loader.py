@@ -197,7 +197,7 @@ def test_a_shuffled_pass_never_ends_with_a_batch_of_one(dataset):
         assert [len(targets.numpy()) for _, targets in batches] == [3, 3, 4]
         train.set_epoch(epoch)
         assert sorted(sample_ids(train, dataset)) == list(range(N_IMAGES))  # every sample, once
-        for images, _ in batches:  # each pooled to 1×1, as PSPNet's pyramid does: more than one value per channel
+        for images, _ in batches:  # each pooled to 1×1, as DeepLabV3 does: more than one value per channel
             pooled = images.numpy().mean(axis=(2, 3), keepdims=True)
             assert np.isfinite(batch_norm(pooled, None, None, training=True).numpy()).all()
     in_order = DataLoader(dataset, batch_size=3)

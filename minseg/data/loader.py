@@ -43,9 +43,9 @@ class DataLoader:
 
     A shuffling (training) loader never ends a pass with a batch of one sample: that sample joins the
     batch before it, which then holds ``batch_size + 1``. Batch norm in training mode normalizes by the
-    batch's own statistics, and one sample pooled to 1×1 (PSPNet's pyramid, an ASPP's image pooling) has
-    one value per channel and no variance. Without shuffling (evaluation: batch norm uses its running
-    statistics) the batch of one stays.
+    batch's own statistics, and one sample pooled to 1×1 (DeepLabV3's image pooling, the deepest stage
+    of many models on a small crop) has one value per channel and no variance. Without shuffling
+    (evaluation: batch norm uses its running statistics) the batch of one stays.
     """
 
     def __init__(self, dataset, batch_size=8, shuffle=False, augment=None, mean=None, std=None,

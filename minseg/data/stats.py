@@ -52,7 +52,8 @@ def channel_stats(dataset):
     std = np.sqrt(np.maximum(total_sq / count - offset ** 2, 0.0))
     constant = [name for name, value in zip(_CHANNELS, std) if value == 0]
     if constant:
-        which = f"the {' and '.join(constant)} channel{'s hold' if len(constant) > 1 else ' holds'}"
+        names = " and ".join(constant) if len(constant) < 3 else "red, green and blue"
+        which = f"the {names} channel{'s hold' if len(constant) > 1 else ' holds'}"
         print(f"channel_stats: {which} one value in every image (std 0); normalizing divides by 1 there instead",
               file=sys.stderr)
         std[std == 0] = 1.0
