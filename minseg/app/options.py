@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DatasetError, layouts
-from ..data.dataset import check_together
+from ..data import DatasetError, check_together, layouts
 from ..data.masks import read_color_table
 from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, RandomVerticalFlip
 

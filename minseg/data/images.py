@@ -6,8 +6,8 @@ range [0, 1]; the array type says how to get there:
 * 8-bit kinds stay **uint8**, read as value / 255 by ``loader.normalize``: greyscale ("L", "1"), palette
   ("P", through its palette), RGB, YCbCr, LAB, HSV and CMYK (converted to RGB by Pillow), and those with
   an alpha channel ("RGBA", "LA", "PA", ...), whose alpha is dropped: the colours are kept as stored.
-* 16-bit greyscale ("I;16" and its byte orders, and "I", which Pillow gives 16-bit PNGs) becomes
-  **float32** value / 65535; an "I" image with values outside 0..65535 is refused.
+* 16-bit greyscale ("I;16" and its byte orders, and "I": 32-bit integers, as older Pillows give 16-bit
+  PNGs) becomes **float32** value / 65535; an "I" image with values outside 0..65535 is refused.
 * 32-bit float greyscale ("F", float TIFFs) is taken as given, as **float32**: its values must lie
   in [0, 1], and NaN, infinities or values outside are refused.
 
