@@ -5,7 +5,7 @@ statistics, the class names and colours. ``Predictor.from_checkpoint`` rebuilds 
 needs nothing but the file::
 
     predictor = Predictor.from_checkpoint("runs/camvid_tiny/checkpoint.npz")
-    ids = predictor(image)          # image: uint8 (H, W, 3) or (H, W); ids: int64 (H, W)
+    ids = predictor(image)          # image: uint8 or float in [0, 1], (H, W, 3) or (H, W); ids: int64 (H, W)
 
 Any size works. A model declares the multiple its input sizes must be (``model.size_multiple``; a UNet
 halves the resolution k times and so takes only multiples of 2**k); the normalized image is padded at the
@@ -31,6 +31,17 @@ __all__ = ["Predictor", "build_model", "pad_to_multiple"]
 def build_model(spec, num_classes):
     """The model a run description names: ``{"name": ..., "options": {...}}`` → ``models.create``."""
     return create(spec["name"], num_classes, **spec.get("options", {}))
+
+
+def _as_rgb(image):
+    """An (H, W, 3) array: a greyscale (H, W) image repeated over three channels; the shape checked."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] != 3 or not (image.dtype == np.uint8 or image.dtype.kind == "f"):
+        raise ValueError(f"Predictor: image must be uint8 or float, (H, W, 3) or (H, W), got {image.dtype} "
+                         f"{image.shape}")
+    return image
 
 
 class Predictor:
@@ -59,12 +70,15 @@ class Predictor:
         return cls(model, run["mean"], run["std"], run["classes"], run.get("colors"), device=device)
 
     def normalize(self, image):
-        """uint8 (H, W, 3) or (H, W) → float32 (1, 3, H, W), as the training loader normalized."""
-        image = np.asarray(image)
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=-1)
-        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"Predictor: image must be uint8 (H, W, 3) or (H, W), got {image.dtype} {image.shape}")
+        """(H, W, 3) or (H, W), uint8 (0..255) or float in [0, 1] (what ``read_image`` gives) → float32
+        (1, 3, H, W), as the training loader normalized."""
+        image = _as_rgb(image)
+        if image.dtype != np.uint8:
+            image = image.astype(np.float32)
+            if not np.all((image >= 0) & (image <= 1)):  # False for NaN too
+                raise ValueError("Predictor: a float image must hold values in [0, 1] (what read_image gives), "
+                                 f"got values in {np.nanmin(image)}..{np.nanmax(image)}"
+                                 f"{' and NaN' if np.isnan(image).any() else ''}; scale it first")
         return normalize(image[None], self.mean, self.std)
 
     def logits(self, pixels):
@@ -78,7 +92,8 @@ class Predictor:
         return to_class_ids(self.logits(self.normalize(image))).numpy()[0]
 
     def overlay(self, image, ids, alpha=0.5):
-        """uint8 (H, W, 3): the image with the class colours blended in."""
-        image = np.asarray(image)
-        image = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
+        """uint8 (H, W, 3): the image (uint8, or float in [0, 1] shown as 8 bits) with the class colours blended in."""
+        image = _as_rgb(image)
+        if image.dtype != np.uint8:
+            image = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
         return overlay(image, ids, self.colors, alpha)

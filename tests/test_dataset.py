@@ -231,7 +231,8 @@ def test_channel_stats_by_hand(tmp_path):
     assert mean.dtype == np.float32 and std.dtype == np.float32 and mean.shape == (3,)
     # Channel values over four pixels: {0, 0, 1, 1}, {1, 1, 1, 1}, {0.2, 0.2, 0.4, 0.4}.
     np.testing.assert_allclose(mean, [0.5, 1.0, 0.3], atol=1e-6)
-    np.testing.assert_allclose(std, [0.5, 0.0, 0.1], atol=1e-6)
+    # The green channel is constant: std 0 would divide by zero, so it is 1 (the channel only centred).
+    np.testing.assert_allclose(std, [0.5, 1.0, 0.1], atol=1e-6)
 
 
 def test_channel_stats_of_empty_dataset_raises(folder):

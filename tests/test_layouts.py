@@ -215,3 +215,103 @@ def test_a_missing_mask_and_a_broken_image_are_reported_together(folder):
         layouts.folders(root, classes=["a", "b", "c"])
     assert len(error.value.problems) == 2
     assert "02.png: has no mask" in error.value.problems[0] and "cannot read image" in error.value.problems[1]
+
+
+# --- folders: pairing by stem ------------------------------------------------------------------
+def test_folders_pairs_jpeg_photos_with_png_masks_by_stem(tmp_path):
+    images, ids = random_images(3), random_ids(3, 3)
+    for k, suffix in enumerate((".jpg", ".png", ".tif")):
+        save(images[k], tmp_path / "photos" / f"p{k}{suffix}")
+        save(ids[k].astype(np.uint8), tmp_path / "labels" / f"p{k}_mask{'.png' if k else '.tif'}")
+    save(ids[0].astype(np.uint8), tmp_path / "labels" / "unpaired_mask.png")  # a mask with no image is left out
+    ds = layouts.folders(tmp_path, images="photos", masks="labels", mask_suffix="_mask", classes=["a", "b", "c"])
+    assert [path.name for path in ds.mask_paths] == ["p0_mask.tif", "p1_mask.png", "p2_mask.png"]
+    np.testing.assert_array_equal(ds.labels, ids)
+    np.testing.assert_array_equal(ds.images[1:], images[1:])  # the JPEG one is lossy, the others exact
+
+
+def test_folders_default_pairs_by_stem_and_names_a_missing_mask_with_any_extension(folder):
+    root = folder[0]
+    (root / "images" / "03.png").rename(root / "images" / "03.jpg")
+    assert layouts.folders(root, classes=["a", "b", "c"]).mask_paths[3].name == "03.png"
+    (root / "masks" / "05.png").unlink()
+    with pytest.raises(DatasetError, match=r"05.png: has no mask \(expected .*masks/05\.\*\)"):
+        layouts.folders(root, classes=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("where", ["images", "masks"])
+def test_folders_refuses_two_files_with_one_stem_in_one_line(folder, where):
+    root = folder[0]
+    save(random_images(1)[0] if where == "images" else random_ids(1, 3)[0].astype(np.uint8),
+         root / where / "02.jpg")
+    with pytest.raises(ValueError, match=rf"^folders: files in .*{where} share a stem \(02.jpg and 02.png\), so "
+                                         r"pairing images and masks by stem is ambiguous; keep one file per stem$"):
+        layouts.folders(root, classes=["a", "b", "c"])
+
+
+def test_folders_mask_suffix_must_not_be_a_path(folder):
+    with pytest.raises(ValueError, match="folders: mask_suffix must be text without a path separator"):
+        layouts.folders(folder[0], classes=["a", "b", "c"], mask_suffix="/x")
+
+
+def test_the_command_line_names_the_folders_and_the_suffix(tmp_path, capsys):
+    from minseg.app.cli import TRAIN_DEFAULTS, main
+    from minseg.app.options import UsageError, open_splits
+    images, ids = random_images(5), random_ids(5, 2)
+    for k in range(5):
+        save(images[k], tmp_path / "img" / f"{k}.jpg")
+        save(ids[k].astype(np.uint8), tmp_path / "ann" / f"{k}-gt.png")
+    options = dict(TRAIN_DEFAULTS, data=str(tmp_path), classes="a,b", images_dir="img", masks_dir="ann",
+                   mask_suffix="-gt")
+    layout, train, valid = open_splits(options)  # --layout auto: these flags mean folders
+    assert layout == "folders" and len(train) == 4 and len(valid) == 1
+    with pytest.raises(UsageError, match="--images-dir applies to --layout folders only, got --layout membrane"):
+        open_splits(dict(options, layout="membrane", classes=None))
+    for flag, value in (("--images-dir", ""), ("--masks-dir", "../elsewhere"), ("--mask-suffix", "a/b")):
+        with pytest.raises(SystemExit) as exit_status:
+            main(["train", "--data", str(tmp_path), flag, value])
+        assert exit_status.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: argument {flag}: must be") and err.count("\n") == 1
+
+
+# --- every problem in one report, lazy or not ----------------------------------------------------
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_one_report_lists_the_problems_of_both_splits(folder, lazy):
+    """A missing mask, a broken training image and a truncated validation image (04: every 5th is validation)."""
+    from minseg.app.cli import TRAIN_DEFAULTS
+    from minseg.app.options import open_splits
+    root = folder[0]
+    (root / "masks" / "00.png").unlink()
+    (root / "images" / "01.png").write_bytes(b"not a png")
+    truncate(root / "images" / "04.png")
+    options = dict(TRAIN_DEFAULTS, data=str(root), classes="a,b,c", lazy=lazy)
+    with pytest.raises(DatasetError) as error:
+        open_splits(options)
+    problems = error.value.problems
+    assert len(problems) == 3 and "3 problems" in str(error.value)
+    assert "00.png: has no mask" in problems[0]
+    assert "cannot read image" in problems[1] and "01.png" in problems[1]
+    assert "04.png: OSError: image file is truncated" in problems[2]
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_segnet_train_and_val_problems_are_reported_together(tmp_path, lazy):
+    from minseg.app.cli import TRAIN_DEFAULTS
+    from minseg.app.options import open_splits
+    ids = random_ids(2, 11)
+    for split in ("train", "val"):
+        for k in range(2):
+            save(random_images(2)[k], tmp_path / split / f"{split}{k}.png")
+            save(ids[k].astype(np.uint8), tmp_path / f"{split}annot" / f"{split}{k}.png")
+    (tmp_path / "trainannot" / "train1.png").unlink()
+    truncate(tmp_path / "val" / "val0.png")
+    with pytest.raises(DatasetError) as error:
+        open_splits(dict(TRAIN_DEFAULTS, data=str(tmp_path), lazy=lazy))
+    assert len(error.value.problems) == 2 and str(error.value).startswith("SegmentationDataset")
+    assert "train1.png: has no mask" in error.value.problems[0] and "val0.png" in error.value.problems[1]

@@ -185,3 +185,24 @@ def test_real_camvid_tiny_batches():
     pixels = np.concatenate([images.numpy() for images, _ in batches])
     np.testing.assert_allclose(pixels.mean(axis=(0, 2, 3)), 0, atol=1e-4)  # flips keep channel statistics
     assert len(DataLoader(valid, batch_size=8)) == 3
+
+
+def test_a_shuffled_pass_never_ends_with_a_batch_of_one(dataset):
+    """10 = 3 + 3 + 4 when shuffling (training); 3 + 3 + 3 + 1 in order (evaluation keeps every batch)."""
+    from minseg.functional import batch_norm
+    train = DataLoader(dataset, batch_size=3, shuffle=True, seed=1)
+    assert len(train) == 3
+    for epoch in range(2):
+        batches = list(train)
+        assert [len(targets.numpy()) for _, targets in batches] == [3, 3, 4]
+        train.set_epoch(epoch)
+        assert sorted(sample_ids(train, dataset)) == list(range(N_IMAGES))  # every sample, once
+        for images, _ in batches:  # each pooled to 1×1, as DeepLabV3 does: more than one value per channel
+            pooled = images.numpy().mean(axis=(2, 3), keepdims=True)
+            assert np.isfinite(batch_norm(pooled, None, None, training=True).numpy()).all()
+    in_order = DataLoader(dataset, batch_size=3)
+    assert len(in_order) == 4 and [len(t.numpy()) for _, t in in_order] == [3, 3, 3, 1]
+    assert [len(t.numpy()) for _, t in DataLoader(dataset, batch_size=3, shuffle=True, drop_last=True)] == [3] * 3
+    assert [len(t.numpy()) for _, t in DataLoader(dataset, batch_size=1, shuffle=True)] == [1] * N_IMAGES
+    with pytest.raises(ValueError, match="expected more than 1 value per channel"):
+        batch_norm(np.ones((1, 3, 1, 1), np.float32), None, None, training=True)

@@ -33,7 +33,8 @@ TRAIN_DEFAULTS = dict(data=None, layout="auto", classes=None, mask_values=None, 
                       valid_every=5, valid_fraction=None, resize=None, crop=None, scale=None, flip="h", repeat=1,
                       lazy=False, model="unet", encoder=None, base=16, weights=None, loss="ce", epochs=100, lr=3e-3,
                       batch_size=8, weight_decay=1e-2, seed=0, device="cpu", threads=None,
-                      out="runs/camvid_tiny", resume=False, progress=True)
+                      out="runs/camvid_tiny", resume=False, progress=True,
+                      images_dir=None, masks_dir=None, mask_suffix=None)
 # Flags that may differ from the checkpoint being resumed: more (or fewer) epochs re-plan the one-cycle
 # schedule over the new total from the step reached; the rest do not change what is computed.
 CHANGEABLE_ON_RESUME = ("epochs", "device", "threads", "data", "out", "resume", "progress")
@@ -69,7 +70,8 @@ def _positive(kind):
 _NONE_MEANS = dict(data="download CamVid tiny", classes="the layout's own", mask_values="masks hold class ids",
                    colors="none", ignore="none", valid_fraction="none: --valid-every splits", resize="none",
                    crop="none: whole images", scale="none", encoder="none: the from-scratch model",
-                   weights="none: random initial weights", threads="the cores not busy with other work")
+                   weights="none: random initial weights", threads="the cores not busy with other work",
+                   images_dir="images", masks_dir="masks", mask_suffix="none: photo.jpg pairs with photo.png")
 
 
 def _option(parser, flag, help, defaults, **kwargs):
@@ -80,6 +82,28 @@ def _option(parser, flag, help, defaults, **kwargs):
     shown = _NONE_MEANS.get(name, "none") if shown is None else "x".join(map(str, shown)) if isinstance(
         shown, (tuple, list)) else shown
     parser.add_argument(flag, default=None, help=f"{help} (default: {shown})", **kwargs)
+
+
+def _folder_name(text):
+    """A folder inside --data: a relative path that stays inside it."""
+    if not text.strip() or "\0" in text or Path(text).is_absolute() or ".." in Path(text).parts:
+        raise argparse.ArgumentTypeError(f"must be a folder name inside --data, like images, got {text!r}")
+    return text
+
+
+def _mask_suffix(text):
+    """Text added to an image's stem to name its mask: ``_mask`` pairs photo.jpg with photo_mask.png."""
+    if "/" in text or "\\" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"must be text without a path separator, like _mask, got {text!r}")
+    return text
+
+
+def _folder_options(data, defaults):
+    """The folders layout's own flags: folder names and a mask suffix (they also pick --layout auto = folders)."""
+    _option(data, "--images-dir", "folders layout: the image folder inside --data", defaults, type=_folder_name)
+    _option(data, "--masks-dir", "folders layout: the mask folder inside --data", defaults, type=_folder_name)
+    _option(data, "--mask-suffix", "folders layout: photo.jpg pairs with photo<SUFFIX>.png, e.g. _mask", defaults,
+            type=_mask_suffix)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,6 +132,7 @@ def _train_options(parser, defaults):
             type=_positive(int))
     data.add_argument("--lazy", action="store_const", const=True, default=None,
                       help=f"read files per item instead of into memory (default: {defaults['lazy']})")
+    _folder_options(data, defaults)
     model = parser.add_argument_group("model")
     _option(model, "--model", "architecture", defaults, choices=list(MODELS))
     _option(model, "--encoder", "ResNet encoder for unet, linknet, fpn, pspnet, deeplabv3(plus)", defaults,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DatasetError, layouts
+from ..data import DatasetError, check_together, layouts
 from ..data.masks import read_color_table
 from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, RandomVerticalFlip
 
@@ -60,6 +60,7 @@ def _dataset_options(options, layout):
             raise UsageError(f"--{name.replace('_', '-')} does not apply to --layout {layout}, which names its "
                              "own classes; use --layout folders to describe the masks yourself")
     kwargs = dict(resize=options["resize"], lazy=options["lazy"], cache=options["lazy"])
+    kwargs.update(_folder_names(options, layout))
     if options["mask_values"] is not None:
         kwargs["values"] = parse_value_map(options["mask_values"])
     if options["colors"] is not None:
@@ -72,11 +73,25 @@ def _dataset_options(options, layout):
     return kwargs
 
 
-def _layout(root, name):
+_FOLDER_FLAGS = {"images_dir": "images", "masks_dir": "masks", "mask_suffix": "mask_suffix"}  # flag → folders()
+
+
+def _folder_names(options, layout):
+    """``folders``' arguments from --images-dir, --masks-dir and --mask-suffix; an error for other layouts."""
+    given = {flag: options[flag] for flag in _FOLDER_FLAGS if options.get(flag) is not None}
+    if given and layout != "folders":
+        flag = next(iter(given))
+        raise UsageError(f"--{flag.replace('_', '-')} applies to --layout folders only, got --layout {layout}")
+    return {_FOLDER_FLAGS[flag]: value for flag, value in given.items()}
+
+
+def _layout(root, name, options):
     if not root.is_dir():
         raise FileNotFoundError(f"--data {root}: no such folder")
     if name != "auto":
         return name
+    if any(options.get(flag) is not None for flag in _FOLDER_FLAGS):
+        return "folders"  # only that layout takes these flags
     detected = layouts.detect(root)
     if detected is None:
         raise FileNotFoundError(f"--data {root}: found no known layout (fastai codes.txt + labels/, SegNet "
@@ -89,13 +104,11 @@ def _read_splits(root, layout, options):
     """``(train, valid)`` as the layout's own lists or the split options say, each checked whole."""
     kwargs = _dataset_options(options, layout)
     preset = layouts.LAYOUTS[layout]
-    if layout in ("segnet", "voc"):
-        train, valid = preset(root, "train", **kwargs), preset(root, "val", **kwargs)
-    else:
-        dataset = preset(root, **kwargs)
-        train, valid = (dataset.split(valid_fraction=options["valid_fraction"], seed=options["seed"])
-                        if options["valid_fraction"] is not None else dataset.split(valid_every=options["valid_every"]))
-    return train.check(), valid.check()
+    if layout in ("segnet", "voc"):  # two folders: both checked before either is reported
+        return check_together(lambda: preset(root, "train", **kwargs), lambda: preset(root, "val", **kwargs))
+    dataset = preset(root, **kwargs).check()  # checked whole, so one report covers both splits
+    return (dataset.split(valid_fraction=options["valid_fraction"], seed=options["seed"])
+            if options["valid_fraction"] is not None else dataset.split(valid_every=options["valid_every"]))
 
 
 def open_splits(options):
@@ -104,7 +117,7 @@ def open_splits(options):
     A DatasetError (the files' problems) passes through; any other ValueError from the library (a colour
     table, a split option) becomes a UsageError."""
     root = Path(options["data"])
-    layout = _layout(root, options["layout"])
+    layout = _layout(root, options["layout"], options)
     try:
         train, valid = _read_splits(root, layout, options)
     except DatasetError:

@@ -8,7 +8,7 @@ layout, in memory or lazy, checked whole, split deterministically), ``camvid`` a
 (seeded, normalized batches of Tensors), ``download`` (fetch and unpack CamVid tiny).
 """
 from . import layouts
-from .dataset import DatasetError, SegmentationDataset
+from .dataset import DatasetError, SegmentationDataset, check_together
 from .download import DownloadError, download_camvid_tiny
 from .images import list_images, read_image
 from .loader import DataLoader, normalize
@@ -16,7 +16,7 @@ from .masks import IGNORE_INDEX, MaskDecoder, read_color_table, void_class
 from .stats import channel_stats
 from .transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, RandomVerticalFlip
 
-__all__ = ["download_camvid_tiny", "DownloadError", "SegmentationDataset", "DatasetError", "channel_stats",
-           "MaskDecoder", "IGNORE_INDEX", "read_color_table", "void_class", "layouts", "read_image", "list_images",
-           "normalize", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomCrop", "RandomScale", "Compose",
-           "DataLoader"]
+__all__ = ["download_camvid_tiny", "DownloadError", "SegmentationDataset", "DatasetError", "check_together",
+           "channel_stats", "MaskDecoder", "IGNORE_INDEX", "read_color_table", "void_class", "layouts", "read_image",
+           "list_images", "normalize", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomCrop", "RandomScale",
+           "Compose", "DataLoader"]

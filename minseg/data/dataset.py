@@ -8,11 +8,13 @@ value maps, colour tables, values to ignore) is ``masks.MaskDecoder``'s business
 for common layouts (fastai, SegNet's CamVid, Pascal VOC, images/ + masks/) are in ``layouts``.
 
 In memory or lazily. By default every pair is read once, at construction: ``ds.images`` is then
-uint8 (N, H, W, 3) and ``ds.labels`` int64 (N, H, W) when all images share one size, or lists of
-arrays when they do not. With ``lazy=True`` only the file names are kept and ``ds[i]`` opens the
-files each time (``cache=True`` keeps what was read); ``ds.check()`` then reads everything once.
-Either way the dataset is checked whole before training: every broken, missing, mis-sized or
-mis-labelled file is reported at once (up to ``max_problems``) in one ``DatasetError``.
+uint8 (N, H, W, 3) (float32 in [0, 1] when any file has more than 8 bits: ``images.read_image``) and
+``ds.labels`` int64 (N, H, W) when all images share one size, or lists of arrays when they do not.
+With ``lazy=True`` only the file names are kept and ``ds[i]`` opens the files each time (``cache=True``
+keeps what was read); ``ds.check()`` then reads everything once (fully decoded, so a truncated file
+shows). Either way the dataset is checked whole before training, and before it is split: every broken,
+missing, mis-sized or mis-labelled file is reported at once (up to ``max_problems``) in one
+``DatasetError``. ``check_together`` does the same for splits kept in separate folders.
 
 ``resize`` applies at reading: an int resizes the shorter side to it, a pair ``(height, width)``
 resizes exactly; images bilinearly, masks with nearest neighbour (averaging ids would invent classes).
@@ -23,14 +25,23 @@ from pathlib import Path
 import numpy as np
 
 from .camvid import fastai_layout
-from .images import IMAGE_SUFFIXES, list_images, read_codes, read_image, read_mask, resize_pair, target_size
+from .images import (
+    IMAGE_SUFFIXES,
+    as_one_kind,
+    list_images,
+    read_codes,
+    read_image,
+    read_mask,
+    resize_pair,
+    target_size,
+)
 from .masks import IGNORE_INDEX, MaskDecoder
 from .stats import channel_stats
 
 # channel_stats, read_codes, list_images, read_image and IMAGE_SUFFIXES live in .stats and .images;
 # they stay importable from here.
-__all__ = ["SegmentationDataset", "DatasetError", "channel_stats", "read_codes", "read_image", "list_images",
-           "IMAGE_SUFFIXES"]
+__all__ = ["SegmentationDataset", "DatasetError", "check_together", "channel_stats", "read_codes", "read_image",
+           "list_images", "IMAGE_SUFFIXES"]
 
 
 def _size(array):
@@ -43,9 +54,27 @@ class DatasetError(ValueError):
     def __init__(self, where, problems, total=None):
         self.problems = list(problems)
         total = len(self.problems) if total is None else total
+        self.where, self.total = where, total
         more = f"\n  ... and {total - len(self.problems)} more" if total > len(self.problems) else ""
         super().__init__(f"{where}: {total} problem{'s' * (total != 1)} in the dataset:\n  "
                          + "\n  ".join(self.problems) + more)
+
+
+def check_together(*openers, max_problems=20):
+    """The datasets ``opener()`` makes, each checked; one DatasetError reports every one's problems.
+
+    For splits kept in separate folders (SegNet's train/ and val/): a problem in the second is not
+    held back until the first is fixed. Each opener is a no-argument callable returning a dataset."""
+    datasets, errors = [], []
+    for opener in openers:
+        try:
+            datasets.append(opener().check())
+        except DatasetError as error:
+            errors.append(error)
+    if errors:
+        problems = [problem for error in errors for problem in error.problems]
+        raise DatasetError(errors[0].where, problems[:max_problems], total=sum(error.total for error in errors))
+    return datasets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,6 +82,9 @@ class DatasetError(ValueError):
 # ---------------------------------------------------------------------------------------------
 class SegmentationDataset:
     """Images and per-pixel class ids; ``ds[i]`` is ``(image (H, W, 3) uint8, label (H, W) int64)``.
+
+    The image is float32 in [0, 1] instead when its file has more than 8 bits per channel (and every
+    image of an in-memory dataset that holds such a file).
 
     ``SegmentationDataset(root)`` alone reads fastai's layout (``layouts.fastai``). Otherwise:
     ``image_folder``, ``mask_folder``; ``classes`` (a list of names, or a file of one name per line;
@@ -100,13 +132,10 @@ class SegmentationDataset:
                          if name not in by_stem]
             image_paths = [by_stem[name] for name in names if name in by_stem]
         name_of = mask_name if callable(mask_name) else (lambda path: mask_name.format(stem=path.stem, name=path.name))
-        mask_paths = [mask_folder / name_of(path) for path in image_paths]
-        problems += [f"{image}: has no mask (expected {mask})" for image, mask in zip(image_paths, mask_paths)
-                     if not mask.is_file()]
-        if self.lazy:  # reading waits for check(); what the file names alone show is reported now
-            self._raise_if(problems)
-        self._pairing_problems = problems  # reported together with the reading problems, in _load_all
-        self.image_paths, self.mask_paths = image_paths, mask_paths
+        # Problems are reported when the files are read (at construction, or by check() when lazy), all at once:
+        # the names of a split list without an image, then each pair's missing mask or unreadable file.
+        self._listing_problems = problems
+        self.image_paths, self.mask_paths = image_paths, [mask_folder / name_of(path) for path in image_paths]
         self.stems = [path.stem for path in image_paths]
 
     def _raise_if(self, problems, where="SegmentationDataset"):
@@ -117,12 +146,14 @@ class SegmentationDataset:
         """Read pair ``index`` from its files (no cache): ``(image, label)``, or ValueError naming the file."""
         image_path, mask_path = self.image_paths[index], self.mask_paths[index]
         image = read_image(image_path)
-        raw = read_mask(mask_path, rgb=self.decoder.wants_rgb)
+        raw = read_mask(mask_path, rgb=self.decoder.wants_rgb, class_ids=self.decoder.kind == "index")
         if raw.shape[:2] != image.shape[:2]:
             raise ValueError(f"mask {mask_path} is {_size(raw)} but its image {image_path} is {_size(image)}")
         label, unknown = self.decoder(raw)
         if unknown.size:
-            raise ValueError(f"mask {mask_path} {self.decoder.describe(unknown)}")
+            lossy = " (a lossy JPEG changes values: save masks as PNG)" if mask_path.suffix.lower() in (
+                ".jpg", ".jpeg") else ""
+            raise ValueError(f"mask {mask_path} {self.decoder.describe(unknown)}{lossy}")
         return resize_pair(image, label, target_size(image.shape[:2], self.resize))
 
     def _read_every_pair(self, where, problems=()):
@@ -130,7 +161,8 @@ class SegmentationDataset:
         pairs, problems = [], list(problems)
         for index in range(len(self.stems)):
             if not self.mask_paths[index].is_file():
-                continue  # already among the problems
+                problems.append(f"{self.image_paths[index]}: has no mask (expected {self.mask_paths[index]})")
+                continue
             try:
                 pairs.append(self.read(index))
             except ValueError as error:
@@ -139,8 +171,8 @@ class SegmentationDataset:
         return pairs
 
     def _load_all(self):
-        pairs = self._read_every_pair("SegmentationDataset", self._pairing_problems)
-        images, labels = [image for image, _ in pairs], [label for _, label in pairs]
+        pairs = self._read_every_pair("SegmentationDataset", self._listing_problems)
+        images, labels = as_one_kind([image for image, _ in pairs]), [label for _, label in pairs]
         if len({image.shape for image in images}) == 1:
             images, labels = np.stack(images), np.stack(labels)
         self._set_arrays(images, labels)
@@ -151,7 +183,7 @@ class SegmentationDataset:
     def check(self):
         """Read every pair once and raise one DatasetError listing every problem; returns self."""
         if self.lazy:
-            pairs = self._read_every_pair("SegmentationDataset.check")
+            pairs = self._read_every_pair("SegmentationDataset.check", self._listing_problems)
             if self.cache:
                 self._cached = dict(enumerate(pairs))
         return self

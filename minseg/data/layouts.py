@@ -6,7 +6,8 @@
                               ``test/``, ``testannot/``; 11 classes, value 11 = void (ignored)
 ``pascal_voc(root, s)``       ``JPEGImages/``, ``SegmentationClass/`` palette PNGs,
                               ``ImageSets/Segmentation/<s>.txt``; 21 classes, 255 = border (ignored)
-``folders(root, ...)``        ``images/`` + ``masks/`` with the same names (any class list or value map)
+``folders(root, ...)``        ``images/`` + ``masks/`` paired by stem: ``photo.jpg`` ↔ ``photo.png`` (any class
+                              list or value map; other folder names and a mask suffix as arguments)
 ``membrane(root)``            the ISBI 2012 slices: ``image/<k>.png``, ``label/<k>.png``, 0 = membrane, 255 = cell
 ============================  ====================================================================
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from .camvid import CAMVID_CLASSES, CAMVID_COLORS, fastai_layout
 from .dataset import SegmentationDataset
+from .images import IMAGE_SUFFIXES, list_images
 
 __all__ = ["fastai", "camvid_segnet", "pascal_voc", "folders", "membrane", "detect", "LAYOUTS",
            "CAMVID_CLASSES", "CAMVID_COLORS", "SEGNET_CAMVID_CLASSES", "SEGNET_CAMVID_COLORS", "VOC_CLASSES",
@@ -76,11 +78,45 @@ def pascal_voc(root, split="train", **options):
                                names=names, **options)
 
 
-def folders(root, images="images", masks="masks", **options):
-    """``root/images/`` and ``root/masks/`` with the same names; pass ``classes`` or ``values``."""
+def _by_stem(paths, folder):
+    """``{stem: path}``; a ValueError listing every stem that names two files (``photo.jpg``, ``photo.png``)."""
+    by_stem = {}
+    for path in paths:
+        by_stem.setdefault(path.stem, []).append(path.name)
+    shared = {stem: names for stem, names in by_stem.items() if len(names) > 1}
+    if shared:
+        listed = "; ".join(" and ".join(names) for names in list(shared.values())[:5])
+        more = f"; and {len(shared) - 5} more stems" if len(shared) > 5 else ""
+        raise ValueError(f"folders: files in {folder} share a stem ({listed}{more}), so pairing images and masks "
+                         "by stem is ambiguous; keep one file per stem")
+    return {stem: folder / names[0] for stem, names in by_stem.items()}
+
+
+def _mask_by_stem(image_folder, mask_folder, mask_suffix):
+    """``image_path -> mask file name``: the mask whose stem is the image's stem + ``mask_suffix``, any
+    extension; ``<stem><suffix>.*`` (so a missing mask's report says any extension would do) when none."""
+    _by_stem(list_images(image_folder, where="folders"), image_folder)
+    masks = _by_stem(sorted(path for path in mask_folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES
+                            and not path.name.startswith(".")), mask_folder)
+    return lambda path: masks.get(path.stem + mask_suffix, Path(f"{path.stem}{mask_suffix}.*")).name
+
+
+def folders(root, images="images", masks="masks", mask_suffix="", **options):
+    """``root/<images>/`` and ``root/<masks>/``; pass ``classes`` or ``values``.
+
+    An image pairs with the mask whose stem is the image's stem followed by ``mask_suffix``, whatever
+    either extension: ``photo.jpg`` ↔ ``photo.png``, or with ``mask_suffix="_mask"``, ``photo.jpg`` ↔
+    ``photo_mask.png``. Two images (or two masks) with one stem, ``photo.jpg`` and ``photo.png``, are
+    refused: which pairs with which would be a guess. ``mask_name`` in ``options`` replaces the pairing.
+    """
     root = Path(root)
-    options.setdefault("mask_name", "{name}")
-    return SegmentationDataset(root / images, root / masks, **options)
+    if not isinstance(mask_suffix, str) or "/" in mask_suffix or "\\" in mask_suffix:
+        raise ValueError(f"folders: mask_suffix must be text without a path separator, like '_mask', "
+                         f"got {mask_suffix!r}")
+    image_folder, mask_folder = root / images, root / masks
+    if "mask_name" not in options and image_folder.is_dir() and mask_folder.is_dir():
+        options["mask_name"] = _mask_by_stem(image_folder, mask_folder, mask_suffix)
+    return SegmentationDataset(image_folder, mask_folder, **options)
 
 
 def membrane(root, **options):

@@ -9,7 +9,9 @@ would have seen, and the global generator (``minseg.manual_seed``) is never touc
 Batches are assembled with array operations: for a dataset held in memory as one array,
 fancy indexing gathers the samples; otherwise (images of different sizes, lazy datasets) each
 sample is fetched with ``dataset[i]``. One conversion makes the batch float32 and normalizes all
-pixels at once. Only augmentation runs a Python loop, once per sample (never per pixel). With
+pixels at once: uint8 images as value / 255, float32 images (files of more than 8 bits, see
+``images.read_image``) as they are, in [0, 1]; a batch mixing both is made float32 first. Only
+augmentation runs a Python loop, once per sample (never per pixel). With
 ``device="cuda"`` the uint8 batch is copied to the GPU first and normalized there, moving a
 quarter of the bytes.
 
@@ -24,6 +26,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Tensor
 from ..models.sizes import padded_size
+from .images import as_one_kind
 from .masks import IGNORE_INDEX
 
 __all__ = ["DataLoader", "normalize"]
@@ -33,9 +36,16 @@ class DataLoader:
     """Batches ``(images (B, 3, H, W) float32, targets (B, H, W) int64)`` from a SegmentationDataset.
 
     ``images = (pixels / 255 - mean) / std`` per channel (``mean`` 0 and ``std`` 1 when not given:
-    then pixels are just scaled to [0, 1]). ``augment(image, label, rng)`` is applied to every
-    sample of every batch (see ``minseg.data.transforms``); it must return one fixed size.
+    then pixels are just scaled to [0, 1]); float32 images, already in [0, 1], skip the division.
+    ``augment(image, label, rng)`` is applied to every sample of every batch (see ``minseg.data.transforms``);
+    it must return one fixed size.
     ``len(loader)`` is the number of batches per pass; the last one is smaller unless ``drop_last``.
+
+    A shuffling (training) loader never ends a pass with a batch of one sample: that sample joins the
+    batch before it, which then holds ``batch_size + 1``. Batch norm in training mode normalizes by the
+    batch's own statistics, and one sample pooled to 1×1 (DeepLabV3's image pooling, the deepest stage
+    of many models on a small crop) has one value per channel and no variance. Without shuffling
+    (evaluation: batch norm uses its running statistics) the batch of one stays.
     """
 
     def __init__(self, dataset, batch_size=8, shuffle=False, augment=None, mean=None, std=None,
@@ -66,7 +76,12 @@ class DataLoader:
 
     def __len__(self):
         n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size) - self._merges_last(n)
+
+    def _merges_last(self, n):
+        """True when a shuffled pass over ``n`` samples would end with a batch of one after others."""
+        return bool(self.shuffle and not self.drop_last and self.batch_size > 1 and n > self.batch_size
+                    and n % self.batch_size == 1)
 
     def __iter__(self):
         # Not a generator function: the pass counts as started when iter() is called,
@@ -79,8 +94,10 @@ class DataLoader:
 
     def _batches(self, order, rng):
         # The same generator serves the permutation above and every augmentation below, in order.
+        last = (len(self) - 1) * self.batch_size
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            indices = order[start:start + self.batch_size]
+            stop = len(order) if start == last and self._merges_last(len(order)) else start + self.batch_size
+            indices = order[start:stop]
             images, labels = _gather(self.dataset, indices)
             if self.augment is not None:
                 images, labels = [list(samples) for samples in zip(*(
@@ -143,11 +160,12 @@ def _gather(dataset, indices):
 
 
 def _pad_batch(images, labels, multiple):
-    """uint8 images, labels padded at the bottom/right to the batch's size rounded up to ``multiple``,
+    """Images (of one kind), labels padded at the bottom/right to the batch's size rounded up to ``multiple``,
     and a boolean (B, H, W) mask of the padded pixels."""
+    images = as_one_kind(images)
     height = padded_size(max(label.shape[0] for label in labels), multiple)
     width = padded_size(max(label.shape[1] for label in labels), multiple)
-    batch = np.zeros((len(images), height, width, 3), dtype=np.uint8)
+    batch = np.zeros((len(images), height, width, 3), dtype=np.asarray(images[0]).dtype)
     targets = np.full((len(images), height, width), IGNORE_INDEX, dtype=np.int64)
     padding = np.ones((len(images), height, width), dtype=bool)
     for k, (image, label) in enumerate(zip(images, labels)):
@@ -157,12 +175,16 @@ def _pad_batch(images, labels, multiple):
 
 
 def normalize(images, mean, std):
-    """uint8 images (N, H, W, 3), NumPy or CuPy, → float32 (N, 3, H, W): ``(pixels / 255 - mean) / std``
-    per channel (``mean`` and ``std`` of shape (3,)). The one normalization of the loader and the Predictor."""
+    """Images (N, H, W, 3), NumPy or CuPy, → float32 (N, 3, H, W): ``(pixels - mean) / std`` per channel
+    (``mean`` and ``std`` of shape (3,)), ``pixels`` in [0, 1]: uint8 divided by 255, float32 as given.
+    The one normalization of the loader and the Predictor."""
     xp = backend.get_array_module(images)
-    # Transposing uint8 to (N, 3, H, W) first makes the float32 copy contiguous for free.
+    if images.dtype not in (np.uint8, np.float32):
+        raise TypeError(f"normalize: images must be uint8 (0..255) or float32 (0..1), got {images.dtype}")
+    # Transposing to (N, 3, H, W) first makes the float32 copy contiguous for free.
     pixels = xp.ascontiguousarray(images.transpose(0, 3, 1, 2)).astype(xp.float32)
-    pixels /= np.float32(255)
+    if images.dtype == np.uint8:
+        pixels /= np.float32(255)
     pixels -= xp.asarray(np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1))
     pixels /= xp.asarray(np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1))
     return pixels

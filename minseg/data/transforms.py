@@ -1,8 +1,8 @@
 """Joint augmentations: the image and its label map move together, pixel for pixel.
 
-Each transform is called as ``transform(image, label, rng)`` with ``image`` (H, W, 3) uint8,
-``label`` (H, W) int64 and ``rng`` a ``numpy.random.Generator``, and returns the new
-``(image, label)``. Taking the generator as an argument (instead of owning one) lets the
+Each transform is called as ``transform(image, label, rng)`` with ``image`` (H, W, 3) uint8 (or float32
+in [0, 1], from files of more than 8 bits), ``label`` (H, W) int64 and ``rng`` a ``numpy.random.Generator``,
+and returns the new ``(image, label)``. Taking the generator as an argument (instead of owning one) lets the
 DataLoader seed each pass with ``default_rng([seed, epoch])``, so a resumed run draws exactly
 the augmentations an uninterrupted one would.
 
@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..arguments import pair
+from .images import resize_image
 from .masks import IGNORE_INDEX
 
 __all__ = ["RandomHorizontalFlip", "RandomVerticalFlip", "RandomCrop", "RandomScale", "Compose"]
@@ -123,8 +124,7 @@ class RandomScale:
         height, width = label.shape
         factor = rng.uniform(*self.scale)
         new_height, new_width = max(1, round(height * factor)), max(1, round(width * factor))
-        image = np.asarray(Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-                           .resize((new_width, new_height), _Resampling.BILINEAR))
+        image = resize_image(image, (new_height, new_width))
         # Pillow's 32-bit integer mode "I" holds any class id (and -100) exactly.
         label_image = Image.fromarray(np.ascontiguousarray(label, dtype=np.int32))
         label = np.asarray(label_image.resize((new_width, new_height), _Resampling.NEAREST)).astype(np.int64)
