@@ -108,8 +108,8 @@ class TrainingRun:
                    "seconds": sum(record["seconds"] for record in learner.history),  # training + validation
                    "wall_seconds": time.perf_counter() - self.started}
         write_json(out / "metrics.json", metrics)
-        print(f"validation after {learner.epoch} epochs ({metrics['seconds']:.0f} s): pixel accuracy "
-              f"{results['pixel_accuracy']:.4f}, mean IoU {results['mean_iou']:.4f}, mean Dice "
+        print(f"validation after {learner.epoch} epoch{'s' * (learner.epoch != 1)} ({metrics['seconds']:.0f} s): "
+              f"pixel accuracy {results['pixel_accuracy']:.4f}, mean IoU {results['mean_iou']:.4f}, mean Dice "
               f"{results['mean_dice']:.4f}; results in {out}/")
         return metrics
 
