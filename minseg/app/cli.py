@@ -22,7 +22,7 @@ from ..models import MODELS
 from ..predict import Predictor
 from ..train import TrainingDiverged
 from . import values
-from .files import evaluate_checkpoint, image_files, predict_files
+from .files import check_images, evaluate_checkpoint, image_files, plan_outputs, predict_files
 from .options import UsageError, check_file, check_folder, check_out, check_train_options, jsonable
 from .run import TrainingRun
 from .threads import default_threads, limit_threads
@@ -151,6 +151,8 @@ def build_parser(prog="minseg", defaults=None, train_only=False):
     predict.add_argument("images", nargs="+", type=values.path, help="image files, or folders of them")
     predict.add_argument("--out", type=values.path, required=True,
                          help="folder for <stem>_mask.png and <stem>_overlay.png")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace <stem>_mask.png and <stem>_overlay.png files already in --out (default: refuse)")
     predict.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser, defaults
 
@@ -284,11 +286,13 @@ def predict(args):
     check_file("--checkpoint", args.checkpoint, _CHECKPOINT)
     check_out("--out", args.out)
     _check_device(args.device)
-    files = image_files(args.images)
+    plan = plan_outputs(image_files(args.images), args.out, overwrite=args.overwrite)
+    check_images([image for image, _, _ in plan])
     with limit_threads(args.threads or default_threads()):
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
-        written = predict_files(predictor, files, args.out, progress=args.progress)
-    print(f"wrote {len(written)} masks (<stem>_mask.png, palette PNGs of class ids) and overlays to {args.out}/")
+        written = predict_files(predictor, plan, progress=args.progress)
+    print(f"wrote {len(written)} mask{'s' * (len(written) != 1)} (<stem>_mask.png, palette PNGs of class ids) "
+          f"and overlay{'s' * (len(written) != 1)} to {args.out}/")
     return 0
 
 
