@@ -18,6 +18,7 @@ import numpy as np
 from ..data import DatasetError, layouts
 from ..data.masks import read_color_table
 from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, RandomVerticalFlip
+from .values import names_a_file
 
 __all__ = ["UsageError", "jsonable", "open_splits", "augmentation", "parse_value_map", "parse_list",
            "check_file", "check_folder", "check_out", "check_train_options"]
@@ -50,18 +51,11 @@ def parse_value_map(text):
     return mapping
 
 
-def _names_a_file(text):
-    """Whether ``--classes TEXT`` names a file rather than listing names: no comma, and a path separator,
-    a ``.txt`` ending or an existing path."""
-    text = str(text)
-    return "," not in text and ("/" in text or os.sep in text or text.endswith(".txt") or Path(text).exists())
-
-
 def _classes(text):
     """A class list from a comma-separated string or a file of one name per line."""
     if text is None:
         return None
-    if not _names_a_file(text):
+    if not names_a_file(text):
         return parse_list(text)
     check_file("--classes", text, "a file of class names, one per line")
     try:
@@ -69,8 +63,9 @@ def _classes(text):
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"--classes {text}: cannot read it as text ({type(error).__name__}); "
                          "expected a file of class names, one per line") from None
-    if not names:
-        raise UsageError(f"--classes {text} lists no class names; expected one name per line")
+    if len(names) < 2 or len(set(names)) < len(names):
+        raise UsageError(f"--classes {text} must list two or more different class names, one per line; "
+                         f"it lists {len(names)} ({len(set(names))} different)")
     return names
 
 
@@ -235,7 +230,7 @@ def check_train_options(options):
         check_folder("--data", options["data"], "a dataset folder")
     if options["colors"] is not None:
         check_file("--colors", options["colors"], "a colour table file of 'R G B Name' lines")
-    if options["classes"] is not None and _names_a_file(options["classes"]):
+    if options["classes"] is not None and names_a_file(options["classes"]):
         check_file("--classes", options["classes"], "a file of class names, one per line")
     if options["weights"] is not None:
         check_file("--weights", options["weights"], "a .safetensors file")

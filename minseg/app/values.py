@@ -12,9 +12,11 @@ as the text given, which is what a checkpoint stores and ``options`` turns into 
 """
 import argparse
 import math
+import os
 from pathlib import Path
 
-__all__ = ["MAX_SIDE", "whole", "real", "size", "resize", "path", "scale", "names", "value_map", "ignore_list"]
+__all__ = ["MAX_SIDE", "MAX_ZOOM", "whole", "real", "size", "resize", "path", "scale", "names_a_file", "names",
+           "value_map", "ignore_list"]
 
 MAX_SIDE = 4096  # --resize and --crop: each side at most this many pixels
 MAX_ZOOM = 4.0   # --scale: a zoom-in of f holds f² times the pixels of the image
@@ -94,11 +96,18 @@ def scale(text):
 scale.bounds = f"0 < LOW <= HIGH <= {MAX_ZOOM:g}"
 
 
+def names_a_file(text):
+    """Whether ``--classes TEXT`` names a file rather than listing names: no comma, and a path separator,
+    a ``.txt`` ending or an existing path."""
+    text = str(text)
+    return "," not in text and ("/" in text or os.sep in text or text.endswith(".txt") or Path(text).exists())
+
+
 def names(text):
     """``--classes``: comma-separated names, each once, or a path to a file of names (checked when read)."""
     listed = [part.strip() for part in text.split(",") if part.strip()]
-    if not listed:
-        raise _bad("class names like road,car,sky or a file of one name per line", text)
+    if len(listed) < 2 and not names_a_file(text):
+        raise _bad("two or more class names like road,car,sky, or a file of one name per line", text)
     repeated = sorted({name for name in listed if listed.count(name) > 1})
     if repeated:
         raise _bad(f"each class name once ({', '.join(repeated)} repeats)", text)
@@ -115,8 +124,8 @@ def value_map(text):
         if not value.strip().isdigit() or not name.strip() or int(value) > 65535 or int(value) in seen:
             raise _bad(expected, text)
         seen.add(int(value))
-    if not items:
-        raise _bad(expected, text)
+    if len(items) < 2:
+        raise _bad(expected + ", two or more", text)
     return text
 
 
