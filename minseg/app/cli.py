@@ -11,6 +11,7 @@ the checkpoint being resumed, ``--device cuda`` without a GPU, an offline downlo
 says what was saved and prints the command that continues the run, and exits 130.
 """
 import argparse
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -244,22 +245,24 @@ def train(args, defaults, prog, argv):
                       f"{command_line(prog, argv)}", file=sys.stderr)
             return 130
         except OSError as error:
-            raise UsageError(_write_failure(error, run, options, resume_command)) from error
+            _raise_write_failure(error, run, options, resume_command)
         try:
             run.report()
         except OSError as error:
-            raise UsageError(_write_failure(error, run, options, resume_command)) from error
+            _raise_write_failure(error, run, options, resume_command)
     return 0
 
 
-def _write_failure(error, run, options, resume_command):
-    """One line for a file-system error during a run (a full disk): the file, the reason, what the checkpoint
-    still holds and how to continue."""
+def _raise_write_failure(error, run, options, resume_command):
+    """A file-system error during a run (a full disk) as one UsageError: the file, the reason, what the
+    checkpoint still holds and how to continue. The library's own messages (a missing data folder) pass on."""
+    if error.errno is None:
+        raise error
     name = error.filename or (run.checkpoint_path if run is not None else options["out"])
     epoch = run.saved_epoch() if run is not None else 0
     kept = (f"{run.checkpoint_path} still holds the run after epoch {epoch} of {options['epochs']}; "
             f"once that is fixed, continue with: {resume_command}" if epoch else "no checkpoint was saved")
-    return f"{name}: {error.strerror or error}; {kept}"
+    raise UsageError(f"{name}: {error.strerror}; {kept}") from error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,12 +271,21 @@ def _write_failure(error, run, options, resume_command):
 _CHECKPOINT = "a checkpoint.npz written by minseg train"
 
 
+@contextlib.contextmanager
+def _naming_the_checkpoint(path):
+    """A CheckpointError (a damaged or foreign file) as a mistake in --checkpoint."""
+    try:
+        yield
+    except CheckpointError as error:
+        raise UsageError(f"--checkpoint {path}: {str(error).removeprefix('load_checkpoint: ')}") from error
+
+
 def evaluate(args):
     check_file("--checkpoint", args.checkpoint, _CHECKPOINT)
     if args.data is not None:
         check_folder("--data", args.data, "a dataset folder")
     _check_device(args.device)
-    with limit_threads(args.threads or default_threads()):
+    with limit_threads(args.threads or default_threads()), _naming_the_checkpoint(args.checkpoint):
         results = evaluate_checkpoint(args.checkpoint, args.data, args.device)
     scalars = {key: value for key, value in results.items() if not isinstance(value, dict)}
     print("  ".join(f"{key} {value:.4f}" for key, value in scalars.items()))
@@ -289,7 +301,8 @@ def predict(args):
     plan = plan_outputs(image_files(args.images), args.out, overwrite=args.overwrite)
     check_images([image for image, _, _ in plan])
     with limit_threads(args.threads or default_threads()):
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+        with _naming_the_checkpoint(args.checkpoint):
+            predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
         written = predict_files(predictor, plan, progress=args.progress)
     print(f"wrote {len(written)} mask{'s' * (len(written) != 1)} (<stem>_mask.png, palette PNGs of class ids) "
           f"and overlay{'s' * (len(written) != 1)} to {args.out}/")

@@ -100,7 +100,8 @@ def names_a_file(text):
     """Whether ``--classes TEXT`` names a file rather than listing names: no comma, and a path separator,
     a ``.txt`` ending or an existing path."""
     text = str(text)
-    return "," not in text and ("/" in text or os.sep in text or text.endswith(".txt") or Path(text).exists())
+    looks_like_a_path = "/" in text or os.sep in text or text.endswith(".txt") or Path(text).exists()
+    return bool(text.strip()) and "," not in text and looks_like_a_path
 
 
 def names(text):
