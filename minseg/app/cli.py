@@ -5,9 +5,12 @@ defaults. A run lives in its ``--out`` folder: ``checkpoint.npz`` (after every e
 run's description next to the weights (model name and options, normalization, classes and colours,
 every training option), so ``--resume`` needs only ``--out`` and ``predict`` only the checkpoint.
 
-A user's mistake (a missing folder, a bad dataset, a missing checkpoint, a flag that contradicts
-the checkpoint being resumed, ``--device cuda`` without a GPU, an offline download) prints one line
-``error: ...`` and exits 2. Divergence prints the ``TrainingDiverged`` message and exits 1. Ctrl-C
+A user's mistake (an option value out of its bounds, a missing or wrong kind of file or folder, a
+bad dataset, a damaged checkpoint, a flag that contradicts the checkpoint being resumed, ``--device
+cuda`` without a GPU, an offline download, a full disk) prints one line ``error: ...`` naming the
+flag or file and exits 2; ``tests/test_cli_fuzz.py`` feeds every option each kind of bad value.
+``minseg predict`` replaces no file unless ``--overwrite`` says so (``files.plan_outputs``). Divergence
+prints the ``TrainingDiverged`` message and exits 1. Ctrl-C
 says what was saved and prints the command that continues the run, and exits 130.
 """
 import argparse
