@@ -226,7 +226,7 @@ def _resolve(args, defaults):
 
 def train(args, defaults, prog, argv):
     options, state = _resolve(args, defaults)
-    check_train_options(options)
+    check_train_options(options, resuming=state is not None)
     _check_device(options["device"])
     options["out"] = str(options["out"])
     threads = options["threads"] or default_threads()

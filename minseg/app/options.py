@@ -224,15 +224,16 @@ def check_out(flag, path):
         raise UsageError(f"{flag} {path}: cannot write there{where}; choose a folder you may write into")
 
 
-def check_train_options(options):
-    """What ``minseg train`` checks before reading any data: the files named, --out, lr × weight decay."""
+def check_train_options(options, resuming=False):
+    """What ``minseg train`` checks before reading any data: the files named, --out, lr × weight decay.
+    ``--weights`` only starts a run, so a resumed run does not need the file any more."""
     if options["data"] is not None:
         check_folder("--data", options["data"], "a dataset folder")
     if options["colors"] is not None:
         check_file("--colors", options["colors"], "a colour table file of 'R G B Name' lines")
     if options["classes"] is not None and names_a_file(options["classes"]):
         check_file("--classes", options["classes"], "a file of class names, one per line")
-    if options["weights"] is not None:
+    if options["weights"] is not None and not resuming:
         check_file("--weights", options["weights"], "a .safetensors file")
     check_out("--out", options["out"])
     if options["lr"] * options["weight_decay"] >= 1:
