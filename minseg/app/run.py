@@ -163,7 +163,8 @@ def create_model(spec, num_classes, weights=None):
         model = build_model(spec, num_classes)
     except ValueError as error:  # an unknown model or encoder name, or a --base too small for the model
         flags = " ".join(f"--{key} {value}" for key, value in spec["options"].items() if key in ("base", "encoder"))
-        raise UsageError(f"cannot build --model {spec['name']} {flags}: {error}".replace("  ", " ")) from error
+        hint = "; try a larger --base" if "base" in spec["options"] else ""
+        raise UsageError(f"cannot build --model {spec['name']} {flags}: {error}{hint}".replace("  ", " ")) from error
     if weights is None:
         return model
     try:
