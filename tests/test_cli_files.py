@@ -138,6 +138,23 @@ def test_a_full_disk_names_the_file_and_the_checkpoint_that_survived(tmp_path, c
     assert load_checkpoint(checkpoint)["epoch"] == 1
 
 
+def test_a_full_disk_while_predicting_names_the_file_and_what_was_done(tmp_path, capsys, monkeypatch):
+    from minseg.app import files
+    save, calls = files._atomic_save, []
+
+    def disk_full_on_the_third_file(image, path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        save(image, path)
+
+    monkeypatch.setattr(files, "_atomic_save", disk_full_on_the_third_file)
+    images = [photo(tmp_path / "photos" / f"{k}.png") for k in range(3)]
+    line = one_error_line(*predict(capsys, *images, "--out", tmp_path / "out")[::2])
+    assert f"cannot write {tmp_path / 'out'}/1_*.png (No space left on device)" in line
+    assert "the masks of 1 of 3 images were written before it" in line
+
+
 def test_running_out_of_memory_is_one_line_naming_the_options_that_size_it(tmp_path, capsys, data, monkeypatch):
     import minseg.app.cli as cli_module
 

@@ -115,11 +115,16 @@ def predict_files(predictor, plan, progress=True):
     written = []
     for path, mask_path, overlay_path in tqdm(plan, desc="predict", unit="image", disable=not progress,
                                               leave=False):
-        mask_path.parent.mkdir(parents=True, exist_ok=True)
         image = read_image(path)
         ids = predictor(image)
-        save_mask_png(ids, mask_path, predictor.colors)
-        _atomic_save(Image.fromarray(predictor.overlay(image, ids)), overlay_path)
+        try:
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            save_mask_png(ids, mask_path, predictor.colors)
+            _atomic_save(Image.fromarray(predictor.overlay(image, ids)), overlay_path)
+        except OSError as error:  # a full disk: say which file, and what is done
+            raise UsageError(f"minseg predict: cannot write {mask_path.parent}/{path.stem}_*.png "
+                             f"({error.strerror or error}); the masks of {len(written)} of {len(plan)} images "
+                             "were written before it") from error
         written.append(mask_path)
     return written
 
