@@ -151,13 +151,13 @@ def open_splits(options):
     try:
         train, valid = _read_splits(root, layout, options)
     except DatasetError as error:
-        error.problems = [_in_flag_words(problem) for problem in error.problems]
-        error.args = (_in_flag_words(str(error)),)
+        error.problems = [_in_flag_words(problem, options) for problem in error.problems]
+        error.args = (_in_flag_words(str(error), options),)
         raise
     except UsageError:
         raise
     except ValueError as error:
-        raise UsageError(_in_flag_words(str(error))) from error
+        raise UsageError(_in_flag_words(str(error), options)) from error
     if len(train) == 0:
         split = (f"--valid-fraction {options['valid_fraction']}" if options["valid_fraction"] is not None
                  else f"--valid-every {options['valid_every']}")
@@ -168,16 +168,19 @@ def open_splits(options):
     return layout, train, valid
 
 
-# The library's words for what a flag of minseg train sets, and the flag (open_splits rewords errors with these).
-_FLAG_WORDS = [("(classes=[...] or a codes file)", "(--classes a,b,c)"), ("classes=[...]", "--classes"),
-               ("pass a colour table", "pass --colors FILE (lines 'R G B Name')"),
-               ("colours the colour table does not list", "colours --colors does not list"),
-               ("values the value map does not list", "values --mask-values does not list")]
+# The library's words for what a flag of minseg train sets, the flag (None: always) whose words replace them.
+_FLAG_WORDS = [("(classes=[...] or a codes file)", "(--classes a,b,c)", None), ("classes=[...]", "--classes", None),
+               ("pass a colour table", "pass --colors FILE (lines 'R G B Name')", None),
+               ("colours the colour table does not list", "colours --colors does not list", "colors"),
+               ("values the value map does not list", "values --mask-values does not list", "mask_values")]
 
 
-def _in_flag_words(message):
-    for library, flag in _FLAG_WORDS:
-        message = message.replace(library, flag)
+def _in_flag_words(message, options):
+    """``message`` with the library's words for what the user's flags set replaced by the flags (a layout's
+    own value map, such as the membrane layout's, keeps the library's words)."""
+    for library, flag, option in _FLAG_WORDS:
+        if option is None or options[option] is not None:
+            message = message.replace(library, flag)
     return message
 
 
