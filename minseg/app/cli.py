@@ -182,15 +182,13 @@ def main(argv=None, prog="minseg", defaults=None, train_only=False):
         command = {"train": lambda: train(args, defaults, prog, argv), "evaluate": lambda: evaluate(args),
                    "predict": lambda: predict(args)}[args.command]
         return command()
-    except (UsageError, DatasetError, CheckpointError, DownloadError, FileNotFoundError, NotADirectoryError) as error:
+    # OSError: a missing file, or the file system's answer (a full disk, no permission, a file for a folder).
+    except (UsageError, DatasetError, CheckpointError, DownloadError, OSError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except OSError as error:  # the file system's answer: a full disk, no permission, a file for a folder
-        print(f"error: {_one_line(error)}", file=sys.stderr)
-        return 2
     except MemoryError:
         print(f"error: {args.command} ran out of memory; use a smaller --batch-size, --crop, --resize or --base, "
               "or --lazy", file=sys.stderr)
