@@ -14,7 +14,7 @@ import minseg
 import minseg.models.weights as weights_module
 import minseg.nn as nn
 from minseg import Tensor
-from minseg.models import LoadReport, ResNetEncoder, create, load_weights, save_weights
+from minseg.models import LoadReport, ResNetEncoder, compare_weights, create, load_weights, save_weights
 
 
 class Small(nn.Module):
@@ -141,6 +141,16 @@ def test_non_strict_loading_loads_what_fits_and_returns_the_rest(tmp_path):
     np.testing.assert_array_equal(model.conv.weight.numpy(), trained.conv.weight.numpy())
     np.testing.assert_array_equal(model.bn.running_var.numpy(), trained.bn.running_var.numpy())
     np.testing.assert_array_equal(model.head.weight.numpy(), head_before)
+
+
+def test_compare_weights_reports_what_loading_would_skip_and_loads_nothing(tmp_path):
+    save_weights(Small(classes=5), tmp_path / "five.safetensors")
+    model = Small(classes=3)
+    before = model.state_dict()
+    report = compare_weights(model, tmp_path / "five.safetensors")
+    assert report == load_weights(Small(classes=3), tmp_path / "five.safetensors", strict=False)
+    for name, array in model.state_dict().items():
+        np.testing.assert_array_equal(array, before[name])
 
 
 def test_arrays_take_the_models_dtype(tmp_path):

@@ -3,7 +3,9 @@
 The library (autograd … models, data, ``train.Learner``, ``predict.Predictor``, metrics, viz) never imports
 this package; this package imports the library. Options become library arguments here, and a mistake is
 worded as the flag the user typed. Read in this order: ``cli`` (argparse, the three commands, error lines),
-``run`` (``TrainingRun``: data, model, Learner, figures from the options of ``minseg train``), ``options``
-(options → dataset splits and augmentation, errors worded as flags), ``files`` (reading images and writing
-masks for ``minseg predict`` and ``minseg evaluate``), ``threads`` (how many BLAS threads to use).
+``values`` (what each option accepts, with its bounds), ``run`` (``TrainingRun``: data, model, Learner,
+figures from the options of ``minseg train``), ``options`` (options → dataset splits and augmentation, the
+files named checked, errors worded as flags), ``files`` (reading images and writing masks for ``minseg
+predict`` and ``minseg evaluate``, never over a file the user did not ask to replace), ``threads`` (how many
+BLAS threads to use).
 """

@@ -5,13 +5,16 @@ defaults. A run lives in its ``--out`` folder: ``checkpoint.npz`` (after every e
 run's description next to the weights (model name and options, normalization, classes and colours,
 every training option), so ``--resume`` needs only ``--out`` and ``predict`` only the checkpoint.
 
-A user's mistake (a missing folder, a bad dataset, a missing checkpoint, a flag that contradicts
-the checkpoint being resumed, ``--device cuda`` without a GPU, an offline download) prints one line
-``error: ...`` and exits 2. Divergence prints the ``TrainingDiverged`` message and exits 1. Ctrl-C
+A user's mistake (an option value out of its bounds, a missing or wrong kind of file or folder, a
+bad dataset, a damaged checkpoint, a flag that contradicts the checkpoint being resumed, ``--device
+cuda`` without a GPU, an offline download, a full disk) prints one line ``error: ...`` naming the
+flag or file and exits 2; ``tests/test_cli_fuzz.py`` feeds every option each kind of bad value.
+``minseg predict`` replaces no file unless ``--overwrite`` says so (``files.plan_outputs``). Divergence
+prints the ``TrainingDiverged`` message and exits 1. Ctrl-C
 says what was saved and prints the command that continues the run, and exits 130.
 """
 import argparse
-import math
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -22,8 +25,9 @@ from ..data import DatasetError, DownloadError, layouts
 from ..models import MODELS
 from ..predict import Predictor
 from ..train import TrainingDiverged
-from .files import evaluate_checkpoint, image_files, predict_files
-from .options import UsageError, jsonable
+from . import values
+from .files import check_images, evaluate_checkpoint, image_files, plan_outputs, predict_files
+from .options import UsageError, check_file, check_folder, check_out, check_train_options, jsonable
 from .run import TrainingRun
 from .threads import default_threads, limit_threads
 
@@ -35,6 +39,7 @@ TRAIN_DEFAULTS = dict(data=None, layout="auto", classes=None, mask_values=None, 
                       batch_size=8, weight_decay=1e-2, seed=0, device="cpu", threads=None,
                       out="runs/camvid_tiny", resume=False, progress=True,
                       images_dir=None, masks_dir=None, mask_suffix=None)
+MAX_THREADS = 256  # --threads: more BLAS threads than this only wait on each other
 # Flags that may differ from the checkpoint being resumed: more (or fewer) epochs re-plan the one-cycle
 # schedule over the new total from the step reached; the rest do not change what is computed.
 CHANGEABLE_ON_RESUME = ("epochs", "device", "threads", "data", "out", "resume", "progress")
@@ -43,29 +48,6 @@ CHANGEABLE_ON_RESUME = ("epochs", "device", "threads", "data", "out", "resume", 
 # ---------------------------------------------------------------------------------------------
 # argument parsing
 # ---------------------------------------------------------------------------------------------
-def _size(text):
-    """``"128"`` → (128, 128); ``"96x128"`` → (96, 128)."""
-    parts = text.lower().split("x")
-    if len(parts) not in (1, 2) or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise argparse.ArgumentTypeError(f"must be a positive size like 128 or 96x128, got {text!r}")
-    return (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-
-
-def _resize(text):
-    """``"256"`` → 256 (the shorter side); ``"240x320"`` → (240, 320) (exactly)."""
-    size = _size(text)
-    return size[0] if "x" not in text.lower() else size
-
-
-def _positive(kind):
-    def parse(text):
-        value = kind(text)
-        if not value > 0 or (kind is float and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return parse
-
-
 # What a default of None means, in words, for --help.
 _NONE_MEANS = dict(data="download CamVid tiny", classes="the layout's own", mask_values="masks hold class ids",
                    colors="none", ignore="none", valid_fraction="none: --valid-every splits", resize="none",
@@ -81,6 +63,8 @@ def _option(parser, flag, help, defaults, **kwargs):
     shown = defaults.get(name)
     shown = _NONE_MEANS.get(name, "none") if shown is None else "x".join(map(str, shown)) if isinstance(
         shown, (tuple, list)) else shown
+    bounds = getattr(kwargs.get("type"), "bounds", None)
+    help = f"{help}; {bounds}" if bounds else help
     parser.add_argument(flag, default=None, help=f"{help} (default: {shown})", **kwargs)
 
 
@@ -115,21 +99,26 @@ class _Parser(argparse.ArgumentParser):
 
 def _train_options(parser, defaults):
     data = parser.add_argument_group("data")
-    _option(data, "--data", "dataset folder; CamVid tiny is downloaded when not given", defaults, type=Path)
+    _option(data, "--data", "dataset folder; CamVid tiny is downloaded when not given", defaults, type=values.path)
     _option(data, "--layout", "folder layout", defaults, choices=["auto", *layouts.LAYOUTS])
-    _option(data, "--classes", "class names, comma-separated, or a file of one name per line", defaults)
-    _option(data, "--mask-values", "value map, e.g. 0=membrane,255=cell", defaults)
-    _option(data, "--colors", "colour table file of 'R G B Name' lines, for RGB masks", defaults, type=Path)
-    _option(data, "--ignore", "mask values left out of the loss and metrics, comma-separated", defaults)
-    _option(data, "--valid-every", "every k-th image validates (fastai, folders layouts)", defaults, type=int)
-    _option(data, "--valid-fraction", "instead: this seeded fraction validates", defaults, type=float)
-    _option(data, "--resize", "resize the shorter side to N, or to HxW exactly", defaults, type=_resize)
-    _option(data, "--crop", "train on random HxW crops", defaults, type=_size)
-    _option(data, "--scale", "random zoom LOW,HIGH for training, e.g. 0.75,1.25", defaults)
+    _option(data, "--classes", "class names, comma-separated, or a file of one name per line", defaults,
+            type=values.names)
+    _option(data, "--mask-values", "value map, e.g. 0=membrane,255=cell", defaults, type=values.value_map)
+    _option(data, "--colors", "colour table file of 'R G B Name' lines, for RGB masks", defaults,
+            type=values.path)
+    _option(data, "--ignore", "mask values left out of the loss and metrics, comma-separated (with --colors: "
+            "colours 'R G B')", defaults, type=values.ignore_list)
+    _option(data, "--valid-every", "every k-th image validates (fastai, folders layouts)", defaults,
+            type=values.whole(2, 10**6))
+    _option(data, "--valid-fraction", "instead: this seeded fraction validates", defaults,
+            type=values.real(0, 1, low_open=True, high_open=True))
+    _option(data, "--resize", "resize the shorter side to N, or to HxW exactly", defaults, type=values.resize)
+    _option(data, "--crop", "train on random HxW crops", defaults, type=values.size)
+    _option(data, "--scale", "random zoom LOW,HIGH for training, e.g. 0.75,1.25", defaults, type=values.scale)
     _option(data, "--flip", "random flips: h (left-right), v (top-bottom), hv (both) or none", defaults,
             choices=["h", "v", "hv", "none"])
     _option(data, "--repeat", "each training image this many times per epoch (own random crop each)", defaults,
-            type=_positive(int))
+            type=values.whole(1, 1000))
     data.add_argument("--lazy", action="store_const", const=True, default=None,
                       help=f"read files per item instead of into memory (default: {defaults['lazy']})")
     _folder_options(data, defaults)
@@ -137,19 +126,24 @@ def _train_options(parser, defaults):
     _option(model, "--model", "architecture", defaults, choices=list(MODELS))
     _option(model, "--encoder", "ResNet encoder for unet, linknet, fpn, pspnet, deeplabv3(plus)", defaults,
             choices=["resnet18", "resnet34"])
-    _option(model, "--base", "width of the first stage of the from-scratch models", defaults, type=_positive(int))
-    _option(model, "--weights", "initial weights (.safetensors): whole model, or encoder only", defaults, type=Path)
+    _option(model, "--base", "width of the first stage of the from-scratch models", defaults,
+            type=values.whole(1, 128))
+    _option(model, "--weights", "initial weights (.safetensors): whole model (heads sized for another class "
+            "count start afresh), or encoder only", defaults, type=values.path)
     run = parser.add_argument_group("training")
     _option(run, "--loss", "loss function", defaults, choices=["ce", "dice+ce"])
-    _option(run, "--epochs", "total epochs of the run (may change on --resume)", defaults, type=_positive(int))
-    _option(run, "--lr", "peak learning rate of the one cycle", defaults, type=_positive(float))
-    _option(run, "--batch-size", "images per step", defaults, type=_positive(int))
-    _option(run, "--weight-decay", "AdamW's decoupled weight decay", defaults, type=float)
-    _option(run, "--seed", "seeds weights, shuffling and augmentation", defaults, type=int)
+    _option(run, "--epochs", "total epochs of the run (may change on --resume)", defaults,
+            type=values.whole(1, 100_000))
+    _option(run, "--lr", "peak learning rate of the one cycle", defaults,
+            type=values.real(0, 1, low_open=True))
+    _option(run, "--batch-size", "images per step", defaults, type=values.whole(1, 1024))
+    _option(run, "--weight-decay", "AdamW's decoupled weight decay (lr × weight decay < 1)", defaults,
+            type=values.real(0, 1))
+    _option(run, "--seed", "seeds weights, shuffling and augmentation", defaults,
+            type=values.whole(0, 2**32 - 1))
     _option(run, "--device", "cpu or cuda", defaults, choices=list(backend.DEVICES))
-    _option(run, "--threads", "BLAS threads", defaults,
-            type=_positive(int))
-    _option(run, "--out", "folder for metrics, figures and checkpoint.npz", defaults, type=Path)
+    _option(run, "--threads", "BLAS threads", defaults, type=values.whole(1, MAX_THREADS))
+    _option(run, "--out", "folder for metrics, figures and checkpoint.npz", defaults, type=values.path)
     run.add_argument("--resume", action="store_const", const=True, default=None,
                      help="continue the run in --out; every other flag is then read from its checkpoint")
     run.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None,
@@ -160,10 +154,11 @@ def _train_options(parser, defaults):
 
 def _checkpoint_parser(subparsers, name, help):
     parser = subparsers.add_parser(name, help=help, description=help)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="RUN/checkpoint.npz written by minseg train")
+    parser.add_argument("--checkpoint", type=values.path, required=True,
+                        help="RUN/checkpoint.npz written by minseg train")
     parser.add_argument("--device", choices=list(backend.DEVICES), default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--threads", type=_positive(int), default=None,
-                        help="BLAS threads (default: the cores not busy with other work)")
+    parser.add_argument("--threads", type=values.whole(1, MAX_THREADS), default=None,
+                        help=f"BLAS threads; 1 to {MAX_THREADS} (default: the cores not busy with other work)")
     return parser
 
 
@@ -180,10 +175,13 @@ def build_parser(prog="minseg", defaults=None, train_only=False):
     _train_options(subparsers.add_parser("train", help="train a model; results and checkpoint go to --out",
                                          description=TRAIN_DESCRIPTION), defaults)
     evaluate = _checkpoint_parser(subparsers, "evaluate", "evaluate a checkpoint on its run's validation images")
-    evaluate.add_argument("--data", type=Path, default=None, help="dataset folder (default: the run's own)")
+    evaluate.add_argument("--data", type=values.path, default=None, help="dataset folder (default: the run's own)")
     predict = _checkpoint_parser(subparsers, "predict", "write class-id masks and overlays for images of any size")
-    predict.add_argument("images", nargs="+", type=Path, help="image files, or folders of them")
-    predict.add_argument("--out", type=Path, required=True, help="folder for <stem>_mask.png and <stem>_overlay.png")
+    predict.add_argument("images", nargs="+", type=values.path, help="image files, or folders of them")
+    predict.add_argument("--out", type=values.path, required=True,
+                         help="folder for <stem>_mask.png and <stem>_overlay.png")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace <stem>_mask.png and <stem>_overlay.png files already in --out (default: refuse)")
     predict.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser, defaults
 
@@ -209,12 +207,17 @@ def main(argv=None, prog="minseg", defaults=None, train_only=False):
         command = {"train": lambda: train(args, defaults, prog, argv), "evaluate": lambda: evaluate(args),
                    "predict": lambda: predict(args)}[args.command]
         return command()
-    except (UsageError, DatasetError, CheckpointError, DownloadError, FileNotFoundError, NotADirectoryError) as error:
+    # OSError: a missing file, or the file system's answer (a full disk, no permission, a file for a folder).
+    except (UsageError, DatasetError, CheckpointError, DownloadError, OSError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except MemoryError:
+        print(f"error: {args.command} ran out of memory; use a smaller --batch-size, --crop, --resize or --base, "
+              "or --lazy", file=sys.stderr)
+        return 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,6 +249,7 @@ def _resolve(args, defaults):
 
 def train(args, defaults, prog, argv):
     options, state = _resolve(args, defaults)
+    check_train_options(options, resuming=state is not None)
     _check_device(options["device"])
     options["out"] = str(options["out"])
     threads = options["threads"] or default_threads()
@@ -266,16 +270,48 @@ def train(args, defaults, prog, argv):
                 print(f"\ninterrupted before the first epoch ended, so nothing was saved; start again with:\n  "
                       f"{command_line(prog, argv)}", file=sys.stderr)
             return 130
-        run.report()
+        except OSError as error:
+            _raise_write_failure(error, run, options, resume_command)
+        try:
+            run.report()
+        except OSError as error:
+            _raise_write_failure(error, run, options, resume_command)
     return 0
+
+
+def _raise_write_failure(error, run, options, resume_command):
+    """A file-system error during a run (a full disk) as one UsageError: the file, the reason, what the
+    checkpoint still holds and how to continue. The library's own messages (a missing data folder) pass on."""
+    if error.errno is None:
+        raise error
+    name = error.filename or (run.checkpoint_path if run is not None else options["out"])
+    epoch = run.saved_epoch() if run is not None else 0
+    kept = (f"{run.checkpoint_path} still holds the run after epoch {epoch} of {options['epochs']}; "
+            f"once that is fixed, continue with: {resume_command}" if epoch else "no checkpoint was saved")
+    raise UsageError(f"{name}: {error.strerror}; {kept}") from error
 
 
 # ---------------------------------------------------------------------------------------------
 # evaluate and predict
 # ---------------------------------------------------------------------------------------------
+_CHECKPOINT = "a checkpoint.npz written by minseg train"
+
+
+@contextlib.contextmanager
+def _naming_the_checkpoint(path):
+    """A CheckpointError (a damaged or foreign file) as a mistake in --checkpoint."""
+    try:
+        yield
+    except CheckpointError as error:
+        raise UsageError(f"--checkpoint {path}: {str(error).removeprefix('load_checkpoint: ')}") from error
+
+
 def evaluate(args):
+    check_file("--checkpoint", args.checkpoint, _CHECKPOINT)
+    if args.data is not None:
+        check_folder("--data", args.data, "a dataset folder")
     _check_device(args.device)
-    with limit_threads(args.threads or default_threads()):
+    with limit_threads(args.threads or default_threads()), _naming_the_checkpoint(args.checkpoint):
         results = evaluate_checkpoint(args.checkpoint, args.data, args.device)
     scalars = {key: value for key, value in results.items() if not isinstance(value, dict)}
     print("  ".join(f"{key} {value:.4f}" for key, value in scalars.items()))
@@ -285,19 +321,24 @@ def evaluate(args):
 
 
 def predict(args):
+    check_file("--checkpoint", args.checkpoint, _CHECKPOINT)
+    check_out("--out", args.out)
     _check_device(args.device)
-    if not args.checkpoint.is_file():
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
-    files = image_files(args.images)
+    plan = plan_outputs(image_files(args.images), args.out, overwrite=args.overwrite)
+    check_images([image for image, _, _ in plan])
     with limit_threads(args.threads or default_threads()):
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
-        written = predict_files(predictor, files, args.out, progress=args.progress)
-    print(f"wrote {len(written)} masks (<stem>_mask.png, palette PNGs of class ids) and overlays to {args.out}/")
+        with _naming_the_checkpoint(args.checkpoint):
+            predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+        written = predict_files(predictor, plan, progress=args.progress)
+    print(f"wrote {len(written)} mask{'s' * (len(written) != 1)} (<stem>_mask.png, palette PNGs of class ids) "
+          f"and overlay{'s' * (len(written) != 1)} to {args.out}/")
     return 0
 
 
 def _one_line(error):
     """An error's message on one line; a dataset report keeps its first problems after a colon."""
+    if isinstance(error, OSError) and error.strerror:  # raised by the system, not a message of ours
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
     if isinstance(error, DatasetError):
         shown = "; ".join(error.problems[:3])
         more = f" (and {len(error.problems) - 3} more; see the list above)" if len(error.problems) > 3 else ""

@@ -6,6 +6,7 @@ atomically, and evaluates a checkpoint on its run's validation images, one image
 """
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from ..metrics import SegmentationMetrics
 from ..predict import Predictor
 from .options import UsageError, open_splits
 
-__all__ = ["image_files", "save_mask_png", "predict_files", "evaluate_checkpoint"]
+__all__ = ["image_files", "plan_outputs", "check_images", "save_mask_png", "predict_files", "evaluate_checkpoint"]
 
 
 def image_files(paths, where="minseg predict"):
@@ -61,19 +62,69 @@ def save_mask_png(ids, path, colors):
     _atomic_save(image, path)
 
 
-def predict_files(predictor, paths, out, progress=True):
-    """For each image file write ``<out>/<stem>_mask.png`` (palette PNG of class ids) and
-    ``<out>/<stem>_overlay.png``; returns the written mask paths."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def _listed(names, limit=5):
+    shown = ", ".join(map(str, names[:limit]))
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def plan_outputs(paths, out, overwrite=False):
+    """``[(image, mask path, overlay path)]`` for each distinct image file in ``paths``, or a UsageError when
+    writing them would lose a file: two images with the same stem (one output for both), an output that is
+    one of the images, or an output that exists already (unless ``overwrite``)."""
+    out, images = Path(out), list(dict.fromkeys(Path(path).resolve() for path in paths))  # each file once
+    by_stem = {}
+    for image in images:
+        by_stem.setdefault(image.stem, []).append(image)
+    clashes = [" and ".join(map(str, same)) for same in by_stem.values() if len(same) > 1]
+    if clashes:
+        raise UsageError(f"minseg predict: images with the same name would write the same <stem>_mask.png: "
+                         f"{_listed(clashes, 3)}; predict them into separate --out folders, or rename them")
+    plan = [(image, out / f"{image.stem}_mask.png", out / f"{image.stem}_overlay.png") for image in images]
+    outputs = [path for _, mask, overlay in plan for path in (mask, overlay)]
+    inputs = {image for image in images}
+    replaced = [path for path in outputs if path.resolve() in inputs]
+    if replaced:
+        raise UsageError(f"minseg predict: --out {out} would replace the input image {_listed(replaced)}; "
+                         "choose another --out")
+    existing = [path for path in outputs if path.exists()]
+    if existing and not overwrite:
+        raise UsageError(f"minseg predict: --out {out} already holds {_listed([p.name for p in existing])}; "
+                         "pass --overwrite to replace them, or choose another --out")
+    return plan
+
+
+def check_images(paths):
+    """Read every image once before anything is written; one UsageError lists every file that cannot be
+    read, decompression bombs (images larger than Pillow's ``Image.MAX_IMAGE_PIXELS``) included."""
+    problems = []
+    for path in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                read_image(path)
+        except ValueError as error:
+            problems.append(str(error).removeprefix("cannot read image ").split("\n")[0])
+    if problems:
+        raise UsageError(f"minseg predict: {len(problems)} of {len(paths)} image{'s' * (len(paths) != 1)} cannot "
+                         f"be read, so nothing was written: {'; '.join(problems)}")
+
+
+def predict_files(predictor, plan, progress=True):
+    """For each ``(image, mask path, overlay path)`` of ``plan_outputs``, write the mask (a palette PNG of
+    class ids) and the overlay; returns the written mask paths."""
     written = []
-    for path in tqdm(list(paths), desc="predict", unit="image", disable=not progress, leave=False):
-        path = Path(path)
+    for path, mask_path, overlay_path in tqdm(plan, desc="predict", unit="image", disable=not progress,
+                                              leave=False):
         image = read_image(path)
         ids = predictor(image)
-        mask_path = out / f"{path.stem}_mask.png"
-        save_mask_png(ids, mask_path, predictor.colors)
-        _atomic_save(Image.fromarray(predictor.overlay(image, ids)), out / f"{path.stem}_overlay.png")
+        try:
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            save_mask_png(ids, mask_path, predictor.colors)
+            _atomic_save(Image.fromarray(predictor.overlay(image, ids)), overlay_path)
+        except OSError as error:  # a full disk: say which file, and what is done
+            raise UsageError(f"minseg predict: cannot write {mask_path.parent}/{path.stem}_*.png "
+                             f"({error.strerror or error}); the masks of {len(written)} of {len(plan)} images "
+                             "were written before it") from error
         written.append(mask_path)
     return written
 

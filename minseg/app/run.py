@@ -16,11 +16,13 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .. import data
 from .. import functional as F
 from ..checkpoint import load_checkpoint
 from ..data import DataLoader, channel_stats, void_class
-from ..models import MODELS, load_weights
+from ..models import MODELS, compare_weights, load_weights
 from ..optim import AdamW, OneCycleLR
 from ..predict import build_model
 from ..random import manual_seed
@@ -108,8 +110,8 @@ class TrainingRun:
                    "seconds": sum(record["seconds"] for record in learner.history),  # training + validation
                    "wall_seconds": time.perf_counter() - self.started}
         write_json(out / "metrics.json", metrics)
-        print(f"validation after {learner.epoch} epochs ({metrics['seconds']:.0f} s): pixel accuracy "
-              f"{results['pixel_accuracy']:.4f}, mean IoU {results['mean_iou']:.4f}, mean Dice "
+        print(f"validation after {learner.epoch} epoch{'s' * (learner.epoch != 1)} ({metrics['seconds']:.0f} s): "
+              f"pixel accuracy {results['pixel_accuracy']:.4f}, mean IoU {results['mean_iou']:.4f}, mean Dice "
               f"{results['mean_dice']:.4f}; results in {out}/")
         return metrics
 
@@ -155,26 +157,87 @@ def _model_spec(options):
 
 
 def create_model(spec, num_classes, weights=None):
-    """``models.create`` for a run description, then the ``--weights`` file: the whole model, else its encoder."""
+    """``models.create`` for a run description, then the ``--weights`` file: the whole model (heads sized for
+    another class count start afresh, and the run says which), else its encoder."""
     try:
         model = build_model(spec, num_classes)
-    except ValueError as error:  # an unknown model or encoder name
-        raise UsageError(str(error)) from error
+    except ValueError as error:  # an unknown model or encoder name, or a --base too small for the model
+        flags = " ".join(f"--{key} {value}" for key, value in spec["options"].items() if key in ("base", "encoder"))
+        hint = "; try a larger --base" if "base" in spec["options"] else ""
+        raise UsageError(f"cannot build --model {spec['name']} {flags}: {error}{hint}".replace("  ", " ")) from error
     if weights is None:
         return model
     try:
-        load_weights(model, weights)
-        print(f"initial weights: {weights} (whole model)")
-    except ValueError as whole_error:
-        if not hasattr(model, "encoder"):
-            raise UsageError(f"--weights {weights}: {whole_error}") from whole_error
+        report = compare_weights(model, weights)
+    except (OSError, ValueError) as error:  # missing, or not a .safetensors file
+        raise UsageError(f"--weights {weights}: {str(error).removeprefix('load_weights: ')}") from None
+    if len(report.missing_keys) < len(_tensors(model)):  # names in common: a whole model's file
+        loaded = _load_whole(model, weights, report, num_classes)
+    elif hasattr(model, "encoder"):
         try:
             report = load_weights(model.encoder, weights, strict=False)
         except ValueError as error:
             raise UsageError(f"--weights {weights}: fits neither the whole model nor its encoder: {error}") from error
         skipped = list(report.unexpected_keys) + [key for key, _, _ in report.mismatched_keys]
-        print(f"initial weights: {weights} into model.encoder; not used: {', '.join(skipped) or 'nothing'}")
+        loaded = f"initial weights: {weights} into model.encoder; not used: {', '.join(skipped) or 'nothing'}"
+    else:
+        raise UsageError(f"--weights {weights} shares no tensor name with {type(model).__name__}; it must hold "
+                         f"a {spec['name']} model's weights")
+    _check_finite(model, weights)
+    print(loaded)
     return model
+
+
+def _tensors(model):
+    """Name → Tensor for every parameter and buffer (the names of ``state_dict``, without copying)."""
+    return dict(list(model.named_parameters()) + list(model.named_buffers()))
+
+
+def _listed(names, limit=4):
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _class_count_heads(mismatched, num_classes):
+    """The names in ``mismatched`` (name, model shape, file shape) that differ only by the class count: every
+    dimension that differs does so by the same ``num_classes - file's class count``."""
+    differing = [(m, f) for _, model_shape, file_shape in mismatched if len(model_shape) == len(file_shape)
+                 for m, f in zip(model_shape, file_shape) if m != f]
+    file_classes = {f for m, f in differing if m == num_classes}
+    if len(file_classes) != 1:
+        return []
+    delta = num_classes - file_classes.pop()
+    return [name for name, model_shape, file_shape in mismatched if len(model_shape) == len(file_shape)
+            and all(m == f or m - f == delta for m, f in zip(model_shape, file_shape))]
+
+
+def _load_whole(model, weights, report, num_classes):
+    """Load a whole model's file: every name must match; shapes may differ only in the heads sized by the class
+    count, which keep their fresh initial weights. Returns the line that says so."""
+    if report.missing_keys or report.unexpected_keys:
+        raise UsageError(f"--weights {weights} does not fit {type(model).__name__} with these options: "
+                         + "; ".join(f"{what} {_listed(keys)}" for what, keys in
+                                     (("the model's names missing from the file:", report.missing_keys),
+                                      ("the file's names the model lacks:", report.unexpected_keys)) if keys)
+                         + "; check --model, --encoder and --base against the run that wrote it")
+    heads = _class_count_heads(report.mismatched_keys, num_classes)
+    other = [f"{name} {shape} in the model but {stored} in the file" for name, shape, stored
+             in report.mismatched_keys if name not in heads]
+    if other:
+        raise UsageError(f"--weights {weights} does not fit {type(model).__name__} with these options: "
+                         f"{_listed(other, 3)}; check --model, --encoder and --base against the run that wrote it")
+    load_weights(model, weights, strict=False)
+    fresh = f"; for {num_classes} classes these start afresh: {', '.join(heads)}" if heads else ""
+    return f"initial weights: {weights} (whole model){fresh}"
+
+
+def _check_finite(model, weights):
+    """NaN or infinite initial weights would stop training at its first step with a misleading cause."""
+    arrays = {name: tensor.numpy() for name, tensor in _tensors(model).items()}
+    broken = [name for name, array in arrays.items()
+              if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all()]
+    if broken:
+        raise UsageError(f"--weights {weights} holds NaN or infinite values (in {_listed(broken)}); "
+                         "training cannot start from them: use the file of a run that did not diverge")
 
 
 def _loss(name):

@@ -28,11 +28,12 @@ from .pspnet import PSPNet
 from .resnet import ResNetEncoder
 from .segnet import SegNet, SegNetBasic
 from .unet import PaperUNet, Unet
-from .weights import LoadReport, load_weights, save_weights
+from .weights import LoadReport, compare_weights, load_weights, save_weights
 
 __all__ = ["Naive", "PaperUNet", "PaperLinkNet", "Unet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
            "FCN32s", "FCN16s", "FCN8s", "SegNetBasic", "SegNet", "ENet", "PointRend",
-           "ResNetEncoder", "MODELS", "ENCODER_MODELS", "create", "save_weights", "load_weights", "LoadReport"]
+           "ResNetEncoder", "MODELS", "ENCODER_MODELS", "create", "save_weights", "load_weights",
+           "compare_weights", "LoadReport"]
 
 # Every name create() knows. Without an encoder, "unet" and "linknet" are the from-scratch paper models; the other
 # encoder models default to smp's encoder, "resnet34".

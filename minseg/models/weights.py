@@ -7,7 +7,9 @@ BatchNorm's ``running_mean``, ``running_var`` and ``num_batches_tracked`` includ
 
 ``load_weights`` checks every name and shape before it copies anything, and says everything that does not fit at
 once. ``strict=False`` loads what fits and returns what it skipped: that is how an ImageNet classifier's checkpoint
-fills a segmentation model's encoder, whose classifier ``fc.*`` the encoder does not have.
+fills a segmentation model's encoder, whose classifier ``fc.*`` the encoder does not have, and how a model trained
+for other classes starts a fine-tune (its heads do not fit and keep their fresh initial weights).
+``compare_weights`` gives the same report without loading.
 """
 import os
 import tempfile
@@ -17,7 +19,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-__all__ = ["save_weights", "load_weights", "LoadReport"]
+__all__ = ["save_weights", "load_weights", "compare_weights", "LoadReport"]
 
 
 class LoadReport(NamedTuple):
@@ -104,6 +106,12 @@ def save_weights(module, path):
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def compare_weights(module, path):
+    """The ``LoadReport`` of loading ``path`` into ``module``, without loading anything: what a caller decides
+    from (a whole model's file or an encoder's, heads sized for another class count)."""
+    return _compare(_own_tensors(module), _read(os.fspath(path)))
 
 
 def load_weights(module, path, strict=True):
