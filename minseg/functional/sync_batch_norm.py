@@ -10,8 +10,16 @@ import numpy as np
 
 from ..autograd import Function, as_tensor
 from ..backend import get_array_module
-from .normalization import (_affine_tensors, _by_channel, _check_channel_vectors, _dot_over, _standardize_backward,
-                            _sum_over, _update_running, batch_norm)
+from .normalization import (
+    _affine_tensors,
+    _by_channel,
+    _check_channel_vectors,
+    _dot_over,
+    _standardize_backward,
+    _sum_over,
+    _update_running,
+    batch_norm,
+)
 
 __all__ = ["sync_batch_norm"]
 
