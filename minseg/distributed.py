@@ -232,14 +232,14 @@ def _by_dtype(arrays):
     return groups.values()
 
 
-def broadcast_module(module, comm, root=0):
-    """Overwrite every rank's parameters and buffers with rank ``root``'s: one message per dtype.
-
-    After it the ranks start from the same weights, whatever each one's initialization drew."""
+def broadcast_module(module, comm, root=0, buffers_only=False):
+    """Overwrite every rank's parameters and buffers (or buffers alone) with rank ``root``'s: one message per
+    dtype. After it the ranks hold the same weights, whatever each one's initialization drew."""
     if comm.size == 1:
         return module
-    arrays = [tensor.data for _, tensor in list(module.named_parameters()) + list(module.named_buffers())
-              if tensor is not None]
+    tensors = list(module.named_buffers()) if buffers_only else (list(module.named_parameters())
+                                                                 + list(module.named_buffers()))
+    arrays = [tensor.data for _, tensor in tensors if tensor is not None]
     for group in _by_dtype(arrays):
         _unflatten_into(comm.broadcast(_flat(group), root), group)
     return module
