@@ -73,8 +73,9 @@ def learner(model, comm, data, batch_size, augment=None):
     return Learner(model, train, valid, F.cross_entropy, optimizer, num_classes=NUM_CLASSES, progress=False, comm=comm)
 
 
-def train_and_evaluate(make_model, ranks, data, batch_size=4, epochs=1, float64=True, augment=None):
-    """Weights (rank by rank) and evaluation of a run on ``ranks`` ranks; one process when ranks is None."""
+def train_and_evaluate(make_model, ranks, data, batch_size=4, epochs=1, float64=True, augment=None, comm=None):
+    """Weights (rank by rank) and evaluation of a run on ``ranks`` thread ranks; one process when ranks is None
+    (or this process's rank of ``comm``, tests/mpi_driver.py)."""
     minseg.manual_seed(0)
     model = make_model()
     model = Float64(model) if float64 else model
@@ -85,7 +86,7 @@ def train_and_evaluate(make_model, ranks, data, batch_size=4, epochs=1, float64=
         return {name: p.data.copy() for name, p in one.model.named_parameters()}, one.evaluate(), one.history
 
     if ranks is None:
-        return [run(SingleProcess())]
+        return [run(SingleProcess() if comm is None else comm)]
     return ThreadGroup(ranks).run(run)
 
 
