@@ -133,8 +133,8 @@ def _train_options(parser, defaults):
     _option(run, "--threads", "BLAS threads (per rank under mpiexec)", defaults,
             type=_positive(int))
     run.add_argument("--no-sync-bn", dest="sync_bn", action="store_const", const=False, default=None,
-                     help="under mpiexec, batch norm uses each rank's share of the batch, not the whole batch "
-                          "(faster, but no longer what one process computes; default: synchronized)")
+                     help="under mpiexec, batch norm uses each rank's share of the batch, not the whole batch: "
+                          "faster, but no longer what one process computes (default: synchronized)")
     _option(run, "--out", "folder for metrics, figures and checkpoint.npz", defaults, type=Path)
     run.add_argument("--resume", action="store_const", const=True, default=None,
                      help="continue the run in --out; every other flag is then read from its checkpoint")
