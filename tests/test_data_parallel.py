@@ -232,3 +232,60 @@ def test_a_failing_rank_does_not_leave_the_others_waiting():
 
     with pytest.raises(RuntimeError, match="rank 1 failed"):
         ThreadGroup(2, timeout=10).run(run)
+
+
+# ---------------------------------------------------------------------------
+# The application's side: which communicator, threads per rank, how a failure ends
+# ---------------------------------------------------------------------------
+def test_only_a_launch_by_mpiexec_with_several_processes_uses_mpi(monkeypatch):
+    from minseg.app import ranks
+    from minseg.distributed import launched_by_mpiexec
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert not launched_by_mpiexec() and isinstance(ranks.communicator(), SingleProcess)
+    monkeypatch.setenv("PMI_SIZE", "1")  # mpiexec -n 1: one process, nothing to share
+    assert not launched_by_mpiexec()
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    assert launched_by_mpiexec()
+
+
+def test_the_free_cores_are_split_between_the_ranks_of_a_machine(monkeypatch):
+    from minseg.app import ranks
+
+    class FourRanksHere(SingleProcess):
+        size, local_size = 8, 4
+
+        def barrier(self):
+            pass
+
+    monkeypatch.setattr(ranks, "default_threads", lambda: 6)
+    assert ranks.threads_per_rank(FourRanksHere()) == 1
+    monkeypatch.setattr(ranks, "default_threads", lambda: 9)
+    assert ranks.threads_per_rank(FourRanksHere()) == 2
+    assert ranks.threads_per_rank(FourRanksHere(), threads=3) == 3  # --threads is per rank
+    assert ranks.threads_per_rank(SingleProcess()) == 9
+
+
+def test_ranks_that_fail_together_exit_with_one_line_from_rank_0(capsys):
+    from minseg.app import ranks
+    statuses = ThreadGroup(3).run(lambda comm: ranks.stop(comm, "error: --data x: no such folder", 2))
+    assert statuses == [2, 2, 2]
+    assert capsys.readouterr().err == "error: --data x: no such folder\n"
+
+
+def test_one_failing_rank_ends_the_job_naming_itself(capsys):
+    from minseg.app import ranks
+
+    class Alone(SingleProcess):
+        rank, size, aborted = 1, 2, None
+
+        def agree(self, timeout):
+            return False  # the other rank is waiting in a collective
+
+        def abort(self, code):
+            self.aborted = code
+
+    comm = Alone()
+    ranks.stop(comm, "error: internal error (RuntimeError: boom)", 1)
+    assert comm.aborted == 1
+    assert capsys.readouterr().err == "error: internal error (RuntimeError: boom) [rank 1 of 2; ending the job]\n"

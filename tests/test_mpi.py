@@ -141,3 +141,12 @@ def test_ctrl_c_ends_every_rank_with_the_command_that_continues(tmp_path):
     status, _, err, seconds = finish(process, 30)
     assert status == 130 and "mpiexec -n 2 minseg train --data" in err and seconds < 15
     assert err.count("interrupted") == 1
+
+
+def test_no_sync_bn_normalizes_each_share_by_itself(tmp_path):
+    data, out = write_dataset(tmp_path / "data"), tmp_path / "run"
+    status, printed, err = mpiexec("cli", "train", "--data", data, "--out", out, "--epochs", "1", "--no-sync-bn",
+                                   *TINY)
+    assert status == 0, err
+    assert "2 ranks × 1 BLAS thread each, per-rank batch norm" in printed
+    assert load_checkpoint(out / "checkpoint.npz")["run"]["args"]["sync_bn"] is False
