@@ -34,7 +34,7 @@ try:
 except ImportError:
     MPIEXEC = None
 pytestmark = pytest.mark.skipif(MPIEXEC is None, reason='needs mpi4py and mpiexec: pip install -e ".[mpi]"')
-TINY = ["--base", "2", "--batch-size", "4", "--no-progress"]
+TINY = ["--base", "2", "--batch-size", "4", "--no-progress", "--threads", "1"]
 
 
 def environment(**extra):
