@@ -289,3 +289,21 @@ def test_one_failing_rank_ends_the_job_naming_itself(capsys):
     ranks.stop(comm, "error: internal error (RuntimeError: boom)", 1)
     assert comm.aborted == 1
     assert capsys.readouterr().err == "error: internal error (RuntimeError: boom) [rank 1 of 2; ending the job]\n"
+
+
+def test_loader_arguments_for_the_ranks_are_checked():
+    dataset = ColourDataset(4, (4, 4), seed=1)
+    with pytest.raises(ValueError, match="DataLoader: rank must be an integer in 0 … num_replicas − 1 = 1, got 2"):
+        DataLoader(dataset, batch_size=4, num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match="DataLoader: num_replicas must be a positive integer, got 0"):
+        DataLoader(dataset, batch_size=4, num_replicas=0)
+    with pytest.raises(ValueError, match="batch of all num_replicas=3 ranks together, so it must be at least 3, got 2"):
+        DataLoader(dataset, batch_size=2, num_replicas=3, rank=0)
+
+
+def test_a_share_without_counted_pixels_weighs_nothing():
+    dataset = ColourDataset(4, (8, 8), seed=1)
+    dataset.labels[0] = -100  # rank 0's share of the first batch of 2: one image, all of it ignored
+    data = dataset, ColourDataset(2, (8, 8), seed=2)
+    single = train_and_evaluate(paper_unet, None, data, batch_size=2)
+    assert_same_run(single, train_and_evaluate(paper_unet, 2, data, batch_size=2), 1e-11)

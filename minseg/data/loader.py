@@ -76,6 +76,9 @@ class DataLoader:
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < num_replicas:
             raise ValueError(f"DataLoader: rank must be an integer in 0 … num_replicas − 1 = {num_replicas - 1}, "
                              f"got {rank!r}")
+        if num_replicas > batch_size:
+            raise ValueError(f"DataLoader: batch_size is the batch of all num_replicas={num_replicas} ranks together, "
+                             f"so it must be at least {num_replicas}, got {batch_size}")
         self.num_replicas, self.rank = int(num_replicas), int(rank)
         self.epoch = 0  # passes started so far; the next pass uses default_rng([seed, epoch])
 

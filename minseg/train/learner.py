@@ -188,6 +188,8 @@ class Learner:
             self._diverged(f"the model's output or the loss is not finite on {int(sums[2])} of {self.comm.size} "
                            "ranks", where, step, steps)
         self._batch_size = int(sums[3])
+        if not sums[0]:  # no counted pixel in the whole batch: the loss is 0, as cross_entropy's is then
+            return loss * loss.data.dtype.type(0), 0.0
         return loss * loss.data.dtype.type(counted / sums[0]), sums[1] / sums[0]
 
     def _check_same_steps(self):
