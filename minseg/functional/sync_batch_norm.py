@@ -46,8 +46,9 @@ class SyncBatchNormFunction(Function):
     """y = γ·x̂ + β per channel, x̂ = (x − μ)/σ, σ = √(σ² + ε), μ and σ² over the values of every rank.
 
     Rank k holds n_k of the channel's N = Σ_k n_k values. The forward all-reduces Σ x (and n_k), giving
-    μ = Σ_all x / N, then Σ (x − μ)², giving the biased σ². Two messages instead of one of Σx and Σx²:
-    the centred sum is the one batch norm computes, so one rank gives batch norm's bits.
+    μ = Σ_all x / N, then Σ (x − μ)², giving the biased σ² (the sums travel in float64). Two messages instead
+    of one of Σx and Σx²: the centred sum is the one batch norm computes, where Σx² − N·μ² would lose digits
+    to cancellation whenever |μ| is large beside σ.
 
     Backward. The loss is L = Σ_k L_k, rank k's part. μ and σ² depend on every rank's x, so the derivation of
     ``BatchNormFunction`` holds with its means taken over all N values: with g = γ·∂L/∂y,
