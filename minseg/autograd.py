@@ -17,6 +17,7 @@ Gradients reach only the leaves that asked for them (``requires_grad=True``), an
 graph is released as it is walked, so memory does not grow from step to step.
 """
 import contextlib
+import threading
 import weakref
 
 import numpy as np
@@ -29,23 +30,28 @@ __all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "as_tensor"]
 # ---------------------------------------------------------------------------
 # Switching graph recording off (evaluation, optimizer steps, gradient checks)
 # ---------------------------------------------------------------------------
-_grad_enabled = True
+class _GradMode(threading.local):
+    """Whether ops record a graph, per thread (as PyTorch's grad mode): one thread's ``no_grad`` (an optimizer
+    step) leaves another thread's forward recording (``minseg.distributed.ThreadGroup`` runs ranks as threads)."""
+    enabled = True
+
+
+_grad_mode = _GradMode()
 
 
 def is_grad_enabled():
-    """True unless inside ``with minseg.no_grad():``."""
-    return _grad_enabled
+    """True unless inside ``with minseg.no_grad():`` (in this thread)."""
+    return _grad_mode.enabled
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Run ops without recording a graph: nothing is saved for backward."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    """Run ops without recording a graph (in this thread): nothing is saved for backward."""
+    previous, _grad_mode.enabled = _grad_mode.enabled, False
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _grad_mode.enabled = previous
 
 
 # ---------------------------------------------------------------------------
@@ -344,7 +350,7 @@ class Function:
         single = not isinstance(outputs, tuple)
         outputs = (outputs,) if single else outputs
 
-        record = _grad_enabled and any(self.needs_input_grad)
+        record = _grad_mode.enabled and any(self.needs_input_grad)
         results = tuple(Tensor(y, requires_grad=record and y.dtype.kind == "f") for y in outputs)
         if record:
             self.inputs = tensors

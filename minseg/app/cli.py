@@ -12,22 +12,30 @@ flag or file and exits 2; ``tests/test_cli_fuzz.py`` feeds every option each kin
 ``minseg predict`` replaces no file unless ``--overwrite`` says so (``files.plan_outputs``). Divergence
 prints the ``TrainingDiverged`` message and exits 1. Ctrl-C
 says what was saved and prints the command that continues the run, and exits 130.
+
+``mpiexec -n K minseg train ...`` trains data-parallel on K ranks (``minseg.app.ranks``): the same flags,
+``--batch-size`` the batch of all ranks together, ``--threads`` per rank; rank 0 alone prints and writes
+files, and a failure on any rank ends every rank (one ``error:`` line, the same exit statuses).
 """
 import argparse
 import contextlib
+import os
 import shlex
 import sys
+import traceback
 from pathlib import Path
 
 from .. import backend
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..data import DatasetError, DownloadError, layouts
+from ..distributed import SingleProcess
 from ..models import MODELS
 from ..predict import Predictor
 from ..train import TrainingDiverged
 from . import values
 from .files import check_images, evaluate_checkpoint, image_files, plan_outputs, predict_files
 from .options import UsageError, check_file, check_folder, check_out, check_train_options, jsonable
+from .ranks import communicator, stop, threads_per_rank
 from .run import TrainingRun
 from .threads import default_threads, limit_threads
 
@@ -36,7 +44,7 @@ __all__ = ["main", "build_parser", "UsageError", "TRAIN_DEFAULTS", "CHANGEABLE_O
 TRAIN_DEFAULTS = dict(data=None, layout="auto", classes=None, mask_values=None, colors=None, ignore=None,
                       valid_every=5, valid_fraction=None, resize=None, crop=None, scale=None, flip="h", repeat=1,
                       lazy=False, model="unet", encoder=None, base=16, weights=None, loss="ce", epochs=100, lr=3e-3,
-                      batch_size=8, weight_decay=1e-2, seed=0, device="cpu", threads=None,
+                      batch_size=8, weight_decay=1e-2, seed=0, device="cpu", threads=None, sync_bn=True,
                       out="runs/camvid_tiny", resume=False, progress=True,
                       images_dir=None, masks_dir=None, mask_suffix=None)
 MAX_THREADS = 256  # --threads: more BLAS threads than this only wait on each other
@@ -142,7 +150,10 @@ def _train_options(parser, defaults):
     _option(run, "--seed", "seeds weights, shuffling and augmentation", defaults,
             type=values.whole(0, 2**32 - 1))
     _option(run, "--device", "cpu or cuda", defaults, choices=list(backend.DEVICES))
-    _option(run, "--threads", "BLAS threads", defaults, type=values.whole(1, MAX_THREADS))
+    _option(run, "--threads", "BLAS threads (per rank under mpiexec)", defaults, type=values.whole(1, MAX_THREADS))
+    run.add_argument("--no-sync-bn", dest="sync_bn", action="store_const", const=False, default=None,
+                     help="under mpiexec, batch norm uses each rank's share of the batch, not the whole batch: "
+                          "faster, but no longer what one process computes (default: synchronized)")
     _option(run, "--out", "folder for metrics, figures and checkpoint.npz", defaults, type=values.path)
     run.add_argument("--resume", action="store_const", const=True, default=None,
                      help="continue the run in --out; every other flag is then read from its checkpoint")
@@ -203,21 +214,27 @@ def main(argv=None, prog="minseg", defaults=None, train_only=False):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.train_only = train_only
+    comm = SingleProcess()
     try:
-        command = {"train": lambda: train(args, defaults, prog, argv), "evaluate": lambda: evaluate(args),
+        if args.command == "train":
+            comm = communicator()
+        command = {"train": lambda: train(args, defaults, prog, argv, comm), "evaluate": lambda: evaluate(args),
                    "predict": lambda: predict(args)}[args.command]
         return command()
     # OSError: a missing file, or the file system's answer (a full disk, no permission, a file for a folder).
     except (UsageError, DatasetError, CheckpointError, DownloadError, OSError) as error:
-        print(f"error: {_one_line(error)}", file=sys.stderr)
-        return 2
+        return stop(comm, f"error: {_one_line(error)}", 2)
     except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return stop(comm, f"error: {error}", 1)
     except MemoryError:
-        print(f"error: {args.command} ran out of memory; use a smaller --batch-size, --crop, --resize or --base, "
-              "or --lazy", file=sys.stderr)
-        return 2
+        return stop(comm, f"error: {args.command} ran out of memory; use a smaller --batch-size, --crop, --resize "
+                          "or --base, or --lazy", 2)
+    except Exception as error:
+        if comm.size == 1:
+            raise
+        traceback.print_exc()  # a bug: every rank that hit it shows where
+        return stop(comm, f"error: internal error ({type(error).__name__}: {error}); the traceback above shows "
+                          "where", 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,29 +264,32 @@ def _resolve(args, defaults):
     return {**defaults, **saved, **{key: explicit[key] for key in explicit if key in CHANGEABLE_ON_RESUME}}, state
 
 
-def train(args, defaults, prog, argv):
+def train(args, defaults, prog, argv, comm):
     options, state = _resolve(args, defaults)
     check_train_options(options, resuming=state is not None)
     _check_device(options["device"])
     options["out"] = str(options["out"])
-    threads = options["threads"] or default_threads()
+    if comm.rank != 0:
+        sys.stdout = open(os.devnull, "w")  # rank 0 alone prints the run's log
+    threads = threads_per_rank(comm, options["threads"])
     with limit_threads(threads):
         run = None
         train_word = [] if args.train_only else ["train"]
-        resume_command = command_line(prog, [*train_word, "--out", options["out"], "--resume"])
+        launcher = f"mpiexec -n {comm.size} " if comm.size > 1 else ""
+        resume_command = launcher + command_line(prog, [*train_word, "--out", options["out"], "--resume"])
         try:
-            run = TrainingRun(options, state)
+            run = TrainingRun(options, state, comm)
             run.threads = threads
             run.fit()
         except KeyboardInterrupt:
             epoch = run.saved_epoch() if run is not None else 0
             if epoch:
-                print(f"\ninterrupted: {run.checkpoint_path} holds the run after epoch {epoch} of "
-                      f"{options['epochs']}; continue with:\n  {resume_command}", file=sys.stderr)
+                message = (f"\ninterrupted: {run.checkpoint_path} holds the run after epoch {epoch} of "
+                           f"{options['epochs']}; continue with:\n  {resume_command}")
             else:
-                print(f"\ninterrupted before the first epoch ended, so nothing was saved; start again with:\n  "
-                      f"{command_line(prog, argv)}", file=sys.stderr)
-            return 130
+                message = (f"\ninterrupted before the first epoch ended, so nothing was saved; start again with:\n  "
+                           f"{launcher}{command_line(prog, argv)}")
+            return stop(comm, message, 130)
         except OSError as error:
             _raise_write_failure(error, run, options, resume_command)
         try:

@@ -8,6 +8,11 @@ normalization, classes and colours, ignore index, layout, every option) is what 
 
 From a folder to batches: ``options.open_splits`` (layout → ``SegmentationDataset`` train and valid
 splits), then the two ``DataLoader``s built in ``TrainingRun.__init__``.
+
+Data-parallel (``comm`` of K ranks, ``minseg.app.ranks``): each loader gives this rank its share of every batch,
+batch norm becomes ``SyncBatchNorm`` (unless ``--no-sync-bn``), and rank 0 alone writes the checkpoint, figures
+and metrics.json. A last training batch with fewer images than ranks is dropped (every rank must take part in
+every step); every other batch is the batch one process would take. Evaluation uses every image.
 """
 import inspect
 import json
@@ -18,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import data
+from .. import data, nn
 from .. import functional as F
 from ..checkpoint import load_checkpoint
 from ..data import DataLoader, channel_stats, void_class
+from ..distributed import SingleProcess
 from ..models import MODELS, compare_weights, load_weights
 from ..optim import AdamW, OneCycleLR
 from ..predict import build_model
@@ -35,9 +41,12 @@ __all__ = ["TrainingRun", "create_model", "write_json"]
 class TrainingRun:
     """Everything one ``minseg train`` builds from its options: data, model, Learner; then figures and metrics."""
 
-    def __init__(self, options, state):
-        self.options = options
+    def __init__(self, options, state, comm=None):
+        self.options, self.comm = options, SingleProcess() if comm is None else comm
         if options["data"] is None:
+            if self.comm.rank == 0:  # one download; the other ranks then find it in place
+                data.download_camvid_tiny()
+            self.comm.barrier()
             options["data"] = str(data.download_camvid_tiny())
         self.layout, self.train_set, self.valid_set = open_splits(options)
         self.classes = list(self.train_set.classes)
@@ -46,6 +55,8 @@ class TrainingRun:
         manual_seed(options["seed"])
         self.model_spec = _model_spec(options)
         self.model = create_model(self.model_spec, len(self.classes), options["weights"]).to(options["device"])
+        if self.comm.size > 1 and options.get("sync_bn", True):
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model, self.comm)
         self.train_loader, self.valid_loader = self._loaders(self.model.size_multiple)
         optimizer = AdamW(self.model.parameters(), lr=options["lr"], weight_decay=options["weight_decay"])
         total_steps = options["epochs"] * len(self.train_loader)
@@ -55,7 +66,7 @@ class TrainingRun:
         self.learner = Learner(self.model, self.train_loader, self.valid_loader, _loss(options["loss"]), optimizer,
                                scheduler, num_classes=len(self.classes), void_class=void_class(self.classes),
                                checkpoint_path=self.checkpoint_path, progress=options["progress"], table=True,
-                               run=self._run())
+                               run=self._run(), comm=self.comm)
         if state is not None:
             state["scheduler"]["total_steps"] = total_steps  # --epochs may change: re-plan the cycle from here
             self.learner.load_state_dict(state)
@@ -64,17 +75,22 @@ class TrainingRun:
 
     def _loaders(self, multiple):
         """The training and validation DataLoaders: augmented, normalized, padded to the model's multiple."""
-        options, crop = self.options, self.options["crop"]
+        options, crop, ranks = self.options, self.options["crop"], self.comm.size
+        if options["batch_size"] < ranks:
+            raise UsageError(f"--batch-size {options['batch_size']} is the batch of all {ranks} ranks together, "
+                             f"so it must be at least {ranks}; use --batch-size {ranks} or more, or fewer ranks")
+        last = len(self.train_set) % options["batch_size"]
+        shares = dict(num_replicas=ranks, rank=self.comm.rank)
         if crop is not None and (crop[0] % multiple or crop[1] % multiple):
             raise UsageError(f"--crop {crop[0]}x{crop[1]}: {options['model']} needs sizes divisible by {multiple}; "
                              f"use --crop {crop[0] // multiple * multiple or multiple}x"
                              f"{crop[1] // multiple * multiple or multiple}")
         train = DataLoader(self.train_set, batch_size=options["batch_size"], shuffle=True,
                            augment=augmentation(options), mean=self.mean, std=self.std, seed=options["seed"],
-                           device=options["device"],
-                           pad_to_multiple=None if crop else _padding(self.train_set, multiple))
+                           device=options["device"], drop_last=0 < last < ranks,
+                           pad_to_multiple=None if crop else _padding(self.train_set, multiple), **shares)
         valid = DataLoader(self.valid_set, batch_size=options["batch_size"], mean=self.mean, std=self.std,
-                           device=options["device"], pad_to_multiple=_padding(self.valid_set, multiple))
+                           device=options["device"], pad_to_multiple=_padding(self.valid_set, multiple), **shares)
         return train, valid
 
     def _run(self):
@@ -92,14 +108,24 @@ class TrainingRun:
         print(f"{options['model']}{' ' + options['encoder'] if options['encoder'] else ''}: "
               f"{sum(p.size for p in self.model.parameters()):,} parameters; {len(train_set)} training and "
               f"{len(self.valid_set)} validation images ({self.layout} layout, first {size}), "
-              f"{len(self.classes)} classes; {self.threads} BLAS thread{'s' * (self.threads > 1)}")
+              f"{len(self.classes)} classes; {self._layout()}")
         self.started = time.perf_counter()
         self.learner.fit(max(options["epochs"] - self.learner.epoch, 0))
+
+    def _layout(self):
+        """"2 BLAS threads", or under mpiexec "2 ranks × 1 BLAS thread" (and whether batch norm is synchronized)."""
+        threads = f"{self.threads} BLAS thread{'s' * (self.threads > 1)}"
+        if self.comm.size == 1:
+            return threads
+        norm = "synchronized" if self.options.get("sync_bn", True) else "per-rank"
+        return f"{self.comm.size} ranks × {threads} each, {norm} batch norm"
 
     def report(self):
         """Figures, metrics.json and the last line; returns the metrics."""
         out, learner, classes = Path(self.options["out"]), self.learner, self.classes
-        results = learner.evaluate()
+        results = learner.evaluate()  # every rank takes part: the metrics are summed over the ranks' shares
+        if self.comm.rank != 0:
+            return None
         self._figures(out, results)
         metrics = {"model": self.options["model"], "encoder": self.options["encoder"], "base": self.options["base"],
                    **{key: _finite_or_none(results.get(key)) for key in

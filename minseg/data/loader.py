@@ -20,6 +20,14 @@ Images of different sizes need either an augmentation that returns one size (``R
 width rounded up to a multiple of m (what a UNet needs), images with 0 after normalization (the
 mean colour) and labels with -100, which the loss and the metrics ignore; ``Learner.predict`` and
 ``minseg.predict`` crop the padding away again.
+
+Data-parallel training (``num_replicas`` ranks, this one ``rank``) splits every batch the way PyTorch's
+``DistributedSampler`` does: all ranks draw the same permutation, and rank r takes samples r, r + K, r + 2K, …
+of each batch of ``batch_size``, which stays the batch of all ranks together. So the K shares of a step are
+exactly one process's batch: with augmentation or padding every rank prepares the whole batch (its random
+draws are the one-process draws, in order) and keeps its share. Shares differ by at most one sample; a last
+batch with fewer samples than ranks leaves the ranks past its end without a sample, and those skip it
+(``len(loader)`` counts the batches this rank takes part in).
 """
 import numpy as np
 
@@ -46,10 +54,12 @@ class DataLoader:
     batch's own statistics, and one sample pooled to 1×1 (DeepLabV3's image pooling, the deepest stage
     of many models on a small crop) has one value per channel and no variance. Without shuffling
     (evaluation: batch norm uses its running statistics) the batch of one stays.
+
+    ``num_replicas`` and ``rank``: this rank's share of every batch, as the module docstring says.
     """
 
     def __init__(self, dataset, batch_size=8, shuffle=False, augment=None, mean=None, std=None,
-                 drop_last=False, seed=0, device="cpu", pad_to_multiple=None):
+                 drop_last=False, seed=0, device="cpu", pad_to_multiple=None, num_replicas=1, rank=0):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -72,9 +82,24 @@ class DataLoader:
         if pad_to_multiple is not None and (not isinstance(pad_to_multiple, (int, np.integer)) or pad_to_multiple < 1):
             raise ValueError(f"DataLoader: pad_to_multiple must be a positive integer or None, got {pad_to_multiple!r}")
         self.pad_to_multiple = pad_to_multiple
+        if isinstance(num_replicas, bool) or not isinstance(num_replicas, (int, np.integer)) or num_replicas < 1:
+            raise ValueError(f"DataLoader: num_replicas must be a positive integer, got {num_replicas!r}")
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < num_replicas:
+            raise ValueError(f"DataLoader: rank must be an integer in 0 … num_replicas − 1 = {num_replicas - 1}, "
+                             f"got {rank!r}")
+        if num_replicas > batch_size:
+            raise ValueError(f"DataLoader: batch_size is the batch of all num_replicas={num_replicas} ranks together, "
+                             f"so it must be at least {num_replicas}, got {batch_size}")
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
         self.epoch = 0  # passes started so far; the next pass uses default_rng([seed, epoch])
 
     def __len__(self):
+        batches = self._global_batches()
+        last = len(self.dataset) - (batches - 1) * self.batch_size  # samples in the last batch
+        return batches - 1 if batches and last <= self.rank else batches
+
+    def _global_batches(self):
+        """Batches per pass of all ranks together."""
         n = len(self.dataset)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size) - self._merges_last(n)
 
@@ -94,18 +119,26 @@ class DataLoader:
 
     def _batches(self, order, rng):
         # The same generator serves the permutation above and every augmentation below, in order.
-        last = (len(self) - 1) * self.batch_size
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            stop = len(order) if start == last and self._merges_last(len(order)) else start + self.batch_size
+        share = slice(self.rank, None, self.num_replicas)
+        whole = self.num_replicas > 1 and (self.augment is not None or self.pad_to_multiple is not None)
+        batches = self._global_batches()
+        for start in range(0, batches * self.batch_size, self.batch_size):
+            last = start == (batches - 1) * self.batch_size
+            stop = len(order) if last and self._merges_last(len(order)) else start + self.batch_size
             indices = order[start:stop]
-            images, labels = _gather(self.dataset, indices)
+            if not len(indices[share]):
+                continue  # a last batch with fewer samples than ranks
+            images, labels = _gather(self.dataset, indices if whole else indices[share])
             if self.augment is not None:
                 images, labels = [list(samples) for samples in zip(*(
                     self.augment(image, label, rng) for image, label in zip(images, labels)))]
             if self.pad_to_multiple is not None:
-                yield self._to_tensors(*_pad_batch(images, labels, self.pad_to_multiple))
+                arrays = _pad_batch(images, labels, self.pad_to_multiple)
             else:
-                yield self._to_tensors(*self._stack(images, labels))
+                arrays = self._stack(images, labels)
+            if whole:
+                arrays = [None if array is None else array[share] for array in arrays]
+            yield self._to_tensors(*arrays)
 
     def _stack(self, images, labels):
         if isinstance(images, np.ndarray):
@@ -146,8 +179,9 @@ class DataLoader:
         self.set_epoch(state["epoch"])
 
     def __repr__(self):
+        shard = f", rank {self.rank} of num_replicas={self.num_replicas}" if self.num_replicas > 1 else ""
         return (f"DataLoader({len(self.dataset)} samples, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"augment={self.augment!r}, seed={self.seed}, device={self.device!r})")
+                f"augment={self.augment!r}, seed={self.seed}, device={self.device!r}{shard})")
 
 
 def _gather(dataset, indices):

@@ -13,5 +13,6 @@ from .one_hot import one_hot, to_class_ids  # noqa: F401
 from .overlap_loss import dice_loss, jaccard_loss  # noqa: F401
 from .point_sample import point_sample  # noqa: F401
 from .pooling import *  # noqa: F401,F403
+from .sync_batch_norm import sync_batch_norm  # noqa: F401
 from .unpooling import *  # noqa: F401,F403
 from .upsampling import *  # noqa: F401,F403

@@ -30,6 +30,8 @@ Two layouts of ``col``; both are the same numbers in a different order:
   fast and one wide product is quicker, worth transposing the small output
   (``conv_numpy._folds_batch`` chooses; ``benchmarks/layers.py`` measures it).
 """
+import threading
+
 import numpy as np
 
 from ..backend import get_array_module
@@ -53,9 +55,10 @@ def conv2d_output_size(height_width, kernel_size, stride, padding, dilation):
 # one call, so convolutions reuse scratch buffers instead. Nothing
 # that lives in them ever leaves the function that filled it (callers get fresh
 # arrays). Each grows to the largest size seen and stays allocated;
-# ``workspace.release()`` gives the memory back. (One set of buffers per process: two
-# threads running convolutions at the same time would overwrite each other's.)
-class _Workspace:
+# ``workspace.release()`` gives the memory back. One set of buffers per thread (a threading.local),
+# so threads running convolutions at the same time (minseg.distributed.ThreadGroup's ranks) never
+# overwrite each other's.
+class _Workspace(threading.local):
     def __init__(self):
         self.buffers = {}
 

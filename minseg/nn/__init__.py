@@ -2,3 +2,4 @@
 from . import init  # noqa: F401
 from .layers import *  # noqa: F401,F403
 from .module import *  # noqa: F401,F403
+from .sync_batchnorm import SyncBatchNorm  # noqa: F401

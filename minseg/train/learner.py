@@ -15,6 +15,15 @@ class names and colours, training arguments).
 
 Divergence is checked once per step, in ``batch_loss``, before ``backward`` and ``step`` touch the
 weights, in training and in evaluation alike (``diverged``).
+
+Many processes. With ``comm`` (a ``minseg.distributed`` communicator of K ranks, each Learner given its
+rank's share of every batch: ``DataLoader(num_replicas=K, rank=r)``) the Learner trains data-parallel:
+rank 0's weights are broadcast once; each step, every rank's loss is weighted by its share of the batch's
+counted pixels (``_weighted_loss``), so that the gradients summed by one all-reduce (``allreduce_gradients``)
+are the gradient of the whole batch's mean loss; evaluation sums the ranks' confusion matrices; only rank 0
+writes the checkpoint and the epoch table. Divergence is decided from the sums of all ranks, so every rank
+stops at the same step. With SyncBatchNorm layers (``nn.SyncBatchNorm.convert_sync_batchnorm``) K ranks
+compute what one process computes with the whole batch (``docs/course_7_many_processes.md``).
 """
 import math
 import os
@@ -26,6 +35,7 @@ from tqdm.auto import tqdm
 from .. import backend, random
 from ..autograd import Tensor, no_grad
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..distributed import SingleProcess, allreduce_gradients, broadcast_module
 from ..functional.one_hot import to_class_ids
 from ..metrics import SegmentationMetrics
 from ..models.sizes import crop_padding, pad_to_multiple
@@ -52,11 +62,12 @@ class Learner:
     ``learner.load_checkpoint()`` and then ``fit`` the remaining epochs. ``progress`` shows tqdm bars and
     the epoch table; ``table`` (default: ``progress``) the table alone. ``run`` (a dict of JSON values
     and arrays) travels with every checkpoint: ``minseg train`` stores there what rebuilds the run.
+    ``comm``: train data-parallel over its ranks (the module docstring); default: one process.
     """
 
     def __init__(self, model, train_loader, valid_loader, loss_fn, optimizer, scheduler=None,
                  num_classes=None, void_class=None, ignore_index=-100, checkpoint_path=None, progress=True,
-                 run=None, table=None):
+                 run=None, table=None, comm=None):
         if num_classes is None:
             num_classes = getattr(getattr(train_loader, "dataset", None), "num_classes", None)
             if num_classes is None:
@@ -71,6 +82,13 @@ class Learner:
         self.run = run     # JSON-able description of the run, stored in every checkpoint
         self.epoch = 0     # epochs completed
         self.history = []  # one dict per completed epoch
+        self.comm = SingleProcess() if comm is None else comm
+        if self.comm.size > 1:
+            for name, loader in (("train_loader", train_loader), ("valid_loader", valid_loader)):
+                if getattr(loader, "num_replicas", 1) != self.comm.size:
+                    raise ValueError(f"Learner: {name} must give each of the {self.comm.size} ranks its share, got "
+                                     f"{loader!r}; build it with num_replicas={self.comm.size}, rank=comm.rank")
+            broadcast_module(model, self.comm)
 
     # --- training --------------------------------------------------------------------------
     def fit(self, epochs):
@@ -78,6 +96,7 @@ class Learner:
         if not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"fit: epochs must be an integer >= 0, got {epochs!r}")
         last = self.epoch + epochs
+        self._check_same_steps()
         for index in range(epochs):
             start = time.perf_counter()
             train_loss = self.train_one_epoch(description=f"epoch {self.epoch + 1}/{last}")
@@ -90,7 +109,7 @@ class Learner:
             record["lr"] = float(self.optimizer.param_groups[0]["lr"])
             record["seconds"] = time.perf_counter() - start
             self.history.append(record)
-            if self.checkpoint_path is not None:
+            if self.checkpoint_path is not None and self.comm.rank == 0:
                 self.save_checkpoint()
             self._report(record, header=index == 0)
         return self.history
@@ -102,14 +121,14 @@ class Learner:
         # A bar updated by hand: wrapping the loader would let some tqdm flavours call iter()
         # on it an extra time, and every iter() starts (and counts) a new shuffled pass.
         bar = tqdm(desc=description, total=len(self.train_loader), leave=False,
-                   disable=not self.progress, dynamic_ncols=True)
+                   disable=not self.progress or self.comm.rank != 0, dynamic_ncols=True)
         try:
             for step, (images, targets) in enumerate(self.train_loader, start=1):
                 value = self.train_step(images, targets, "training", step, len(self.train_loader))
                 if self.scheduler is not None:
                     self.scheduler.step()
-                total += value * len(images)
-                count += len(images)
+                total += value * self._batch_size
+                count += self._batch_size
                 bar.set_postfix(loss=f"{smoothed.add(value):.4f}", refresh=False)
                 bar.update(1)
         finally:
@@ -132,13 +151,57 @@ class Learner:
         return logits, loss, value
 
     def train_step(self, images, targets, where="training", step=1, steps=1):
-        """``batch_loss``, then ``zero_grad``, ``backward`` and ``optimizer.step()``; returns the loss value."""
-        _, loss, value = self.batch_loss(images, targets, where, step, steps)
+        """``batch_loss``, then ``zero_grad``, ``backward`` and ``optimizer.step()``; returns the loss value.
+
+        Data-parallel: the loss of the whole batch (all ranks), and the gradients summed across ranks before
+        the step."""
+        self._batch_size = len(images)
+        if self.comm.size == 1:
+            _, loss, value = self.batch_loss(images, targets, where, step, steps)
+        else:
+            loss, value = self._weighted_loss(images, targets, where, step, steps)
         self.optimizer.zero_grad()
         with np.errstate(**QUIET_OVERFLOW):
             loss.backward()
+            allreduce_gradients(self.model.parameters(), self.comm)
             self.optimizer.step()
         return value
+
+    def _weighted_loss(self, images, targets, where, step, steps):
+        """This rank's loss times n_r / N, and the whole batch's loss value.
+
+        The loss is a mean over a batch's counted pixels (those not ``ignore_index``): rank r's loss is
+        L_r = S_r / n_r, S_r the sum over its n_r pixels, and the whole batch's is S / N = Σ_r (n_r / N)·L_r.
+        So the gradients of (n_r / N)·L_r, summed over the ranks, are the gradient of the whole batch's mean
+        loss, whatever the shares' sizes. One all-reduce carries n_r, n_r·L_r, the share's size and whether
+        this rank's output or loss is not finite, so that every rank sees a divergence on any of them."""
+        with np.errstate(**QUIET_OVERFLOW):
+            logits = self.model(images)
+            finite = _all_finite(logits)
+            loss = self.loss_fn(logits, targets) if finite else None
+        value = loss.item() if finite else math.nan
+        counted = float((backend.to_device(targets.data, "cpu") != self.ignore_index).sum())
+        diverged = not (finite and math.isfinite(value))
+        sums = np.array([counted, 0.0 if diverged else counted * value, float(diverged), len(images)])
+        self.comm.allreduce_sum(sums)
+        if sums[2]:
+            self._diverged(f"the model's output or the loss is not finite on {int(sums[2])} of {self.comm.size} "
+                           "ranks", where, step, steps)
+        self._batch_size = int(sums[3])
+        if not sums[0]:  # no counted pixel in the whole batch: the loss is 0, as cross_entropy's is then
+            return loss * loss.data.dtype.type(0), 0.0
+        return loss * loss.data.dtype.type(counted / sums[0]), sums[1] / sums[0]
+
+    def _check_same_steps(self):
+        """Every rank must take every training step (each step waits for all): the same len(train_loader)."""
+        if self.comm.size == 1:
+            return
+        steps = np.array([len(self.train_loader), len(self.train_loader) ** 2], np.float64)
+        self.comm.allreduce_sum(steps)
+        if steps[1] * self.comm.size != steps[0] ** 2:
+            raise ValueError(f"Learner.fit: the ranks have different numbers of training batches (the last batch "
+                             f"holds fewer samples than the {self.comm.size} ranks); give the training loader "
+                             "drop_last=True, or a batch size that leaves a last batch of at least one per rank")
 
     def _diverged(self, problem, where, step, steps):
         kept = (f"the last good checkpoint is untouched at {self.checkpoint_path}"
@@ -150,7 +213,7 @@ class Learner:
             "Try a lower learning rate (see lr_find).")
 
     def _report(self, record, header):
-        if self.table:
+        if self.table and self.comm.rank == 0:
             print_epoch(record, header)
 
     # --- validation and prediction -------------------------------------------------------------
@@ -158,12 +221,15 @@ class Learner:
         """Loss and metrics over ``loader`` (default: the validation loader), in eval mode, without a graph.
 
         Returns ``SegmentationMetrics.compute()``'s dict plus "valid_loss" and "confusion_matrix".
+        Data-parallel: each rank evaluates its share with rank 0's batch-norm statistics, and the metrics come
+        from the confusion matrices summed over the ranks (exact, not an average of per-rank metrics).
         """
         loader = self.valid_loader if loader is None else loader
         metrics = SegmentationMetrics(self.num_classes, ignore_index=self.ignore_index, void_class=self.void_class)
         total, count = 0.0, 0
         was_training = self.model.training
         self.model.eval()
+        broadcast_module(self.model, self.comm, buffers_only=True)  # without SyncBatchNorm, each rank's own statistics
         try:
             with no_grad():
                 for step, (images, targets) in enumerate(loader, start=1):
@@ -173,6 +239,9 @@ class Learner:
                     metrics.update(to_class_ids(logits), targets)
         finally:
             self.model.train(was_training)
+        if self.comm.size > 1:
+            self.comm.allreduce_sum(metrics.confusion)
+            total, count = self.comm.allreduce_sum(np.array([total, count], np.float64))
         results = metrics.compute()
         results["valid_loss"] = total / max(count, 1)
         results["confusion_matrix"] = metrics.confusion.copy()
