@@ -11,18 +11,22 @@ the checkpoint being resumed, ``--device cuda`` without a GPU, an offline downlo
 says what was saved and prints the command that continues the run, and exits 130.
 """
 import argparse
+import contextlib
 import math
 import shlex
 import sys
 from pathlib import Path
 
 from .. import backend
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..atomic import remove_stale_temporaries
+from ..checkpoint import CheckpointError, load_checkpoint, load_checkpoint_description
 from ..data import DatasetError, DownloadError, layouts
 from ..models import MODELS
 from ..predict import Predictor
 from ..train import TrainingDiverged
 from .files import evaluate_checkpoint, image_files, predict_files
+from .interrupt import exit_status, terminate_as_interrupt
+from .lock import LOCK_NAME, lock_out
 from .options import UsageError, jsonable
 from .run import TrainingRun
 from .threads import default_threads, limit_threads
@@ -183,7 +187,11 @@ def main(argv=None, prog="minseg", defaults=None, train_only=False):
     try:
         command = {"train": lambda: train(args, defaults, prog, argv), "evaluate": lambda: evaluate(args),
                    "predict": lambda: predict(args)}[args.command]
-        return command()
+        with terminate_as_interrupt():
+            return command()
+    except KeyboardInterrupt as interrupt:  # train says more itself; here: evaluate, predict, or train's setup
+        print(f"\ninterrupted: minseg {args.command} stopped", file=sys.stderr)
+        return exit_status(interrupt)
     except (UsageError, DatasetError, CheckpointError, DownloadError, FileNotFoundError, NotADirectoryError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
@@ -195,54 +203,105 @@ def main(argv=None, prog="minseg", defaults=None, train_only=False):
 # ---------------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------------
-def _resolve(args, defaults):
+def _absolute_paths(options):
+    """The options with every path a user named made absolute, so that ``--resume`` works from any folder."""
+    options = dict(options)
+    for key in ("data", "colors", "weights", "out"):
+        if options.get(key) is not None:
+            options[key] = str(Path(options[key]).absolute())
+    if options.get("classes") is not None and Path(options["classes"]).is_file():  # a file of names, not a list
+        options["classes"] = str(Path(options["classes"]).absolute())
+    return options
+
+
+def _resolve(args, defaults, out):
     """The run's options: the checkpoint's on --resume (an explicit flag that contradicts one is an
     error, except CHANGEABLE_ON_RESUME), else the flags over the defaults. Also returns the checkpoint."""
     explicit = {key: value for key, value in vars(args).items() if value is not None and key in defaults}
-    out = Path(explicit.get("out", defaults["out"]))
     path = out / "checkpoint.npz"
     if not explicit.get("resume"):
         if path.exists():
             raise UsageError(f"--out {out} already holds a run (checkpoint.npz); pass --resume to continue it, "
                              "or choose another --out")
-        return {**defaults, **explicit}, None
-    if not path.is_file():
-        raise UsageError(f"--resume: there is no checkpoint at {path}; start the run without --resume")
+        return _absolute_paths({**defaults, **explicit}), None
     state = load_checkpoint(path)
-    saved = (state.get("run") or {}).get("args")
-    if saved is None:
-        raise UsageError(f"--resume: {path} was not written by minseg train (it holds no run description)")
+    run = state.get("run") if isinstance(state, dict) else None
+    saved = run.get("args") if isinstance(run, dict) else None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"--resume: {path} was not written by minseg train (it holds no run description)")
     for key, value in explicit.items():
         if key not in CHANGEABLE_ON_RESUME and jsonable(value) != saved.get(key):
             raise UsageError(f"--{key.replace('_', '-')} {jsonable(value)} contradicts the checkpoint being resumed, "
                              f"which has {saved.get(key)}; drop the flag, or start a new run in another --out")
-    return {**defaults, **saved, **{key: explicit[key] for key in explicit if key in CHANGEABLE_ON_RESUME}}, state
+    changed = {key: explicit[key] for key in explicit if key in CHANGEABLE_ON_RESUME}
+    return _absolute_paths({**defaults, **saved, **changed}), state
 
 
 def train(args, defaults, prog, argv):
-    options, state = _resolve(args, defaults)
-    _check_device(options["device"])
-    options["out"] = str(options["out"])
-    threads = options["threads"] or default_threads()
-    with limit_threads(threads):
-        run = None
-        train_word = [] if args.train_only else ["train"]
-        resume_command = command_line(prog, [*train_word, "--out", options["out"], "--resume"])
+    """``minseg train``: lock --out, train, write the results; Ctrl-C and SIGTERM say what was saved."""
+    out = Path(args.out if args.out is not None else defaults["out"]).absolute()
+    if args.resume and not (out / "checkpoint.npz").is_file():
+        raise UsageError(f"--resume: there is no checkpoint at {out / 'checkpoint.npz'}; start the run without "
+                         "--resume")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file of that name, a read-only parent
+        raise UsageError(f"--out {out}: cannot create the folder ({error.strerror}); choose another --out") from error
+    with lock_out(out):
         try:
+            return _train_locked(args, defaults, prog, argv, out)
+        finally:
+            if created and not (out / "checkpoint.npz").exists():  # stopped before saving: leave no empty run
+                (out / LOCK_NAME).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+
+
+def _train_locked(args, defaults, prog, argv, out):
+    for name in ("checkpoint.npz", "metrics.json"):  # left by a run that was killed with -9 mid-write
+        remove_stale_temporaries(out / name)
+    stage = "training"
+    try:
+        options, state = _resolve(args, defaults, out)
+        _check_device(options["device"])
+        threads = options["threads"] or default_threads()
+        with limit_threads(threads):
             run = TrainingRun(options, state)
             run.threads = threads
             run.fit()
-        except KeyboardInterrupt:
-            epoch = run.saved_epoch() if run is not None else 0
-            if epoch:
-                print(f"\ninterrupted: {run.checkpoint_path} holds the run after epoch {epoch} of "
-                      f"{options['epochs']}; continue with:\n  {resume_command}", file=sys.stderr)
-            else:
-                print(f"\ninterrupted before the first epoch ended, so nothing was saved; start again with:\n  "
-                      f"{command_line(prog, argv)}", file=sys.stderr)
-            return 130
-        run.report()
+            stage = "results"
+            run.report()
+    except KeyboardInterrupt as interrupt:
+        print(_interrupted(args, prog, argv, out, stage), file=sys.stderr)
+        return exit_status(interrupt)
     return 0
+
+
+def _interrupted(args, prog, argv, out, stage):
+    """What an interrupted ``minseg train`` prints: what --out holds, and the command that continues the run
+    exactly as asked (the total --epochs, and the flags that may change on --resume that were given)."""
+    path = out / "checkpoint.npz"
+    try:
+        saved = load_checkpoint_description(path) if path.is_file() else None
+        epoch, epochs = int(saved["epoch"]), saved["run"]["args"]["epochs"]
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        saved = None
+    if saved is None:
+        return (f"\ninterrupted before the first epoch ended, so nothing was saved; start again with:\n  "
+                f"{command_line(prog, argv)}")
+    epochs = args.epochs if args.epochs is not None else epochs
+    flags = [] if args.train_only else ["train"]
+    flags += ["--out", out, "--resume", "--epochs", epochs]
+    for key in ("data", "device", "threads") if args.resume else ("device", "threads"):
+        if getattr(args, key) is not None:
+            flags += [f"--{key}", Path(args.data).absolute() if key == "data" else getattr(args, key)]
+    flags += ["--no-progress"] if args.progress is False else []
+    if stage == "results":
+        return (f"\ninterrupted while writing the results: {path} holds the run after epoch {epoch} of {epochs}; "
+                f"write the figures and metrics.json again with:\n  {command_line(prog, flags)}")
+    return (f"\ninterrupted: {path} holds the run after epoch {epoch} of {epochs}; continue with:\n  "
+            f"{command_line(prog, flags)}")
 
 
 # ---------------------------------------------------------------------------------------------
