@@ -243,7 +243,7 @@ def train(args, defaults, prog, argv):
     if args.resume and not (out / "checkpoint.npz").is_file():
         raise UsageError(f"--resume: there is no checkpoint at {out / 'checkpoint.npz'}; start the run without "
                          "--resume")
-    created = not out.exists()
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]  # the deepest first
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # a file of that name, a read-only parent
@@ -254,8 +254,9 @@ def train(args, defaults, prog, argv):
         finally:
             if created and not (out / "checkpoint.npz").exists():  # stopped before saving: leave no empty run
                 (out / LOCK_NAME).unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    out.rmdir()
+                for folder in created:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
 
 
 def _train_locked(args, defaults, prog, argv, out):
@@ -309,13 +310,26 @@ def _interrupted(args, prog, argv, out, stage):
 # ---------------------------------------------------------------------------------------------
 def evaluate(args):
     _check_device(args.device)
+    if not args.checkpoint.is_file():
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
     with limit_threads(args.threads or default_threads()):
         results = evaluate_checkpoint(args.checkpoint, args.data, args.device)
+    if math.isnan(results["pixel_accuracy"]):
+        raise UsageError(f"--checkpoint {args.checkpoint}: its run's validation images hold no labelled pixel (no "
+                         "image, or every pixel ignored), so there is nothing to measure; pass --data with a "
+                         "dataset that has some")
     scalars = {key: value for key, value in results.items() if not isinstance(value, dict)}
-    print("  ".join(f"{key} {value:.4f}" for key, value in scalars.items()))
+    print("  ".join(f"{key} {_number(value, 4)}" for key, value in scalars.items()))
     for key in (key for key, value in results.items() if isinstance(value, dict)):
-        print(f"{key}: " + ", ".join(f"{name} {value:.3f}" for name, value in results[key].items()))
+        print(f"{key}: " + ", ".join(f"{name} {_number(value, 3)}" for name, value in results[key].items()))
+    if any(math.isnan(value) for scores in results.values() if isinstance(scores, dict) for value in scores.values()):
+        print("n/a: a class absent from the validation images (and never predicted) has no IoU or Dice")
     return 0
+
+
+def _number(value, digits):
+    """A metric as printed: ``n/a`` where it is undefined (NaN: the class is absent from images and predictions)."""
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def predict(args):
