@@ -8,6 +8,7 @@ status then is 143 (128 + SIGTERM), and 130 (128 + SIGINT) after Ctrl-C, the she
 """
 import contextlib
 import signal
+import sys
 
 __all__ = ["Terminated", "terminate_as_interrupt", "exit_status"]
 
@@ -20,18 +21,34 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+def _deliver_again(previous_hook):
+    """An unraisable-exception hook: an interrupt raised inside a weakref callback or ``__del__`` (which Python
+    runs during garbage collection, anywhere) is printed and dropped there, and the run would go on as if
+    no signal had come. Instead its signal is sent again, to land in the code that runs next."""
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT)
+        else:
+            previous_hook(unraisable)
+    return hook
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt():
-    """Within the block, SIGTERM raises ``Terminated``; outside it, SIGTERM does what it did before."""
+    """Within the block, SIGTERM raises ``Terminated``, and an interrupt that lands in a finalizer is delivered
+    again; outside it, both are as they were."""
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread: signals go to the main thread only
         yield
         return
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _deliver_again(previous_hook)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 def exit_status(interrupt):

@@ -1,0 +1,157 @@
+"""A training run that is killed (SIGKILL, SIGTERM) at any moment, inside a checkpoint write too, loses nothing.
+
+Each run here is ``minseg train`` in a subprocess on a tiny dataset (nine 16x16 images, a UNet of base 2, a few
+epochs of well under a second). The child is the real command, started through ``CHILD``, which can make
+``numpy.savez`` (what ``save_checkpoint`` writes with) announce each write and then sleep: a signal sent after the
+announcement lands while the temporary file is written and not yet renamed. After every kill the last checkpoint
+loads, ``--resume`` finishes the run with the very weights of an uninterrupted one, and no temporary file is left.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli import write_dataset
+
+from minseg.app import cli
+from minseg.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 4
+OPTIONS = ["--base", "2", "--batch-size", "4", "--valid-every", "3", "--no-progress", "--threads", "1",
+           "--epochs", str(EPOCHS)]
+# The real command; with SLOW_WRITE set, every checkpoint write prints a line and then waits before the rename.
+CHILD = """
+import os, sys, time
+import numpy as np
+slow = float(os.environ.get("SLOW_WRITE", "0"))
+if slow:
+    savez = np.savez
+    def announced_savez(file, *args, **kwargs):
+        savez(file, *args, **kwargs)
+        print("writing a checkpoint", flush=True)
+        time.sleep(slow)
+    np.savez = announced_savez
+from minseg.app.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("faults") / "data", n=9, size=(16, 16))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    """The weights after EPOCHS epochs of a run that nothing stopped."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    assert cli.main(["train", "--data", str(data), "--out", str(out), *OPTIONS]) == 0
+    return load_checkpoint(out / "checkpoint.npz")["model"]
+
+
+def start(*argv, slow=0.0):
+    environment = dict(os.environ, SLOW_WRITE=str(slow), PYTHONUNBUFFERED="1",
+                       PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-c", CHILD, "train", *map(str, argv)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=environment)
+
+
+def wait_for_write(child, number):
+    """Read the child's output until its ``number``-th checkpoint write has begun; returns what it printed."""
+    printed, writes = [], 0
+    while writes < number:
+        line = child.stdout.readline()
+        assert line, f"the child ended before write {number}:\n{''.join(printed)}"
+        printed.append(line)
+        writes += line.strip() == "writing a checkpoint"
+    return "".join(printed)
+
+
+def temporaries(out):
+    return sorted(path.name for path in out.glob("*.tmp"))
+
+
+def resume(out, capsys=None):
+    status = cli.main(["train", "--out", str(out), "--resume", "--no-progress", "--threads", "1"])
+    assert status == 0, capsys.readouterr().err if capsys else status
+
+
+def assert_same_weights(out, expected):
+    weights = load_checkpoint(out / "checkpoint.npz")["model"]
+    assert weights.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(weights[name], expected[name], err_msg=name)
+
+
+# --- inside a checkpoint write --------------------------------------------------------------------
+def test_sigkill_inside_a_checkpoint_write_keeps_the_last_checkpoint(tmp_path, data, uninterrupted, capsys):
+    out = tmp_path / "run"
+    child = start("--data", data, "--out", out, *OPTIONS, slow=1.5)
+    try:
+        wait_for_write(child, 2)  # epoch 1 is saved; epoch 2's file is being written
+        # Meanwhile --out is locked: a second run into it is one error line, and changes nothing.
+        assert cli.main(["train", "--data", str(data), "--out", str(out), *OPTIONS]) == 2
+        assert cli.main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 2 and err.startswith(f"error: --out {out} is in use by another minseg train")
+        assert f"{out / 'train.lock'}" in err
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    assert len(temporaries(out)) == 1  # kill -9 cannot clean up; the next run does
+    assert load_checkpoint(out / "checkpoint.npz")["epoch"] == 1
+    resume(out, capsys)
+    assert temporaries(out) == []
+    assert_same_weights(out, uninterrupted)
+
+
+def test_sigterm_inside_a_checkpoint_write_says_what_was_saved_and_leaves_no_temporary_file(tmp_path, data,
+                                                                                          uninterrupted, capsys):
+    out = tmp_path / "run"
+    child = start("--data", data, "--out", out, *OPTIONS, slow=1.5)
+    try:
+        wait_for_write(child, 2)
+        child.send_signal(signal.SIGTERM)
+        printed = child.communicate(timeout=60)[0]
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == 143, printed
+    assert temporaries(out) == [] and "Traceback" not in printed
+    assert f"interrupted: {out / 'checkpoint.npz'} holds the run after epoch 1 of {EPOCHS}; continue with:" in printed
+    command = printed.strip().splitlines()[-1].split()
+    assert command[:2] == ["minseg", "train"] and "--epochs" in command
+    assert cli.main(command[1:]) == 0
+    assert_same_weights(out, uninterrupted)
+
+
+# --- at random moments ----------------------------------------------------------------------------
+def test_kills_at_random_moments_lose_nothing(tmp_path, data, uninterrupted, capsys):
+    seed = int(time.time())
+    rng = np.random.default_rng(seed)
+    out = tmp_path / "run"
+    for signal_number in (signal.SIGKILL, signal.SIGTERM, signal.SIGKILL):
+        argv = ["--out", out, "--resume", "--no-progress", "--threads", "1"] if (out / "checkpoint.npz").exists() \
+            else ["--data", data, "--out", out, *OPTIONS]
+        child = start(*argv)
+        time.sleep(rng.uniform(0.5, 3.0))
+        child.send_signal(signal_number)
+        printed = child.communicate(timeout=60)[0]
+        context = f"seed {seed}, signal {signal_number!r}, exit {child.returncode}:\n{printed}"
+        assert "Traceback" not in printed, context
+        if signal_number == signal.SIGTERM:
+            assert temporaries(out) == [] and child.returncode in (0, 143), context
+        if (out / "checkpoint.npz").exists():
+            assert 1 <= load_checkpoint(out / "checkpoint.npz")["epoch"] <= EPOCHS, context
+    if (out / "checkpoint.npz").exists():
+        resume(out, capsys)
+    else:
+        assert cli.main(["train", "--data", str(data), "--out", str(out), *OPTIONS]) == 0
+    assert temporaries(out) == [] and not (out / "metrics.json.tmp").exists()
+    assert_same_weights(out, uninterrupted)
