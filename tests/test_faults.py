@@ -18,6 +18,8 @@ import pytest
 from test_cli import write_dataset
 
 from minseg.app import cli
+from minseg.app.interrupt import Terminated, terminate_as_interrupt
+from minseg.atomic import remove_stale_temporaries
 from minseg.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,3 +157,23 @@ def test_kills_at_random_moments_lose_nothing(tmp_path, data, uninterrupted, cap
         assert cli.main(["train", "--data", str(data), "--out", str(out), *OPTIONS]) == 0
     assert temporaries(out) == [] and not (out / "metrics.json.tmp").exists()
     assert_same_weights(out, uninterrupted)
+
+
+def test_an_interrupt_that_lands_in_a_finalizer_is_delivered_again():
+    class Finalized:
+        def __del__(self):
+            raise Terminated()  # what SIGTERM does when it arrives while garbage collection runs a finalizer
+
+    with pytest.raises(Terminated), terminate_as_interrupt():
+        Finalized()
+        time.sleep(5)  # the signal sent again lands here, in ordinary code
+
+
+def test_stale_temporaries_of_dead_writers_go_and_a_live_writers_stay(tmp_path):
+    dead = f"checkpoint.npz.{2 ** 22 + 7}-x1.tmp"  # above Linux's largest process id: no such process
+    alive = f"checkpoint.npz.{os.getppid()}-y2.tmp"
+    for name in (dead, alive, "checkpoint.npz.legacy_1.tmp", "other.npz.1-z.tmp"):
+        (tmp_path / name).write_bytes(b"partial")
+    removed = remove_stale_temporaries(tmp_path / "checkpoint.npz")
+    assert sorted(removed) == sorted([dead, "checkpoint.npz.legacy_1.tmp"])
+    assert temporaries(tmp_path) == sorted([alive, "other.npz.1-z.tmp"])

@@ -7,8 +7,10 @@ file (``minseg.atomic``), and ``minseg train`` prints what ``--out`` holds and h
 status then is 143 (128 + SIGTERM), and 130 (128 + SIGINT) after Ctrl-C, the shell's own numbers.
 """
 import contextlib
+import os
 import signal
 import sys
+import threading
 
 __all__ = ["Terminated", "terminate_as_interrupt", "exit_status"]
 
@@ -26,8 +28,9 @@ def _deliver_again(previous_hook):
     runs during garbage collection, anywhere) is printed and dropped there, and the run would go on as if
     no signal had come. Instead its signal is sent again, to land in the code that runs next."""
     def hook(unraisable):
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            signal.raise_signal(signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT)
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):  # after the finalizer: from a thread, a moment later
+            signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+            threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
         else:
             previous_hook(unraisable)
     return hook
