@@ -177,3 +177,107 @@ def test_stale_temporaries_of_dead_writers_go_and_a_live_writers_stay(tmp_path):
     removed = remove_stale_temporaries(tmp_path / "checkpoint.npz")
     assert sorted(removed) == sorted([dead, "checkpoint.npz.legacy_1.tmp"])
     assert temporaries(tmp_path) == sorted([alive, "other.npz.1-z.tmp"])
+
+
+# --- the run's lifecycle, in this process ------------------------------------------------------------
+TINY = ["--base", "2", "--batch-size", "4", "--valid-every", "3", "--no-progress", "--threads", "1"]
+
+
+def interrupt_at_epoch(monkeypatch, epoch, where="train_one_epoch"):
+    """Ctrl-C when the Learner starts epoch ``epoch + 1``."""
+    from minseg.train import Learner
+    original = getattr(Learner, where)
+
+    def interrupted(self, *args, **kwargs):
+        if self.epoch == epoch:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(Learner, where, interrupted)
+
+
+def run(capsys, *argv):
+    status = cli.main([str(part) for part in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_the_printed_continue_command_trains_to_the_epochs_asked(tmp_path, data, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert run(capsys, "train", "--data", data, "--out", out, *TINY, "--epochs", "1")[0] == 0
+    with monkeypatch.context() as patch:
+        interrupt_at_epoch(patch, 2)
+        status, _, err = run(capsys, "train", "--out", out, "--resume", "--epochs", "4", "--no-progress")
+    assert status == 130 and "Traceback" not in err
+    assert "holds the run after epoch 2 of 4; continue with:" in err
+    command = err.strip().splitlines()[-1].split()
+    assert command == ["minseg", "train", "--out", str(out), "--resume", "--epochs", "4", "--no-progress"]
+    status, printed, _ = run(capsys, *command[1:])
+    assert status == 0 and "resumed" in printed and "after epoch 2 of 4" in printed
+    assert load_checkpoint(out / "checkpoint.npz")["epoch"] == 4
+    status, printed, _ = run(capsys, *command[1:])
+    assert status == 0 and "nothing to train: " in printed and "already holds epoch 4 of 4" in printed
+
+
+def test_resume_needs_only_out_from_any_folder_and_not_the_weights_file(tmp_path, capsys, monkeypatch):
+    from minseg.models import create, save_weights
+    (tmp_path / "first").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    write_dataset(Path("data"), n=6, size=(16, 16))
+    save_weights(create("unet", 3, base=2), "start.safetensors")
+    with monkeypatch.context() as patch:
+        interrupt_at_epoch(patch, 1)
+        status, _, err = run(capsys, "train", "--data", "data", "--out", "run", "--weights", "start.safetensors",
+                             *TINY, "--epochs", "2")
+    assert status == 130
+    args = load_checkpoint(Path("run/checkpoint.npz"))["run"]["args"]
+    assert args["data"] == str(tmp_path / "first" / "data") and Path(args["weights"]).is_absolute()
+    Path("start.safetensors").unlink()  # moved away: the checkpoint holds the weights
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    status, printed, err = run(capsys, "train", "--out", "../first/run", "--resume")
+    assert status == 0, err
+    assert load_checkpoint(tmp_path / "first" / "run" / "checkpoint.npz")["epoch"] == 2
+    assert not (tmp_path / "elsewhere").joinpath("runs").exists()
+
+
+def test_ctrl_c_while_loading_a_resume_names_the_checkpoint(tmp_path, data, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert run(capsys, "train", "--data", data, "--out", out, *TINY, "--epochs", "1")[0] == 0
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "load_checkpoint", interrupted)
+    status, _, err = run(capsys, "train", "--out", out, "--resume", "--epochs", "3")
+    assert status == 130 and "nothing was saved" not in err
+    assert "holds the run after epoch 1 of 3" in err and err.strip().endswith("--resume --epochs 3")
+
+
+def test_ctrl_c_during_the_figures_is_one_message_and_exit_130(tmp_path, data, capsys, monkeypatch):
+    from minseg.app.run import TrainingRun
+
+    def interrupted(self, out, results):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(TrainingRun, "_figures", interrupted)
+    status, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "run", *TINY, "--epochs", "1")
+    assert status == 130 and "Traceback" not in err
+    assert "interrupted while writing the results" in err and "--resume --epochs 1 " in err
+
+
+@pytest.mark.parametrize("images, every", [(9, 50), (1, 3)])
+def test_a_split_without_validation_images_is_an_error_before_training(tmp_path, capsys, images, every):
+    data = write_dataset(tmp_path / "data", n=images, size=(16, 16))
+    status, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "runs" / "one", "--base", "2",
+                         "--no-progress", "--valid-every", every, "--epochs", "1")
+    assert status == 2 and err.count("\n") == 1
+    assert f"--valid-every {every} leaves {images} training and 0 validation images" in err
+    assert not (tmp_path / "runs").exists()  # nothing was saved, so no empty --out is left
+
+
+def test_written_files_follow_the_umask(tmp_path, data, capsys):
+    old = os.umask(0o027)
+    try:
+        assert run(capsys, "train", "--data", data, "--out", tmp_path / "run", *TINY, "--epochs", "1")[0] == 0
+    finally:
+        os.umask(old)
+    for name in ("checkpoint.npz", "metrics.json", "results.png"):
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o640, name
