@@ -6,6 +6,7 @@ epochs of well under a second). The child is the real command, started through `
 announcement lands while the temporary file is written and not yet renamed. After every kill the last checkpoint
 loads, ``--resume`` finishes the run with the very weights of an uninterrupted one, and no temporary file is left.
 """
+import json
 import os
 import signal
 import subprocess
@@ -281,3 +282,106 @@ def test_written_files_follow_the_umask(tmp_path, data, capsys):
         os.umask(old)
     for name in ("checkpoint.npz", "metrics.json", "results.png"):
         assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o640, name
+
+
+# --- malformed checkpoints -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def good_checkpoint(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("good") / "run"
+    assert cli.main(["train", "--data", str(data), "--out", str(out), *TINY, "--epochs", "1"]) == 0
+    return out / "checkpoint.npz"
+
+
+def _rewrite(source, target, change):
+    """``target``: ``source``'s arrays and JSON, with ``change(arrays, document)`` applied."""
+    with np.load(source) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    document = json.loads(str(arrays.pop("__json__")))
+    change(arrays, document)
+    np.savez(target, __json__=np.array(json.dumps(document)), **arrays)
+
+
+def _weights_of(model):
+    def change(arrays, document):
+        for key in [key for key in arrays if key.startswith("model/")]:
+            del arrays[key]
+        state = {name: f"model/{name}" for name in model.state_dict()}
+        document["state"]["model"] = {name: {"__array__": key} for name, key in state.items()}
+        arrays.update({key: model.state_dict()[name] for name, key in state.items()})
+    return change
+
+
+def _malformed(kind, source, target):
+    from minseg.models import create
+    if kind == "not a zip":
+        target.write_bytes(b"this is not a checkpoint\n")
+    elif kind == "truncated":
+        target.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    elif kind == "missing array":
+        _rewrite(source, target, lambda arrays, document: arrays.pop(sorted(arrays)[0]))
+    elif kind == "JSON not an object":
+        with np.load(source) as archive:
+            np.savez(target, **{key: archive[key] for key in archive.files if key != "__json__"},
+                     __json__=np.array("[1, 2]"))
+    elif kind == "state not an object":
+        _rewrite(source, target, lambda arrays, document: document.update(state=[1, 2]))
+    elif kind == "run not an object":
+        _rewrite(source, target, lambda arrays, document: document["state"].update(run="unet"))
+    elif kind == "pickled object array":
+        _rewrite(source, target, lambda arrays, document: arrays.update({"model/extra": np.array([{}], object)}))
+    elif kind == "another model":
+        _rewrite(source, target, _weights_of(create("linknet", 3, base=8)))
+    elif kind == "another class count":
+        _rewrite(source, target, _weights_of(create("unet", 5, base=2)))
+    return target
+
+
+KINDS = ["not a zip", "truncated", "missing array", "JSON not an object", "state not an object", "run not an object",
+         "pickled object array", "another model", "another class count"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_malformed_checkpoint_is_one_error_line_everywhere_it_is_read(tmp_path, good_checkpoint, capsys, kind):
+    from minseg.checkpoint import CheckpointError
+    from minseg.predict import Predictor
+    out = tmp_path / "run"
+    out.mkdir()
+    checkpoint = _malformed(kind, good_checkpoint, out / "checkpoint.npz")
+    image = tmp_path / "image.png"
+    image.write_bytes((good_checkpoint.parent / "results.png").read_bytes())
+    with pytest.raises(CheckpointError, match="checkpoint.npz"):
+        Predictor.from_checkpoint(checkpoint)
+    for argv in (["predict", "--checkpoint", checkpoint, image, "--out", tmp_path / "p", "--no-progress"],
+                 ["evaluate", "--checkpoint", checkpoint, "--threads", "1"],
+                 ["train", "--out", out, "--resume", "--no-progress", "--threads", "1"]):
+        status, _, err = run(capsys, *argv)
+        assert status == 2 and err.count("\n") == 1 and err.startswith("error: "), (argv[0], err)
+        assert "checkpoint.npz" in err and "Traceback" not in err, (argv[0], err)
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_by_predict_and_evaluate(tmp_path, good_checkpoint, capsys):
+    def poison(arrays, document):
+        key = sorted(key for key in arrays if key.startswith("model/") and arrays[key].dtype.kind == "f")[0]
+        arrays[key] = np.full_like(arrays[key], np.nan)
+    checkpoint = tmp_path / "checkpoint.npz"
+    _rewrite(good_checkpoint, checkpoint, poison)
+    image = tmp_path / "image.png"
+    image.write_bytes((good_checkpoint.parent / "results.png").read_bytes())
+    for argv in (["predict", "--checkpoint", checkpoint, image, "--out", tmp_path / "p", "--no-progress"],
+                 ["evaluate", "--checkpoint", checkpoint, "--threads", "1"]):
+        status, printed, err = run(capsys, *argv)
+        assert status == 2 and err.count("\n") == 1 and "holds NaN or inf weights" in err, err
+    assert not (tmp_path / "p").exists() or not any((tmp_path / "p").iterdir())
+
+
+def test_evaluate_prints_n_a_for_an_absent_class_and_refuses_no_labelled_pixels(tmp_path, good_checkpoint, capsys,
+                                                                               monkeypatch):
+    absent = {"pixel_accuracy": 0.5, "mean_iou": 0.25, "per_class_iou": {"red": 0.5, "green": 0.0,
+                                                                          "blue": float("nan")}}
+    monkeypatch.setattr(cli, "evaluate_checkpoint", lambda path, data, device: absent)
+    status, printed, _ = run(capsys, "evaluate", "--checkpoint", good_checkpoint, "--threads", "1")
+    assert status == 0 and "per_class_iou: red 0.500, green 0.000, blue n/a" in printed and "nan" not in printed
+    nothing = {"pixel_accuracy": float("nan"), "mean_iou": float("nan"), "per_class_iou": {}}
+    monkeypatch.setattr(cli, "evaluate_checkpoint", lambda path, data, device: nothing)
+    status, printed, err = run(capsys, "evaluate", "--checkpoint", good_checkpoint, "--threads", "1")
+    assert status == 2 and err.count("\n") == 1 and "no labelled pixel" in err and printed == ""
