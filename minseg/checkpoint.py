@@ -14,19 +14,30 @@ this module only stores and restores it.
 """
 import json
 import os
+import zipfile
 
 import numpy as np
 
 from . import backend
 from .atomic import atomic_write
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "load_checkpoint_description"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "mismatch_error", "save_checkpoint", "load_checkpoint",
+           "load_checkpoint_description"]
 
 CHECKPOINT_FORMAT = "minseg-checkpoint-v1"
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read (truncated, corrupt, or not a minseg checkpoint)."""
+
+
+def mismatch_error(where, path, expected, error):
+    """A ``CheckpointError``: the checkpoint at ``path`` does not fit ``expected``; ``error`` (what loading it
+    raised, perhaps a list of a hundred keys) shortened to a readable cause."""
+    cause = error.args[0] if isinstance(error, KeyError) and error.args else error
+    cause = " ".join(str(cause).split())
+    cause = cause if len(cause) <= 200 else cause[:200] + " ..."
+    return CheckpointError(f"{where}: {path} does not fit {expected}: {cause}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,6 +92,9 @@ def _read(path, names=None):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {path}")
+    if not zipfile.is_zipfile(path):  # np.load would try a pickle, and its message would suggest allowing that
+        raise CheckpointError(f"load_checkpoint: {path} is not a minseg checkpoint: not an .npz (zip) archive, "
+                              "or a truncated one")
     try:
         with np.load(path, allow_pickle=False) as archive:  # pickled object arrays refuse to load
             wanted = archive.files if names is None else [name for name in names if name in archive.files]

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import backend
 from .autograd import Tensor, no_grad
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, mismatch_error
 from .colors import class_colors, overlay
 from .data.loader import normalize
 from .functional.one_hot import to_class_ids
@@ -84,10 +84,9 @@ class Predictor:
         try:
             model = build_model(run["model"], len(run["classes"]))
             model.load_state_dict(state["model"])
-        except (KeyError, ValueError, TypeError) as error:
-            raise CheckpointError(f"Predictor.from_checkpoint: {path} does not hold the weights of the model it "
-                                  f"describes ({run['model']['name']}, {len(run['classes'])} classes): "
-                                  f"{error}") from error
+        except (KeyError, ValueError, TypeError) as error:  # weights of another model or class count
+            raise mismatch_error("Predictor.from_checkpoint", path, f"the model it describes ({run['model']['name']}, "
+                                 f"{len(run['classes'])} classes)", error) from error
         not_finite = [name for name, array in model.state_dict().items() if not np.isfinite(array).all()]
         if not_finite:
             raise CheckpointError(f"Predictor.from_checkpoint: {path} holds NaN or inf weights ({not_finite[0]}"

@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import data
 from .. import functional as F
 from ..atomic import atomic_write
-from ..checkpoint import CheckpointError
+from ..checkpoint import mismatch_error
 from ..data import DataLoader, channel_stats, void_class
 from ..models import MODELS, load_weights
 from ..optim import AdamW, OneCycleLR
@@ -65,10 +65,9 @@ class TrainingRun:
         try:
             state["scheduler"]["total_steps"] = total_steps  # --epochs may change: re-plan the cycle from here
             self.learner.load_state_dict(state)
-        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
-            raise CheckpointError(f"--resume: {self.checkpoint_path} does not fit the run it describes "
-                                  f"({self.options['model']}, {len(self.classes)} classes); it is damaged: "
-                                  f"{type(error).__name__}: {error}") from error
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as error:  # another model, damage
+            raise mismatch_error("--resume", self.checkpoint_path, f"the run it describes ({self.options['model']}, "
+                                 f"{len(self.classes)} classes)", error) from error
         self.learner.run = self._run()
         print(f"resumed {self.checkpoint_path} after epoch {self.learner.epoch} of {self.options['epochs']}")
 

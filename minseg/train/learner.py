@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .. import backend, random
 from ..autograd import Tensor, no_grad
-from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, mismatch_error, save_checkpoint
 from ..functional.one_hot import to_class_ids
 from ..metrics import SegmentationMetrics
 from ..models.sizes import crop_padding, pad_to_multiple
@@ -262,7 +262,7 @@ class Learner:
         except CheckpointError:
             raise
         except (KeyError, ValueError, TypeError, AttributeError, IndexError) as error:  # another or damaged run
-            raise CheckpointError(f"load_checkpoint: {path} does not match this Learner: {error}") from error
+            raise mismatch_error("load_checkpoint", path, "this Learner", error) from error
         return self
 
     def _checkpoint_file(self, path, where):
