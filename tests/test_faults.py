@@ -274,12 +274,15 @@ def test_a_split_without_validation_images_is_an_error_before_training(tmp_path,
     assert not (tmp_path / "runs").exists()  # nothing was saved, so no empty --out is left
 
 
-def test_written_files_follow_the_umask(tmp_path, data, capsys):
+def test_written_files_follow_the_umask_and_checkpoint_every_is_obeyed(tmp_path, data, capsys):
     old = os.umask(0o027)
     try:
-        assert run(capsys, "train", "--data", data, "--out", tmp_path / "run", *TINY, "--epochs", "1")[0] == 0
+        status, printed, _ = run(capsys, "train", "--data", data, "--out", tmp_path / "run", *TINY, "--epochs", "3",
+                                 "--checkpoint-every", "2")
     finally:
         os.umask(old)
+    assert status == 0 and "written every 2 epochs and after the last" in printed
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.npz")["epoch"] == 3
     for name in ("checkpoint.npz", "metrics.json", "results.png"):
         assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o640, name
 

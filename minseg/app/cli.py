@@ -1,14 +1,17 @@
 """The ``minseg`` command: ``minseg train``, ``minseg evaluate``, ``minseg predict``.
 
 ``examples/camvid_tiny.py`` and ``examples/membrane.py`` are this module's ``train`` with their own
-defaults. A run lives in its ``--out`` folder: ``checkpoint.npz`` (after every epoch) carries the
-run's description next to the weights (model name and options, normalization, classes and colours,
-every training option), so ``--resume`` needs only ``--out`` and ``predict`` only the checkpoint.
+defaults. A run lives in its ``--out`` folder: ``checkpoint.npz`` (after every epoch, or every
+``--checkpoint-every``-th) carries the run's description next to the weights (model name and options,
+normalization, classes and colours, every training option, paths made absolute), so ``--resume`` needs only
+``--out``, from any folder, and ``predict`` only the checkpoint. While a run trains, ``--out`` is locked
+(``lock``: ``--out/train.lock``), so a second run into it is an error instead of a lost run.
 
-A user's mistake (a missing folder, a bad dataset, a missing checkpoint, a flag that contradicts
-the checkpoint being resumed, ``--device cuda`` without a GPU, an offline download) prints one line
-``error: ...`` and exits 2. Divergence prints the ``TrainingDiverged`` message and exits 1. Ctrl-C
-says what was saved and prints the command that continues the run, and exits 130.
+A user's mistake (a missing folder, a bad dataset, a missing or damaged checkpoint, a flag that contradicts
+the checkpoint being resumed, ``--device cuda`` without a GPU, an offline download, a locked ``--out``)
+prints one line ``error: ...`` and exits 2. Divergence prints the ``TrainingDiverged`` message and exits 1.
+Ctrl-C says what was saved and prints the command that continues the run exactly as asked, and exits 130;
+SIGTERM does the same and exits 143 (``interrupt``).
 """
 import argparse
 import contextlib
@@ -37,10 +40,10 @@ TRAIN_DEFAULTS = dict(data=None, layout="auto", classes=None, mask_values=None, 
                       valid_every=5, valid_fraction=None, resize=None, crop=None, scale=None, flip="h", repeat=1,
                       lazy=False, model="unet", encoder=None, base=16, weights=None, loss="ce", epochs=100, lr=3e-3,
                       batch_size=8, weight_decay=1e-2, seed=0, device="cpu", threads=None,
-                      out="runs/camvid_tiny", resume=False, progress=True)
+                      out="runs/camvid_tiny", resume=False, progress=True, checkpoint_every=1)
 # Flags that may differ from the checkpoint being resumed: more (or fewer) epochs re-plan the one-cycle
 # schedule over the new total from the step reached; the rest do not change what is computed.
-CHANGEABLE_ON_RESUME = ("epochs", "device", "threads", "data", "out", "resume", "progress")
+CHANGEABLE_ON_RESUME = ("epochs", "device", "threads", "data", "out", "resume", "progress", "checkpoint_every")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +132,8 @@ def _train_options(parser, defaults):
     _option(run, "--threads", "BLAS threads", defaults,
             type=_positive(int))
     _option(run, "--out", "folder for metrics, figures and checkpoint.npz", defaults, type=Path)
+    _option(run, "--checkpoint-every", "write checkpoint.npz after every N-th epoch (and the last)", defaults,
+            type=_positive(int))
     run.add_argument("--resume", action="store_const", const=True, default=None,
                      help="continue the run in --out; every other flag is then read from its checkpoint")
     run.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None,
@@ -294,9 +299,10 @@ def _interrupted(args, prog, argv, out, stage):
     epochs = args.epochs if args.epochs is not None else epochs
     flags = [] if args.train_only else ["train"]
     flags += ["--out", out, "--resume", "--epochs", epochs]
-    for key in ("data", "device", "threads") if args.resume else ("device", "threads"):
-        if getattr(args, key) is not None:
-            flags += [f"--{key}", Path(args.data).absolute() if key == "data" else getattr(args, key)]
+    for key in ("device", "threads", "checkpoint_every") + (("data",) if args.resume else ()):
+        value = getattr(args, key)
+        if value is not None:
+            flags += [f"--{key.replace('_', '-')}", Path(value).absolute() if key == "data" else value]
     flags += ["--no-progress"] if args.progress is False else []
     if stage == "results":
         return (f"\ninterrupted while writing the results: {path} holds the run after epoch {epoch} of {epochs}; "
