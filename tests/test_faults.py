@@ -149,7 +149,8 @@ def test_kills_at_random_moments_lose_nothing(tmp_path, data, uninterrupted, cap
         context = f"seed {seed}, signal {signal_number!r}, exit {child.returncode}:\n{printed}"
         assert "Traceback" not in printed, context
         if signal_number == signal.SIGTERM:
-            assert temporaries(out) == [] and child.returncode in (0, 143), context
+            # 143: handled; -15: it came before the handler was installed (while Python imported minseg)
+            assert temporaries(out) == [] and child.returncode in (0, 143, -signal.SIGTERM), context
         if (out / "checkpoint.npz").exists():
             assert 1 <= load_checkpoint(out / "checkpoint.npz")["epoch"] <= EPOCHS, context
     if (out / "checkpoint.npz").exists():
