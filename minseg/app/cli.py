@@ -228,7 +228,7 @@ def _resolve(args, defaults, out):
         if path.exists():
             raise UsageError(f"--out {out} already holds a run (checkpoint.npz); pass --resume to continue it, "
                              "or choose another --out")
-        return _absolute_paths({**defaults, **explicit}), None
+        return _absolute_paths({**defaults, **explicit, "out": out}), None
     state = load_checkpoint(path)
     run = state.get("run") if isinstance(state, dict) else None
     saved = run.get("args") if isinstance(run, dict) else None
@@ -239,7 +239,7 @@ def _resolve(args, defaults, out):
             raise UsageError(f"--{key.replace('_', '-')} {jsonable(value)} contradicts the checkpoint being resumed, "
                              f"which has {saved.get(key)}; drop the flag, or start a new run in another --out")
     changed = {key: explicit[key] for key in explicit if key in CHANGEABLE_ON_RESUME}
-    return _absolute_paths({**defaults, **saved, **changed}), state
+    return _absolute_paths({**defaults, **saved, **changed, "out": out}), state  # the --out that is locked
 
 
 def train(args, defaults, prog, argv):
