@@ -318,6 +318,11 @@ def evaluate(args):
     _check_device(args.device)
     if not args.checkpoint.is_file():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
+    run = load_checkpoint_description(args.checkpoint)
+    run = run.get("run") if isinstance(run, dict) else None
+    if not isinstance(run, dict) or not isinstance(run.get("args"), dict):
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: holds no options of a minseg train run, so its "
+                              "validation images are unknown; it was not written by minseg train")
     with limit_threads(args.threads or default_threads()):
         results = evaluate_checkpoint(args.checkpoint, args.data, args.device)
     if math.isnan(results["pixel_accuracy"]):
