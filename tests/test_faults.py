@@ -276,16 +276,22 @@ def test_a_split_without_validation_images_is_an_error_before_training(tmp_path,
 
 
 def test_written_files_follow_the_umask_and_checkpoint_every_is_obeyed(tmp_path, data, capsys):
+    from minseg.models import create, save_weights
     old = os.umask(0o027)
     try:
         status, printed, _ = run(capsys, "train", "--data", data, "--out", tmp_path / "run", *TINY, "--epochs", "3",
                                  "--checkpoint-every", "2")
+        assert run(capsys, "predict", "--checkpoint", tmp_path / "run" / "checkpoint.npz", data / "images" / "im00.png",
+                   "--out", tmp_path / "masks", "--no-progress")[0] == 0
+        save_weights(create("unet", 3, base=2), tmp_path / "weights.safetensors")
     finally:
         os.umask(old)
     assert status == 0 and "written every 2 epochs and after the last" in printed
     assert load_checkpoint(tmp_path / "run" / "checkpoint.npz")["epoch"] == 3
-    for name in ("checkpoint.npz", "metrics.json", "results.png"):
-        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o640, name
+    written = [tmp_path / "run" / name for name in ("checkpoint.npz", "metrics.json", "results.png")]
+    written += [tmp_path / "masks" / "im00_mask.png", tmp_path / "masks" / "im00_overlay.png"]
+    for path in written + [tmp_path / "weights.safetensors"]:
+        assert path.stat().st_mode & 0o777 == 0o640, path
 
 
 # --- malformed checkpoints -------------------------------------------------------------------------
