@@ -18,14 +18,14 @@ import numpy as np
 
 from . import backend
 from .autograd import Tensor, no_grad
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, mismatch_error
 from .colors import class_colors, overlay
 from .data.loader import normalize
 from .functional.one_hot import to_class_ids
 from .models import create
 from .models.sizes import crop_padding, pad_to_multiple
 
-__all__ = ["Predictor", "build_model", "pad_to_multiple"]
+__all__ = ["Predictor", "build_model", "check_run", "pad_to_multiple"]
 
 
 def build_model(spec, num_classes):
@@ -44,6 +44,33 @@ def _as_rgb(image):
     return image
 
 
+def _is_numbers(value, length):
+    array = np.asarray(value) if isinstance(value, (list, np.ndarray)) else None
+    return (array is not None and array.shape == (length,) and np.issubdtype(array.dtype, np.number)
+            and bool(np.isfinite(array).all()))
+
+
+def check_run(state, path, where):
+    """The run description of a checkpoint's ``state``, checked so that a model can be rebuilt from it;
+    ``CheckpointError`` saying what is wrong otherwise (``where`` is the call that read it)."""
+    run = state.get("run") if isinstance(state, dict) else None
+    if not isinstance(run, dict) or "model" not in run:
+        raise CheckpointError(f"{where}: {path} holds no run description (model name, normalization, classes); "
+                              "it was not written by `minseg train`")
+    spec, classes = run["model"], run.get("classes")
+    model_named = isinstance(spec, dict) and isinstance(spec.get("name"), str)
+    checks = [(model_named and isinstance(spec.get("options", {}), dict), "its model is not {name, options}"),
+              (isinstance(classes, list) and classes and all(isinstance(name, str) for name in classes),
+               "its classes are not a list of names"),
+              (_is_numbers(run.get("mean"), 3) and _is_numbers(run.get("std"), 3),
+               "its mean and std are not 3 finite numbers each"),
+              (isinstance(state.get("model"), dict), "it holds no model weights")]
+    for passed, problem in checks:
+        if not passed:
+            raise CheckpointError(f"{where}: {path} has a damaged run description: {problem}")
+    return run
+
+
 class Predictor:
     """``model`` + the preprocessing of its training run; ``predictor(image)`` → class ids (H, W)."""
 
@@ -59,14 +86,23 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu"):
-        """The model and preprocessing a ``minseg train`` checkpoint describes, with its weights loaded."""
+        """The model and preprocessing a ``minseg train`` checkpoint describes, with its weights loaded.
+
+        ``CheckpointError`` when the file is damaged, describes no run, holds the weights of another model or
+        class count, or holds NaN or inf weights (a diverged run would predict garbage)."""
         state = load_checkpoint(path)
-        run = state.get("run")
-        if not run or "model" not in run:
-            raise ValueError(f"Predictor.from_checkpoint: {path} holds no run description (model name, "
-                             "normalization, classes); it was not written by `minseg train`")
-        model = build_model(run["model"], len(run["classes"]))
-        model.load_state_dict(state["model"])
+        run = check_run(state, path, "Predictor.from_checkpoint")
+        try:
+            model = build_model(run["model"], len(run["classes"]))
+            model.load_state_dict(state["model"])
+        except (KeyError, ValueError, TypeError) as error:  # weights of another model or class count
+            raise mismatch_error("Predictor.from_checkpoint", path, f"the model it describes ({run['model']['name']}, "
+                                 f"{len(run['classes'])} classes)", error) from error
+        not_finite = [name for name, array in model.state_dict().items() if not np.isfinite(array).all()]
+        if not_finite:
+            raise CheckpointError(f"Predictor.from_checkpoint: {path} holds NaN or inf weights ({not_finite[0]}"
+                                  f"{' and more' if len(not_finite) > 1 else ''}); its run diverged, so its "
+                                  "predictions would be meaningless; use a checkpoint of a run that did not")
         return cls(model, run["mean"], run["std"], run["classes"], run.get("colors"), device=device)
 
     def normalize(self, image):

@@ -90,8 +90,9 @@ def test_a_bad_scale_is_one_error_line_naming_the_flag(tmp_path, capsys, data, s
 
 
 def test_the_console_script_exits_2_on_a_mistake_without_a_traceback(tmp_path):
+    environment = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     result = subprocess.run([sys.executable, "-m", "minseg.app.cli", "train", "--data", str(tmp_path / "no")],
-                            capture_output=True, text=True, cwd=REPO)
+                            capture_output=True, text=True, cwd=tmp_path, env=environment)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [f"error: --data {tmp_path / 'no'}: no such folder; "
                                                   "expected a dataset folder"]

@@ -156,11 +156,11 @@ def test_a_full_disk_while_predicting_names_the_file_and_what_was_done(tmp_path,
 
 
 def test_running_out_of_memory_is_one_line_naming_the_options_that_size_it(tmp_path, capsys, data, monkeypatch):
-    import minseg.app.cli as cli_module
+    import minseg.app.train_command as train_command
 
     def too_big(options, state, comm):
         raise MemoryError
-    monkeypatch.setattr(cli_module, "TrainingRun", too_big)
+    monkeypatch.setattr(train_command, "TrainingRun", too_big)
     line = one_error_line(*train(capsys, data, tmp_path / "run")[::2])
     assert "out of memory" in line and "--batch-size" in line and "--crop" in line
 

@@ -80,7 +80,7 @@ def _cases():
 def fuzz(tmp_path_factory):
     """A tiny dataset, one image to predict, and the files the path values name."""
     root = tmp_path_factory.mktemp("fuzz")
-    write_dataset(root / "data", n=4, size=(8, 8))
+    write_dataset(root / "data", n=6, size=(8, 8))  # --valid-every 5 leaves 1 to validate
     (root / "folder").mkdir()
     (root / "file.txt").write_text("a file\n")
     (root / "garbage.png").write_bytes(b"\x00\xff not what any option reads \x80\x81")

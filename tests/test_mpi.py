@@ -110,7 +110,8 @@ def test_minseg_train_on_two_ranks_then_resume_on_one(tmp_path):
 def test_a_mistake_is_one_error_line_from_rank_0_and_status_2(tmp_path):
     status, _, err = mpiexec("cli", "train", "--data", tmp_path / "nowhere", "--out", tmp_path / "run", *TINY)
     assert status == 2
-    assert [line for line in err.splitlines() if line.strip()] == [f"error: --data {tmp_path}/nowhere: no such folder; expected a dataset folder"]
+    expected = f"error: --data {tmp_path}/nowhere: no such folder; expected a dataset folder"
+    assert [line for line in err.splitlines() if line.strip()] == [expected]
 
 
 def test_a_bug_on_one_rank_ends_every_rank_with_status_1(tmp_path):

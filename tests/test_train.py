@@ -1,5 +1,6 @@
 """The training loop on a tiny synthetic problem: learning, exact resume, divergence, checkpoint files."""
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -225,8 +226,26 @@ def test_checkpoint_of_another_model_is_rejected(tmp_path):
     learner.fit(1)
     other = make_learner()
     other.model.weight = nn.Parameter(np.zeros((3, 5), dtype=np.float32))
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match="does not fit this Learner: load_state_dict: weight has shape"):
         other.load_checkpoint(learner.checkpoint_path)
+
+
+def test_checkpoint_every_saves_every_nth_epoch_and_the_last_and_says_its_size(tmp_path, monkeypatch, capsys):
+    learner = make_learner(tmp_path, epochs=5)
+    learner.checkpoint_every, learner.table = 2, True
+    saved = []
+    original = Learner.save_checkpoint
+    monkeypatch.setattr(Learner, "save_checkpoint", lambda self: saved.append(self.epoch) or original(self))
+    learner.fit(3)
+    learner.fit(2)
+    assert saved == [2, 3, 4, 5]
+    printed = capsys.readouterr().out
+    sizes = re.findall(r"checkpoint.npz: (\d+) kB \(weights, optimizer state, history\), written every 2 epochs "
+                       r"and after the last", printed)
+    assert len(sizes) == 2 and abs(int(sizes[1]) - learner.checkpoint_path.stat().st_size / 1e3) <= 1
+    with pytest.raises(ValueError, match="checkpoint_every must be an integer >= 1, got 0"):
+        Learner(learner.model, learner.train_loader, learner.valid_loader, F.cross_entropy, learner.optimizer,
+                checkpoint_every=0)
 
 
 def test_lr_find_sweeps_exponentially_and_restores_everything(tmp_path):

@@ -6,6 +6,7 @@ worded as the flag the user typed. Read in this order: ``cli`` (argparse, the th
 ``values`` (what each option accepts, with its bounds), ``run`` (``TrainingRun``: data, model, Learner,
 figures from the options of ``minseg train``), ``options`` (options → dataset splits and augmentation, the
 files named checked, errors worded as flags), ``files`` (reading images and writing masks for ``minseg
-predict`` and ``minseg evaluate``, never over a file the user did not ask to replace), ``threads`` (how many
-BLAS threads to use).
+predict`` and ``minseg evaluate``, never over a file the user did not ask to replace), ``lock`` (one run
+per ``--out``), ``interrupt`` (SIGTERM handled as Ctrl-C), ``ranks`` (``mpiexec``: one communicator, and a
+failure on one rank ends every rank), ``threads`` (how many BLAS threads to use).
 """

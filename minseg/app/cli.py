@@ -1,17 +1,20 @@
 """The ``minseg`` command: ``minseg train``, ``minseg evaluate``, ``minseg predict``.
 
 ``examples/camvid_tiny.py`` and ``examples/membrane.py`` are this module's ``train`` with their own
-defaults. A run lives in its ``--out`` folder: ``checkpoint.npz`` (after every epoch) carries the
-run's description next to the weights (model name and options, normalization, classes and colours,
-every training option), so ``--resume`` needs only ``--out`` and ``predict`` only the checkpoint.
+defaults. A run lives in its ``--out`` folder: ``checkpoint.npz`` (after every epoch, or every
+``--checkpoint-every``-th) carries the run's description next to the weights (model name and options,
+normalization, classes and colours, every training option, paths made absolute), so ``--resume`` needs only
+``--out``, from any folder, and ``predict`` only the checkpoint. While a run trains, ``--out`` is locked
+(``lock``: ``--out/train.lock``), so a second run into it is an error instead of a lost run.
 
 A user's mistake (an option value out of its bounds, a missing or wrong kind of file or folder, a
 bad dataset, a damaged checkpoint, a flag that contradicts the checkpoint being resumed, ``--device
-cuda`` without a GPU, an offline download, a full disk) prints one line ``error: ...`` naming the
+cuda`` without a GPU, an offline download, a full disk, a locked ``--out``) prints one line ``error: ...`` naming the
 flag or file and exits 2; ``tests/test_cli_fuzz.py`` feeds every option each kind of bad value.
 ``minseg predict`` replaces no file unless ``--overwrite`` says so (``files.plan_outputs``). Divergence
-prints the ``TrainingDiverged`` message and exits 1. Ctrl-C
-says what was saved and prints the command that continues the run, and exits 130.
+prints the ``TrainingDiverged`` message and exits 1. Ctrl-C says what was saved and prints the
+command that continues the run exactly as asked, and exits 130; SIGTERM does the same and exits 143
+(``interrupt``).
 
 ``mpiexec -n K minseg train ...`` trains data-parallel on K ranks (``minseg.app.ranks``): the same flags,
 ``--batch-size`` the batch of all ranks together, ``--threads`` per rank; rank 0 alone prints and writes
@@ -19,14 +22,13 @@ files, and a failure on any rank ends every rank (one ``error:`` line, the same 
 """
 import argparse
 import contextlib
-import os
-import shlex
+import math
 import sys
 import traceback
 from pathlib import Path
 
 from .. import backend
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint_description
 from ..data import DatasetError, DownloadError, layouts
 from ..distributed import SingleProcess
 from ..models import MODELS
@@ -34,10 +36,11 @@ from ..predict import Predictor
 from ..train import TrainingDiverged
 from . import values
 from .files import check_images, evaluate_checkpoint, image_files, plan_outputs, predict_files
-from .options import UsageError, check_file, check_folder, check_out, check_train_options, jsonable
-from .ranks import communicator, stop, threads_per_rank
-from .run import TrainingRun
+from .interrupt import exit_status, terminate_as_interrupt
+from .options import UsageError, check_file, check_folder, check_out
+from .ranks import communicator, stop
 from .threads import default_threads, limit_threads
+from .train_command import CHANGEABLE_ON_RESUME, check_device, train
 
 __all__ = ["main", "build_parser", "UsageError", "TRAIN_DEFAULTS", "CHANGEABLE_ON_RESUME"]
 
@@ -45,12 +48,9 @@ TRAIN_DEFAULTS = dict(data=None, layout="auto", classes=None, mask_values=None, 
                       valid_every=5, valid_fraction=None, resize=None, crop=None, scale=None, flip="h", repeat=1,
                       lazy=False, model="unet", encoder=None, base=16, weights=None, loss="ce", epochs=100, lr=3e-3,
                       batch_size=8, weight_decay=1e-2, seed=0, device="cpu", threads=None, sync_bn=True,
-                      out="runs/camvid_tiny", resume=False, progress=True,
+                      out="runs/camvid_tiny", resume=False, progress=True, checkpoint_every=1,
                       images_dir=None, masks_dir=None, mask_suffix=None)
 MAX_THREADS = 256  # --threads: more BLAS threads than this only wait on each other
-# Flags that may differ from the checkpoint being resumed: more (or fewer) epochs re-plan the one-cycle
-# schedule over the new total from the step reached; the rest do not change what is computed.
-CHANGEABLE_ON_RESUME = ("epochs", "device", "threads", "data", "out", "resume", "progress")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,6 +155,8 @@ def _train_options(parser, defaults):
                      help="under mpiexec, batch norm uses each rank's share of the batch, not the whole batch: "
                           "faster, but no longer what one process computes (default: synchronized)")
     _option(run, "--out", "folder for metrics, figures and checkpoint.npz", defaults, type=values.path)
+    _option(run, "--checkpoint-every", "write checkpoint.npz after every N-th epoch (and the last)", defaults,
+            type=values.whole(1, 100_000))
     run.add_argument("--resume", action="store_const", const=True, default=None,
                      help="continue the run in --out; every other flag is then read from its checkpoint")
     run.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None,
@@ -200,12 +202,6 @@ def build_parser(prog="minseg", defaults=None, train_only=False):
 # ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
-def _check_device(device):
-    if device == "cuda" and not backend.cupy_available():
-        raise UsageError("--device cuda needs CuPy and an NVIDIA GPU, and this machine has none usable; "
-                         "use --device cpu")
-
-
 def main(argv=None, prog="minseg", defaults=None, train_only=False):
     """Run one command; returns the process exit status (the console script passes it to sys.exit).
 
@@ -220,7 +216,10 @@ def main(argv=None, prog="minseg", defaults=None, train_only=False):
             comm = communicator()
         command = {"train": lambda: train(args, defaults, prog, argv, comm), "evaluate": lambda: evaluate(args),
                    "predict": lambda: predict(args)}[args.command]
-        return command()
+        with terminate_as_interrupt():
+            return command()
+    except KeyboardInterrupt as interrupt:  # train says more itself; here: evaluate, predict, or train's setup
+        return stop(comm, f"\ninterrupted: minseg {args.command} stopped", exit_status(interrupt))
     # OSError: a missing file, or the file system's answer (a full disk, no permission, a file for a folder).
     except (UsageError, DatasetError, CheckpointError, DownloadError, OSError) as error:
         return stop(comm, f"error: {_one_line(error)}", 2)
@@ -235,80 +234,6 @@ def main(argv=None, prog="minseg", defaults=None, train_only=False):
         traceback.print_exc()  # a bug: every rank that hit it shows where
         return stop(comm, f"error: internal error ({type(error).__name__}: {error}); the traceback above shows "
                           "where", 1)
-
-
-# ---------------------------------------------------------------------------------------------
-# train
-# ---------------------------------------------------------------------------------------------
-def _resolve(args, defaults):
-    """The run's options: the checkpoint's on --resume (an explicit flag that contradicts one is an
-    error, except CHANGEABLE_ON_RESUME), else the flags over the defaults. Also returns the checkpoint."""
-    explicit = {key: value for key, value in vars(args).items() if value is not None and key in defaults}
-    out = Path(explicit.get("out", defaults["out"]))
-    path = out / "checkpoint.npz"
-    if not explicit.get("resume"):
-        if path.exists():
-            raise UsageError(f"--out {out} already holds a run (checkpoint.npz); pass --resume to continue it, "
-                             "or choose another --out")
-        return {**defaults, **explicit}, None
-    if not path.is_file():
-        raise UsageError(f"--resume: there is no checkpoint at {path}; start the run without --resume")
-    state = load_checkpoint(path)
-    saved = (state.get("run") or {}).get("args")
-    if saved is None:
-        raise UsageError(f"--resume: {path} was not written by minseg train (it holds no run description)")
-    for key, value in explicit.items():
-        if key not in CHANGEABLE_ON_RESUME and jsonable(value) != saved.get(key):
-            raise UsageError(f"--{key.replace('_', '-')} {jsonable(value)} contradicts the checkpoint being resumed, "
-                             f"which has {saved.get(key)}; drop the flag, or start a new run in another --out")
-    return {**defaults, **saved, **{key: explicit[key] for key in explicit if key in CHANGEABLE_ON_RESUME}}, state
-
-
-def train(args, defaults, prog, argv, comm):
-    options, state = _resolve(args, defaults)
-    check_train_options(options, resuming=state is not None)
-    _check_device(options["device"])
-    options["out"] = str(options["out"])
-    if comm.rank != 0:
-        sys.stdout = open(os.devnull, "w")  # rank 0 alone prints the run's log
-    threads = threads_per_rank(comm, options["threads"])
-    with limit_threads(threads):
-        run = None
-        train_word = [] if args.train_only else ["train"]
-        launcher = f"mpiexec -n {comm.size} " if comm.size > 1 else ""
-        resume_command = launcher + command_line(prog, [*train_word, "--out", options["out"], "--resume"])
-        try:
-            run = TrainingRun(options, state, comm)
-            run.threads = threads
-            run.fit()
-        except KeyboardInterrupt:
-            epoch = run.saved_epoch() if run is not None else 0
-            if epoch:
-                message = (f"\ninterrupted: {run.checkpoint_path} holds the run after epoch {epoch} of "
-                           f"{options['epochs']}; continue with:\n  {resume_command}")
-            else:
-                message = (f"\ninterrupted before the first epoch ended, so nothing was saved; start again with:\n  "
-                           f"{launcher}{command_line(prog, argv)}")
-            return stop(comm, message, 130)
-        except OSError as error:
-            _raise_write_failure(error, run, options, resume_command)
-        try:
-            run.report()
-        except OSError as error:
-            _raise_write_failure(error, run, options, resume_command)
-    return 0
-
-
-def _raise_write_failure(error, run, options, resume_command):
-    """A file-system error during a run (a full disk) as one UsageError: the file, the reason, what the
-    checkpoint still holds and how to continue. The library's own messages (a missing data folder) pass on."""
-    if error.errno is None:
-        raise error
-    name = error.filename or (run.checkpoint_path if run is not None else options["out"])
-    epoch = run.saved_epoch() if run is not None else 0
-    kept = (f"{run.checkpoint_path} still holds the run after epoch {epoch} of {options['epochs']}; "
-            f"once that is fixed, continue with: {resume_command}" if epoch else "no checkpoint was saved")
-    raise UsageError(f"{name}: {error.strerror}; {kept}") from error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,20 +255,37 @@ def evaluate(args):
     check_file("--checkpoint", args.checkpoint, _CHECKPOINT)
     if args.data is not None:
         check_folder("--data", args.data, "a dataset folder")
-    _check_device(args.device)
+    check_device(args.device)
+    with _naming_the_checkpoint(args.checkpoint):
+        run = load_checkpoint_description(args.checkpoint)
+    run = run.get("run") if isinstance(run, dict) else None
+    if not isinstance(run, dict) or not isinstance(run.get("args"), dict):
+        raise UsageError(f"--checkpoint {args.checkpoint}: holds no options of a minseg train run, so its "
+                         "validation images are unknown; it was not written by minseg train")
     with limit_threads(args.threads or default_threads()), _naming_the_checkpoint(args.checkpoint):
         results = evaluate_checkpoint(args.checkpoint, args.data, args.device)
+    if math.isnan(results["pixel_accuracy"]):
+        raise UsageError(f"--checkpoint {args.checkpoint}: its run's validation images hold no labelled pixel (no "
+                         "image, or every pixel ignored), so there is nothing to measure; pass --data with a "
+                         "dataset that has some")
     scalars = {key: value for key, value in results.items() if not isinstance(value, dict)}
-    print("  ".join(f"{key} {value:.4f}" for key, value in scalars.items()))
+    print("  ".join(f"{key} {_number(value, 4)}" for key, value in scalars.items()))
     for key in (key for key, value in results.items() if isinstance(value, dict)):
-        print(f"{key}: " + ", ".join(f"{name} {value:.3f}" for name, value in results[key].items()))
+        print(f"{key}: " + ", ".join(f"{name} {_number(value, 3)}" for name, value in results[key].items()))
+    if any(math.isnan(value) for scores in results.values() if isinstance(scores, dict) for value in scores.values()):
+        print("n/a: a class absent from the validation images (and never predicted) has no IoU or Dice")
     return 0
+
+
+def _number(value, digits):
+    """A metric as printed: ``n/a`` where it is undefined (NaN: the class is absent from images and predictions)."""
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def predict(args):
     check_file("--checkpoint", args.checkpoint, _CHECKPOINT)
     check_out("--out", args.out)
-    _check_device(args.device)
+    check_device(args.device)
     plan = plan_outputs(image_files(args.images), args.out, overwrite=args.overwrite)
     check_images([image for image, _, _ in plan])
     with limit_threads(args.threads or default_threads()):
@@ -366,11 +308,6 @@ def _one_line(error):
             print(str(error), file=sys.stderr)
         return f"{str(error).splitlines()[0]} {shown}{more}"
     return " ".join(str(error).split())
-
-
-def command_line(prog, argv):
-    """The shell command that runs ``prog`` with ``argv``, quoted so it can be pasted."""
-    return " ".join([prog] + [shlex.quote(str(part)) for part in argv])
 
 
 if __name__ == "__main__":

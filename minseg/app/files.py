@@ -4,8 +4,6 @@ The model work is the library's ``Predictor`` (in memory); this module reads the
 ``<stem>_mask.png`` (a palette PNG whose pixel values are the class ids) and ``<stem>_overlay.png``
 atomically, and evaluates a checkpoint on its run's validation images, one image at a time at full size.
 """
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write
 from ..checkpoint import load_checkpoint
 from ..data import void_class
 from ..data.images import list_images, read_image
@@ -40,17 +39,10 @@ def image_files(paths, where="minseg predict"):
 
 
 def _atomic_save(image, path):
-    """Save a Pillow image to ``path`` through a temporary file and a rename (never a half-written PNG)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=".", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            image.save(file, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    """Save a Pillow image to ``path`` through a temporary file and a rename (never a half-written PNG), with
+    the mode the umask gives (``minseg.atomic``)."""
+    with atomic_write(path) as file:
+        image.save(file, format="PNG")
 
 
 def save_mask_png(ids, path, colors):

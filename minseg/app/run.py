@@ -17,7 +17,6 @@ every step); every other batch is the batch one process would take. Evaluation u
 import inspect
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -25,7 +24,8 @@ import numpy as np
 
 from .. import data, nn
 from .. import functional as F
-from ..checkpoint import load_checkpoint
+from ..atomic import atomic_write
+from ..checkpoint import mismatch_error
 from ..data import DataLoader, channel_stats, void_class
 from ..distributed import SingleProcess
 from ..models import MODELS, compare_weights, load_weights
@@ -47,14 +47,17 @@ class TrainingRun:
             if self.comm.rank == 0:  # one download; the other ranks then find it in place
                 data.download_camvid_tiny()
             self.comm.barrier()
-            options["data"] = str(data.download_camvid_tiny())
+            options["data"] = str(Path(data.download_camvid_tiny()).absolute())
         self.layout, self.train_set, self.valid_set = open_splits(options)
+        _check_split(options, self.layout, self.train_set, self.valid_set)
         self.classes = list(self.train_set.classes)
         saved = state["run"] if state is not None else None
         self.mean, self.std = (saved["mean"], saved["std"]) if saved else channel_stats(self.train_set)
         manual_seed(options["seed"])
         self.model_spec = _model_spec(options)
-        self.model = create_model(self.model_spec, len(self.classes), options["weights"]).to(options["device"])
+        # On --resume the checkpoint holds the weights: the --weights file is not read again (it may be gone).
+        weights = options["weights"] if state is None else None
+        self.model = create_model(self.model_spec, len(self.classes), weights).to(options["device"])
         if self.comm.size > 1 and options.get("sync_bn", True):
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model, self.comm)
         self.train_loader, self.valid_loader = self._loaders(self.model.size_multiple)
@@ -66,12 +69,21 @@ class TrainingRun:
         self.learner = Learner(self.model, self.train_loader, self.valid_loader, _loss(options["loss"]), optimizer,
                                scheduler, num_classes=len(self.classes), void_class=void_class(self.classes),
                                checkpoint_path=self.checkpoint_path, progress=options["progress"], table=True,
-                               run=self._run(), comm=self.comm)
+                               run=self._run(), comm=self.comm,
+                               checkpoint_every=options.get("checkpoint_every") or 1)
         if state is not None:
+            self._resume(state, total_steps)
+
+    def _resume(self, state, total_steps):
+        """Continue from the checkpoint's ``state``; CheckpointError if it does not fit the run it describes."""
+        try:
             state["scheduler"]["total_steps"] = total_steps  # --epochs may change: re-plan the cycle from here
             self.learner.load_state_dict(state)
-            self.learner.run = self._run()
-            print(f"resumed {self.checkpoint_path} after epoch {self.learner.epoch} of {options['epochs']}")
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as error:  # another model, damage
+            raise mismatch_error("--resume", self.checkpoint_path, f"the run it describes ({self.options['model']}, "
+                                 f"{len(self.classes)} classes)", error) from error
+        self.learner.run = self._run()
+        print(f"resumed {self.checkpoint_path} after epoch {self.learner.epoch} of {self.options['epochs']}")
 
     def _loaders(self, multiple):
         """The training and validation DataLoaders: augmented, normalized, padded to the model's multiple."""
@@ -99,9 +111,6 @@ class TrainingRun:
                 "std": self.std, "ignore_index": self.train_set.ignore_index, "layout": self.layout,
                 "args": {key: jsonable(value) for key, value in self.options.items()}}
 
-    def saved_epoch(self):
-        return load_checkpoint(self.checkpoint_path)["epoch"] if self.checkpoint_path.is_file() else 0
-
     def fit(self):
         options, train_set = self.options, self.train_set
         size = "x".join(map(str, train_set[0][0].shape[:2])) if len(train_set) else "?"
@@ -110,6 +119,10 @@ class TrainingRun:
               f"{len(self.valid_set)} validation images ({self.layout} layout, first {size}), "
               f"{len(self.classes)} classes; {self._layout()}")
         self.started = time.perf_counter()
+        if self.learner.epoch >= options["epochs"]:
+            print(f"nothing to train: {self.checkpoint_path} already holds epoch {self.learner.epoch} of "
+                  f"{options['epochs']}; pass --resume --epochs N with N > {self.learner.epoch} to train further. "
+                  "Writing the results again.")
         self.learner.fit(max(options["epochs"] - self.learner.epoch, 0))
 
     def _layout(self):
@@ -155,6 +168,18 @@ class TrainingRun:
             viz.plot_history(learner.history, out / "history.png")
         viz.plot_per_class_iou(results["per_class_iou"], out / "per_class_iou.png", codes=classes, colors=colors)
         viz.plot_confusion_matrix(results["confusion_matrix"], out / "confusion_matrix.png", codes=classes)
+
+
+def _check_split(options, layout, train, valid):
+    """A run needs training and validation images: a clean error before training, not NaN metrics after it."""
+    if len(train) and len(valid):
+        return
+    how = ("the dataset's own train/val lists" if layout in ("segnet", "voc") else
+           f"--valid-fraction {options['valid_fraction']}" if options["valid_fraction"] is not None else
+           f"--valid-every {options['valid_every']}")
+    raise UsageError(f"--data {options['data']}: {how} leaves {len(train)} training and {len(valid)} validation "
+                     "images; minseg train needs at least one of each (to report validation metrics), so choose "
+                     "a split that leaves both, or add images")
 
 
 def _finite_or_none(value):
@@ -277,7 +302,6 @@ def _loss(name):
 
 
 def write_json(path, document):
-    """``document`` to ``path`` as JSON, atomically (temporary file + rename)."""
-    temporary = Path(f"{path}.tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(temporary, path)
+    """``document`` to ``path`` as JSON, atomically (``minseg.atomic``: temporary file + rename)."""
+    with atomic_write(path) as file:
+        file.write((json.dumps(document, indent=2) + "\n").encode())

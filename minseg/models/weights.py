@@ -19,6 +19,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from ..atomic import file_mode
+
 __all__ = ["save_weights", "load_weights", "compare_weights", "LoadReport"]
 
 
@@ -102,6 +104,7 @@ def save_weights(module, path):
     os.close(handle)
     try:
         save_file(state, temporary)
+        os.chmod(temporary, file_mode())  # mkstemp's 0o600 -> what open() would give
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .. import backend, random
 from ..autograd import Tensor, no_grad
-from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, mismatch_error, save_checkpoint
 from ..distributed import SingleProcess, allreduce_gradients, broadcast_module
 from ..functional.one_hot import to_class_ids
 from ..metrics import SegmentationMetrics
@@ -44,6 +44,10 @@ from .progress import SmoothedLoss, print_epoch
 from .range_test import lr_find
 
 __all__ = ["Learner"]
+
+
+def _megabytes(size):
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB"
 
 
 def _all_finite(tensor):
@@ -58,7 +62,8 @@ class Learner:
     ``num_classes`` defaults to ``train_loader.dataset.num_classes``. ``void_class`` is the class
     left out of the foreground accuracy; ``ignore_index`` pixels (default -100, the value
     ``F.cross_entropy`` ignores and the padding transforms write) are left out of every metric.
-    With ``checkpoint_path`` a checkpoint is written after every epoch; resume a run with
+    With ``checkpoint_path`` a checkpoint is written after every ``checkpoint_every``-th epoch and after the
+    last of each ``fit``, and the table (with ``table``) says its size once; resume a run with
     ``learner.load_checkpoint()`` and then ``fit`` the remaining epochs. ``progress`` shows tqdm bars and
     the epoch table; ``table`` (default: ``progress``) the table alone. ``run`` (a dict of JSON values
     and arrays) travels with every checkpoint: ``minseg train`` stores there what rebuilds the run.
@@ -67,7 +72,7 @@ class Learner:
 
     def __init__(self, model, train_loader, valid_loader, loss_fn, optimizer, scheduler=None,
                  num_classes=None, void_class=None, ignore_index=-100, checkpoint_path=None, progress=True,
-                 run=None, table=None, comm=None):
+                 run=None, table=None, comm=None, checkpoint_every=1):
         if num_classes is None:
             num_classes = getattr(getattr(train_loader, "dataset", None), "num_classes", None)
             if num_classes is None:
@@ -76,7 +81,9 @@ class Learner:
         self.train_loader, self.valid_loader = train_loader, valid_loader
         self.optimizer, self.scheduler = optimizer, scheduler
         self.num_classes, self.void_class, self.ignore_index = num_classes, void_class, ignore_index
-        self.checkpoint_path = checkpoint_path
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"Learner: checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+        self.checkpoint_path, self.checkpoint_every = checkpoint_path, checkpoint_every
         self.progress = progress
         self.table = progress if table is None else table  # the epoch table; progress alone hides the bars
         self.run = run     # JSON-able description of the run, stored in every checkpoint
@@ -97,6 +104,7 @@ class Learner:
             raise ValueError(f"fit: epochs must be an integer >= 0, got {epochs!r}")
         last = self.epoch + epochs
         self._check_same_steps()
+        size = None
         for index in range(epochs):
             start = time.perf_counter()
             train_loss = self.train_one_epoch(description=f"epoch {self.epoch + 1}/{last}")
@@ -109,9 +117,14 @@ class Learner:
             record["lr"] = float(self.optimizer.param_groups[0]["lr"])
             record["seconds"] = time.perf_counter() - start
             self.history.append(record)
-            if self.checkpoint_path is not None and self.comm.rank == 0:
-                self.save_checkpoint()
+            written = None
+            due = self.epoch % self.checkpoint_every == 0 or self.epoch == last
+            if self.checkpoint_path is not None and due and self.comm.rank == 0:
+                written = self.save_checkpoint()
             self._report(record, header=index == 0)
+            if size is None and written is not None:
+                size = written
+                self._report_checkpoint(size)
         return self.history
 
     def train_one_epoch(self, description="train"):
@@ -216,6 +229,13 @@ class Learner:
         if self.table and self.comm.rank == 0:
             print_epoch(record, header)
 
+    def _report_checkpoint(self, size):
+        """Once per ``fit``: how large each checkpoint is, since a large model rewrites it every epoch."""
+        if self.table:
+            every = "every epoch" if self.checkpoint_every == 1 else f"every {self.checkpoint_every} epochs"
+            print(f"{os.path.basename(self.checkpoint_path)}: {_megabytes(size)} (weights, optimizer state, "
+                  f"history), written {every} and after the last")
+
     # --- validation and prediction -------------------------------------------------------------
     def evaluate(self, loader=None):
         """Loss and metrics over ``loader`` (default: the validation loader), in eval mode, without a graph.
@@ -301,17 +321,18 @@ class Learner:
             self.run = state["run"]
 
     def save_checkpoint(self, path=None):
-        save_checkpoint(self._checkpoint_file(path, "save_checkpoint"), self.state_dict())
+        """Write ``state_dict()`` to ``path`` (default: ``checkpoint_path``) atomically; returns its size in bytes."""
+        return save_checkpoint(self._checkpoint_file(path, "save_checkpoint"), self.state_dict())
 
     def load_checkpoint(self, path=None):
         """Restore the run saved at ``path`` (default: ``checkpoint_path``); ``fit`` then continues it."""
         path = self._checkpoint_file(path, "load_checkpoint")
         try:
             self.load_state_dict(load_checkpoint(path))
-        except (KeyError, ValueError) as error:
-            if isinstance(error, CheckpointError):
-                raise
-            raise CheckpointError(f"load_checkpoint: {path} does not match this Learner: {error}") from error
+        except CheckpointError:
+            raise
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as error:  # another or damaged run
+            raise mismatch_error("load_checkpoint", path, "this Learner", error) from error
         return self
 
     def _checkpoint_file(self, path, where):
