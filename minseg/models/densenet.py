@@ -64,14 +64,13 @@ class DenseBlock(nn.Module):
 
     def __init__(self, layers, in_channels, growth_rate=GROWTH_RATE):
         super().__init__()
-        self.layers = layers
         for index in range(layers):
             setattr(self, f"denselayer{index + 1}", DenseLayer(in_channels + index * growth_rate, growth_rate))
         self.out_channels = in_channels + layers * growth_rate
 
     def forward(self, x):
-        for index in range(self.layers):
-            x = cat([x, getattr(self, f"denselayer{index + 1}")(x)], 1)  # the dense connection: concatenation
+        for layer in self.children():
+            x = cat([x, layer(x)], 1)  # the dense connection: concatenation
         return x
 
 
