@@ -22,6 +22,15 @@ import time
 import numpy as np
 from _common import SMP_CLASSES
 
+ENCODERS = ("resnet18", "resnet34", "densenet121", "inceptionv4")
+# smp (and minseg) build DeepLab only on encoders with a dilated mode; the others downsample by pooling.
+DILATED_ONLY = {"deeplabv3": ("resnet18", "resnet34"), "deeplabv3plus": ("resnet18", "resnet34")}
+
+
+def cases(models, encoders):
+    """(model, encoder) pairs to run: every model on every encoder it accepts."""
+    return [(name, encoder) for name in models for encoder in encoders if encoder in DILATED_ONLY.get(name, encoders)]
+
 
 def randomize(model, torch):
     """Random parameters and BatchNorm/GroupNorm statistics, so that every term of every layer shows."""
@@ -68,18 +77,17 @@ def compare(name, encoder, batch, height, width, classes, directory):
     return worst, sum(p.size for p in model.parameters())
 
 
-def fingerprints(classes=32):
+def fingerprints(models, encoders, classes=32):
     """Per model and encoder: smp's parameter count, state-dict entries and sha256 of its sorted "name shape" lines."""
     import segmentation_models_pytorch as smp
 
-    for name, smp_name in SMP_CLASSES.items():
-        for encoder in ("resnet18", "resnet34"):
-            model = getattr(smp, smp_name)(encoder, encoder_weights=None, classes=classes)
-            state = model.state_dict()
-            lines = "\n".join(f"{key} {tuple(value.shape)}" for key, value in sorted(state.items()))
-            digest = hashlib.sha256(lines.encode()).hexdigest()[:16]
-            parameters = sum(p.numel() for p in model.parameters())
-            print(f'    ("{name}", "{encoder}"): ({parameters:_}, {len(state)}, "{digest}"),')
+    for name, encoder in cases(models, encoders):
+        model = getattr(smp, SMP_CLASSES[name])(encoder, encoder_weights=None, classes=classes)
+        state = model.state_dict()
+        lines = "\n".join(f"{key} {tuple(value.shape)}" for key, value in sorted(state.items()))
+        digest = hashlib.sha256(lines.encode()).hexdigest()[:16]
+        parameters = sum(p.numel() for p in model.parameters())
+        print(f'    ("{name}", "{encoder}"): ({parameters:_}, {len(state)}, "{digest}"),')
 
 
 def main():
@@ -88,24 +96,24 @@ def main():
     parser.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--classes", type=int, default=32)
     parser.add_argument("--models", nargs="+", default=list(SMP_CLASSES), choices=list(SMP_CLASSES))
+    parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
     parser.add_argument("--fingerprints", action="store_true", help="print smp's state-dict fingerprints and stop")
     args = parser.parse_args()
     if args.fingerprints:
-        return fingerprints(args.classes)
+        return fingerprints(args.models, args.encoders, args.classes)
     import segmentation_models_pytorch as smp
     import torch
     torch.set_num_threads(2)
     print(f"smp {smp.__version__}, torch {torch.__version__}; batch {args.batch}, 3x{args.size[0]}x{args.size[1]}, "
           f"{args.classes} classes, float32, eval mode, random weights and BatchNorm statistics")
-    print(f"{'model':<16}{'encoder':<10}{'parameters':>12}{'worst rel. diff.':>18}{'seconds':>9}")
+    print(f"{'model':<16}{'encoder':<13}{'parameters':>12}{'worst rel. diff.':>18}{'seconds':>9}")
     with tempfile.TemporaryDirectory() as directory:
-        for name in args.models:
-            for encoder in ("resnet18", "resnet34"):
-                start = time.perf_counter()
-                worst, parameters = compare(name, encoder, args.batch, *args.size, args.classes, directory)
-                shown = f"{worst:.2e}" if isinstance(worst, float) else worst
-                print(f"{name:<16}{encoder:<10}{parameters or 0:>12,}{shown:>18}{time.perf_counter() - start:>9.1f}",
-                      flush=True)
+        for name, encoder in cases(args.models, args.encoders):
+            start = time.perf_counter()
+            worst, parameters = compare(name, encoder, args.batch, *args.size, args.classes, directory)
+            shown = f"{worst:.2e}" if isinstance(worst, float) else worst
+            print(f"{name:<16}{encoder:<13}{parameters or 0:>12,}{shown:>18}{time.perf_counter() - start:>9.1f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

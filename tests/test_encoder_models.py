@@ -185,7 +185,7 @@ def test_create_without_an_encoder_uses_smps_default_resnet34():
     (lambda: create("naive", 3, encoder="resnet18"), ValueError,
      "create: model 'naive' takes no encoder, got encoder='resnet18'; the models with an encoder are 'unet'"),
     (lambda: create("unet", 3, encoder="resnet50"), ValueError,
-     "ResNetEncoder: name must be one of 'resnet18', 'resnet34', got 'resnet50'"),
+     "make_encoder: encoder must be one of 'resnet18', 'resnet34', 'densenet121', 'inceptionv4', got 'resnet50'"),
     (lambda: DeepLabV3(3, encoder_output_stride=32), ValueError,
      "DeepLabV3: encoder_output_stride must be 8 or 16, got 32"),
     (lambda: Unet(3, decoder_channels=(16, 8)), ValueError,

@@ -298,7 +298,7 @@ def test_repr_reads_like_pytorch():
     (lambda: nn.Conv2d(3, 4, 3, padding_mode="reflect"), "padding_mode"),
     (lambda: nn.MaxPool2d(2, dilation=2), "dilation"),
     (lambda: nn.MaxPool2d(2, ceil_mode=True), "ceil_mode"),
-    (lambda: nn.AvgPool2d(2, count_include_pad=False), "count_include_pad"),
+    (lambda: nn.AvgPool2d(2, divisor_override=3), "divisor_override"),
 ])
 def test_unsupported_pytorch_options_are_refused_by_name(build, pattern):
     with pytest.raises(NotImplementedError, match=pattern):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import minseg.functional as F
-from minseg import Tensor, backend, gradcheck
+from minseg import Tensor, backend, gradcheck, nn
 from minseg.functional.pooling import _pad, avg_pool2d_simple, max_pool2d_simple
 
 rng = np.random.default_rng(0)
@@ -21,6 +21,8 @@ def loop_pool(x, kernel, stride, padding, kind):
     fill = -np.inf if kind == "max" else 0.0
     padded = np.full((n, c, h + 2 * ph, w + 2 * pw), fill)
     padded[:, :, ph:ph + h, pw:pw + w] = x
+    inside_mask = np.zeros((h + 2 * ph, w + 2 * pw), bool)
+    inside_mask[ph:ph + h, pw:pw + w] = True
     out_h, out_w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     values, indices = np.zeros((n, c, out_h, out_w)), np.zeros((n, c, out_h, out_w), np.int64)
     for b in range(n):
@@ -30,6 +32,10 @@ def loop_pool(x, kernel, stride, padding, kind):
                     window = padded[b, ch, i * sh:i * sh + kh, j * sw:j * sw + kw]
                     if kind == "avg":
                         values[b, ch, i, j] = window.mean()
+                        continue
+                    if kind == "avg of the inside":  # count_include_pad=False: the padding is not counted
+                        inside = inside_mask[i * sh:i * sh + kh, j * sw:j * sw + kw]
+                        values[b, ch, i, j] = window[inside].mean()
                         continue
                     r, q = np.unravel_index(np.argmax(window), window.shape)  # argmax: first maximum
                     values[b, ch, i, j] = window[r, q]
@@ -156,6 +162,22 @@ def test_avg_pool2d_matches_a_loop_reference_counting_padding(shape, kernel, str
 def test_avg_pool2d_gradcheck(shape, kernel, stride, padding):
     x = rand(*shape, requires_grad=True)
     assert gradcheck(lambda t: F.avg_pool2d(t, kernel, stride, padding), [x])
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding", WINDOW_CASES)
+def test_avg_pool2d_without_the_padding_matches_a_loop_reference_and_gradcheck(shape, kernel, stride, padding):
+    x = rng.standard_normal(shape)
+    y = F.avg_pool2d(Tensor(x), kernel, stride, padding, count_include_pad=False)
+    np.testing.assert_allclose(y.numpy(), loop_pool(x, kernel, stride, padding, "avg of the inside")[0],
+                               rtol=1e-12, atol=1e-12)
+    x = Tensor(x, requires_grad=True)
+    assert gradcheck(lambda t: F.avg_pool2d(t, kernel, stride, padding, count_include_pad=False), [x])
+
+
+def test_avg_pool2d_without_the_padding_keeps_a_constant_image_constant():
+    x = Tensor(np.full((1, 1, 4, 5), 7.0))
+    np.testing.assert_allclose(nn.AvgPool2d(3, 1, 1, count_include_pad=False)(x).numpy(), 7.0, rtol=1e-12)
+    assert F.avg_pool2d(x, 3, 1, 1).numpy()[0, 0, 0, 0] == pytest.approx(7.0 * 4 / 9)
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding", [

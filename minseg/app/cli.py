@@ -31,7 +31,7 @@ from .. import backend
 from ..checkpoint import CheckpointError, load_checkpoint_description
 from ..data import DatasetError, DownloadError, layouts
 from ..distributed import SingleProcess
-from ..models import MODELS
+from ..models import ENCODERS, MODELS
 from ..predict import Predictor
 from ..train import TrainingDiverged
 from . import values
@@ -132,8 +132,8 @@ def _train_options(parser, defaults):
     _folder_options(data, defaults)
     model = parser.add_argument_group("model")
     _option(model, "--model", "architecture", defaults, choices=list(MODELS))
-    _option(model, "--encoder", "ResNet encoder for unet, linknet, fpn, pspnet, deeplabv3(plus)", defaults,
-            choices=["resnet18", "resnet34"])
+    _option(model, "--encoder", "encoder for unet, linknet, fpn, pspnet (any), deeplabv3(plus) (the ResNets)",
+            defaults, choices=list(ENCODERS))
     _option(model, "--base", "width of the first stage of the from-scratch models", defaults,
             type=values.whole(1, 128))
     _option(model, "--weights", "initial weights (.safetensors): whole model (heads sized for another class "

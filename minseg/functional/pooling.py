@@ -308,8 +308,17 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, return_indices=False)
     return MaxPool2dFunction(kernel, stride, padding, bool(return_indices))(input)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0):
-    """Mean over kh × kw windows (stride defaults to kernel_size; zero padding is counted)."""
+def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """Mean over kh × kw windows (stride defaults to kernel_size; zero padding is counted).
+
+    ``count_include_pad=False`` divides each window's sum by the number of input pixels in it instead, so a border
+    output is the mean of what it covers (Inception's pooling branches): the counted mean times kh·kw / inside,
+    where inside/(kh·kw) is the same pooling of an all-ones image, a constant.
+    """
     input = as_tensor(input)
     kernel, stride, padding = _window_arguments(input, kernel_size, stride, padding, "avg_pool2d")
-    return AvgPool2dFunction(kernel, stride, padding)(input)
+    y = AvgPool2dFunction(kernel, stride, padding)(input)
+    if count_include_pad or padding == (0, 0):
+        return y
+    ones = get_array_module(input.data).ones((1, 1) + input.shape[2:], input.dtype)
+    return y / AvgPool2dFunction(kernel, stride, padding).forward(ones)

@@ -7,7 +7,8 @@ From scratch (the course's first models, small enough to train on a laptop CPU):
 * ``PaperLinkNet``: skip connections by addition (like a ResNet), as the 2017 LinkNet paper builds it.
 
 On a ResNet-18/34 encoder (``resnet.py``), as segmentation_models_pytorch 0.6.0 builds them, with its state-dict
-names and defaults (``encoder_decoder.py`` says what they share), so weights move between the two:
+names and defaults (``encoder_decoder.py`` says what they share), so weights move between the two; ``Unet``,
+``Linknet``, ``FPN`` and ``PSPNet`` also take DenseNet-121 (``densenet.py``) and Inception-v4 (``inception.py``):
 
 * ``Unet`` and ``Linknet``: the same two ideas on a ResNet encoder.
 * ``FPN``: a feature pyramid, each level upsampled and summed.
@@ -18,9 +19,12 @@ names and defaults (``encoder_decoder.py`` says what they share), so weights mov
 ``load_weights`` (``weights.py``) move weights to and from ``.safetensors`` files.
 """
 from .deeplab import DeepLabV3, DeepLabV3Plus
+from .densenet import DenseNetEncoder
+from .encoder_decoder import ENCODERS
 from .enet import ENet
 from .fcn import FCN8s, FCN16s, FCN32s
 from .fpn import FPN
+from .inception import InceptionV4Encoder
 from .linknet import Linknet, PaperLinkNet
 from .naive import Naive
 from .pointrend import PointRend
@@ -32,8 +36,8 @@ from .weights import LoadReport, compare_weights, load_weights, save_weights
 
 __all__ = ["Naive", "PaperUNet", "PaperLinkNet", "Unet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
            "FCN32s", "FCN16s", "FCN8s", "SegNetBasic", "SegNet", "ENet", "PointRend",
-           "ResNetEncoder", "MODELS", "ENCODER_MODELS", "create", "save_weights", "load_weights",
-           "compare_weights", "LoadReport"]
+           "ResNetEncoder", "DenseNetEncoder", "InceptionV4Encoder", "ENCODERS", "MODELS", "ENCODER_MODELS", "create",
+           "save_weights", "load_weights", "compare_weights", "LoadReport"]
 
 # Every name create() knows. Without an encoder, "unet" and "linknet" are the from-scratch paper models; the other
 # encoder models default to smp's encoder, "resnet34".
@@ -41,7 +45,7 @@ MODELS = {"naive": Naive, "unet": PaperUNet, "linknet": PaperLinkNet, "fpn": FPN
           "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus,
           "fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "segnet_basic": SegNetBasic, "segnet": SegNet,
           "enet": ENet, "pointrend": PointRend}
-# The models that take an encoder=... ("resnet18" or "resnet34").
+# The models that take an encoder=... (one of ENCODERS; DeepLab and FCN only the ResNets).
 ENCODER_MODELS = {"unet": Unet, "linknet": Linknet, "fpn": FPN, "pspnet": PSPNet,
                   "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus,
                   "fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "pointrend": PointRend}
@@ -50,7 +54,7 @@ ENCODER_MODELS = {"unet": Unet, "linknet": Linknet, "fpn": FPN, "pspnet": PSPNet
 def create(name, num_classes, encoder=None, in_channels=3, **options):
     """Build the model called ``name`` (a key of ``MODELS``); ``options`` go to its constructor.
 
-    ``encoder`` ("resnet18" or "resnet34") picks the segmentation_models version of ``name`` on that encoder;
+    ``encoder`` (one of ``ENCODERS``) picks the segmentation_models version of ``name`` on that encoder;
     ``create("unet", 32, encoder="resnet18")`` has exactly the state dict of
     ``smp.Unet("resnet18", classes=32)``. Without it, "unet" and "linknet" are the paper models (``PaperUNet``,
     ``PaperLinkNet``, with ``base`` channels) and the encoder-only models use smp's default encoder, "resnet34".

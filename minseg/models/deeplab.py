@@ -16,7 +16,7 @@ Names and defaults are segmentation_models_pytorch 0.6.0's.
 from .. import functional as F
 from .. import nn
 from ..ops import cat
-from .encoder_decoder import SegmentationHead, SegmentationModel, make_encoder
+from .encoder_decoder import DILATABLE_ENCODERS, ENCODERS, SegmentationHead, SegmentationModel, make_encoder
 
 __all__ = ["DeepLabV3", "DeepLabV3Plus", "ASPP", "SeparableConv2d", "AtrousConv2d"]
 
@@ -99,9 +99,12 @@ class ASPP(nn.Module):
         return self.project(cat([conv(x) for conv in self.convs], 1))
 
 
-def check_output_stride(model, output_stride):
+def check_output_stride(model, output_stride, encoder):
     if output_stride not in (8, 16):
         raise ValueError(f"{model}: encoder_output_stride must be 8 or 16, got {output_stride!r}")
+    if encoder in ENCODERS and encoder not in DILATABLE_ENCODERS:
+        raise ValueError(f"{model}: encoder must have a dilated mode (output stride {output_stride}), got {encoder!r}, "
+                         f"which downsamples by pooling; use one of {', '.join(map(repr, DILATABLE_ENCODERS))}")
 
 
 # ---------------------------------------------------------------------------
@@ -131,7 +134,7 @@ class DeepLabV3(SegmentationModel):
                  decoder_channels=256, decoder_atrous_rates=(12, 24, 36), decoder_aspp_separable=False,
                  decoder_aspp_dropout=0.5, upsampling=None):
         super().__init__()
-        check_output_stride("DeepLabV3", encoder_output_stride)
+        check_output_stride("DeepLabV3", encoder_output_stride, encoder)
         self.encoder = make_encoder(encoder, in_channels, encoder_depth, encoder_output_stride)
         if upsampling is None:  # back to the input: the deepest feature's stride
             upsampling = self.encoder.output_stride
@@ -179,7 +182,7 @@ class DeepLabV3Plus(SegmentationModel):
                  decoder_channels=256, decoder_atrous_rates=(12, 24, 36), decoder_aspp_separable=True,
                  decoder_aspp_dropout=0.5, upsampling=4):
         super().__init__()
-        check_output_stride("DeepLabV3Plus", encoder_output_stride)
+        check_output_stride("DeepLabV3Plus", encoder_output_stride, encoder)
         self.encoder = make_encoder(encoder, in_channels, encoder_depth, encoder_output_stride)
         self.decoder = DeepLabV3PlusDecoder(self.encoder.out_channels, encoder_depth, decoder_channels,
                                             decoder_atrous_rates, encoder_output_stride, decoder_aspp_separable,

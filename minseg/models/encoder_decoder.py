@@ -1,18 +1,28 @@
 """What the segmentation_models family shares: a model is an encoder, a decoder and a segmentation head.
 
-The encoder (``ResNetEncoder``) turns the image into feature maps at strides 1, 2, 4, 8, 16 and 32; the decoder
-combines some of them into one map (how it does so is what distinguishes UNet, LinkNet, FPN, PSPNet and DeepLab);
-the head maps that to one score per class and, where the decoder stopped short of the input's resolution,
-upsamples bilinearly. The modules and their names follow segmentation_models_pytorch (smp) 0.6.0, so its state
-dicts load here and these models compute what smp's do (``benchmarks/smp_crosscheck.py`` compares them).
+The encoder (``ResNetEncoder``, ``DenseNetEncoder`` or ``InceptionV4Encoder``) turns the image into feature maps
+at strides 1, 2, 4, 8, 16 and 32; the decoder combines some of them into one map (how it does so is what
+distinguishes UNet, LinkNet, FPN, PSPNet and DeepLab); the head maps that to one score per class and, where the
+decoder stopped short of the input's resolution, upsamples bilinearly. The modules and their names follow
+segmentation_models_pytorch (smp) 0.6.0, so its state dicts load here and these models compute what smp's do
+(``benchmarks/smp_crosscheck.py`` compares them).
 """
 from .. import nn
 from ..nn import init
+from .densenet import DenseNetEncoder
+from .inception import InceptionV4Encoder
 from .resnet import ResNetEncoder
 from .sizes import check_divisible
 
 __all__ = ["SegmentationModel", "SegmentationHead", "conv_bn_relu", "make_encoder", "initialize_decoder",
-           "initialize_head"]
+           "initialize_head", "ENCODERS", "DILATABLE_ENCODERS"]
+
+# Every encoder name make_encoder knows, with its class; smp's names. Only the ResNets have a dilated mode
+# (output_stride 8 or 16, DeepLab's); the others downsample by pooling.
+ENCODER_CLASSES = {"resnet18": ResNetEncoder, "resnet34": ResNetEncoder, "densenet121": DenseNetEncoder,
+                   "inceptionv4": InceptionV4Encoder}
+ENCODERS = tuple(ENCODER_CLASSES)
+DILATABLE_ENCODERS = ("resnet18", "resnet34")
 
 
 def conv_bn_relu(in_channels, out_channels, kernel_size, stride=1, padding=0, use_norm=True):
@@ -62,8 +72,10 @@ def initialize_head(module):
 
 
 def make_encoder(encoder, in_channels, depth=5, output_stride=32):
-    """The encoder called ``encoder`` ("resnet18" or "resnet34"), as smp's ``get_encoder``."""
-    return ResNetEncoder(encoder, in_channels=in_channels, output_stride=output_stride, depth=depth)
+    """The encoder called ``encoder`` (one of ``ENCODERS``), as smp's ``get_encoder``."""
+    if encoder not in ENCODER_CLASSES:
+        raise ValueError(f"make_encoder: encoder must be one of {', '.join(map(repr, ENCODERS))}, got {encoder!r}")
+    return ENCODER_CLASSES[encoder](encoder, in_channels=in_channels, output_stride=output_stride, depth=depth)
 
 
 class SegmentationModel(nn.Module):

@@ -277,13 +277,13 @@ class MaxUnpool2d(Module):
 
 
 class AvgPool2d(Module):
-    """Mean over kernel_size windows (stride defaults to kernel_size; zero padding is counted)."""
+    """Mean over kernel_size windows (stride defaults to kernel_size; zero padding is counted unless
+    ``count_include_pad=False``)."""
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                  divisor_override=None):
         super().__init__()
         _only_default("AvgPool2d", "ceil_mode", ceil_mode, False)
-        _only_default("AvgPool2d", "count_include_pad", count_include_pad, True)
         _only_default("AvgPool2d", "divisor_override", divisor_override, None)
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
@@ -291,10 +291,11 @@ class AvgPool2d(Module):
         self.ceil_mode, self.count_include_pad, self.divisor_override = ceil_mode, count_include_pad, divisor_override
 
     def forward(self, x):
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad)
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        text = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return text if self.count_include_pad else text + ", count_include_pad=False"
 
 
 class AdaptiveAvgPool2d(Module):
