@@ -160,6 +160,10 @@ def build_parser(prog="minseg", defaults=None, train_only=False):
     predict.add_argument("images", nargs="+", type=Path, help="image files, or folders of them")
     predict.add_argument("--out", type=Path, required=True, help="folder for <stem>_mask.png and <stem>_overlay.png")
     predict.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    # --crf: the fully connected CRF after the model (minseg.crf), with its defaults
+    for command in (evaluate, predict):
+        command.add_argument("--crf", action="store_true",
+                             help="refine each prediction with the fully connected CRF on the image (minseg.crf)")
     return parser, defaults
 
 
@@ -251,7 +255,7 @@ def train(args, defaults, prog, argv):
 def evaluate(args):
     _check_device(args.device)
     with limit_threads(args.threads or default_threads()):
-        results = evaluate_checkpoint(args.checkpoint, args.data, args.device)
+        results = evaluate_checkpoint(args.checkpoint, args.data, args.device, crf={} if args.crf else None)
     scalars = {key: value for key, value in results.items() if not isinstance(value, dict)}
     print("  ".join(f"{key} {value:.4f}" for key, value in scalars.items()))
     for key in (key for key, value in results.items() if isinstance(value, dict)):
@@ -265,7 +269,7 @@ def predict(args):
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
     files = image_files(args.images)
     with limit_threads(args.threads or default_threads()):
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, crf={} if args.crf else None)
         written = predict_files(predictor, files, args.out, progress=args.progress)
     print(f"wrote {len(written)} masks (<stem>_mask.png, palette PNGs of class ids) and overlays to {args.out}/")
     return 0
