@@ -39,6 +39,9 @@ FIGURES = ["task.png", "one_hot.png", "architecture_naive.png", "architecture_un
            "cross_entropy_vs_dice.png", "iou_dice.png", "naive_vs_unet.png", "zoo.png", "crf.png"]
 # crf.png refines this checkpoint's predictions; docs/crf.md gives the `minseg train` command that writes it.
 CRF_CHECKPOINT = ROOT / "runs" / "crf" / "camvid_deeplabv2" / "checkpoint.npz"
+# dense_crf's options for CamVid tiny (docs/crf.md): DeepLab's w1 and θβ ranges, the position widths scaled down
+# with the 96x128 images.
+CRF_OPTIONS = dict(w1=4.0, theta_alpha=20.0, theta_beta=5.0, w2=3.0, theta_gamma=1.0)
 MAX_BYTES = 200 * 1024  # every image stays under this size
 # FULL makes the committed images; FAST only proves every figure still draws (tiny widths, a few steps).
 FULL = dict(epochs=50, naive_widths=(32, 64, 128, 256), unet_base=16, train_images=None, lr=3e-3)
@@ -317,10 +320,10 @@ def naive_vs_unet_png(images, labels, predictions, classes, path):
 # The fully connected CRF on a prediction (docs/crf.md, the history table's DeepLab row)
 # ---------------------------------------------------------------------------------------------
 def crf_png(image, label, probabilities, classes, path, model_name):
-    """A CamVid image, the model's prediction, the CRF-refined one (``dense_crf``'s defaults) and the truth, with
-    the pixel accuracy and the accuracy within 3 pixels of the label edges, and a legend of the classes shown."""
+    """A CamVid image, the model's prediction, the CRF-refined one (``CRF_OPTIONS``) and the truth, with the pixel
+    accuracy and the accuracy within 3 pixels of the label edges, and a legend of the classes shown."""
     raw = probabilities.argmax(axis=0)
-    refined = dense_crf(probabilities, image).argmax(axis=0)
+    refined = dense_crf(probabilities, image, **CRF_OPTIONS).argmax(axis=0)
     titles = []
     for title, ids in ((f"{model_name}: raw prediction", raw), ("after the CRF", refined)):
         scores = f"pixel accuracy {(ids == label).mean():.3f}\nwithin 3 px of an edge " \
