@@ -19,7 +19,8 @@ updates every Q_i at once:
 
 The sum over j is the *message*: a Gaussian filter of Q, one per kernel m. Each kernel is normalized
 symmetrically, k̃_m(i, j) = k_m(i, j) / sqrt(n_i n_j) with n_i = Σ_j k_m(i, j), as the authors' released code
-(densecrf 2.x) does by default, so the weights do not depend on the image size. j runs over every pixel, i
+(densecrf 2.x, after their 2013 paper below; the 2011 code divided by n_i alone) does by default: the weights then
+do not depend on the image size, and the kernel stays symmetric. j runs over every pixel, i
 included, as the filter gives it. Then the mean-field free energy
 
     F(Q) = Σ_i Σ_l Q_i(l) (ψ_u,i(l) + log Q_i(l)) − ½ Σ_l Σ_i Q_i(l) Σ_m w_m Σ_j k̃_m(i, j) Q_j(l)
@@ -37,9 +38,10 @@ definition, feasible up to a few thousand pixels: the reference. ``method="latti
 the permutohedral lattice (``permutohedral.py``; that module says why a lattice and not a bilateral grid) in time
 linear in P, within the approximation ``tests/test_crf.py`` states.
 
-**Defaults.** w2 = 3, θγ = 3 are the values DeepLab fixes (Chen et al. 2016, section 4); w1 = 10, θα = 80,
-θβ = 13 are the appearance kernel of Krähenbühl's released code example (DeepLab cross-validates them per
-dataset, over w1 ∈ [3, 6], θα ∈ [30, 100], θβ ∈ [3, 6]); 10 iterations as DeepLab. Widths are in pixels and in
+**Defaults.** w1 = 10, θα = 80, θβ = 13, w2 = 3, θγ = 3: the authors' released code's (densecrf 2.2). DeepLab
+keeps w2 = θγ = 3 and cross-validates the appearance kernel per dataset, over w1 ∈ [3, 6], θα ∈ [30, 100],
+θβ ∈ [3, 6] (Chen et al. 2016, section 4); 10 iterations as DeepLab. ``docs/crf.md`` shows what the defaults do
+to small images. Widths are in pixels and in
 colour levels (0–255).
 
 Inference only: plain NumPy on a (C, H, W) probability array, no ``Function`` and no gradient. DeepLab trains the
