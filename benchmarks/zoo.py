@@ -50,6 +50,7 @@ ZOO = {
     "segnet": ("segnet", {}, 2015, "the same on VGG-16's shape"),
     "enet": ("enet", {}, 2016, "early downsampling, bottlenecks, dilated/asymmetric convs"),
     "pspnet_resnet18": ("pspnet", {"encoder": "resnet18"}, 2016, "pyramid pooling of the whole image"),
+    "deeplabv2_resnet18": ("deeplabv2", {"encoder": "resnet18"}, 2016, "output stride 8, 4 dilated classifiers summed"),
     "linknet": ("linknet", {"base": 16}, 2017, "skips by addition (paper LinkNet)"),
     "unet_resnet18": ("unet", {"encoder": "resnet18"}, 2015, "UNet's decoder on a ResNet-18"),
     "linknet_resnet18": ("linknet", {"encoder": "resnet18"}, 2017, "LinkNet's decoder on a ResNet-18"),

@@ -25,15 +25,23 @@ from matplotlib.patches import FancyArrowPatch, Rectangle
 import minseg
 import minseg.functional as F
 from minseg import metrics, viz
+from minseg.checkpoint import load_checkpoint
+from minseg.crf import dense_crf
 from minseg.data import DataLoader, channel_stats, layouts
 from minseg.models import Naive, PaperUNet
 from minseg.optim import AdamW, OneCycleLR
+from minseg.predict import Predictor
 from minseg.train import Learner
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 FIGURES = ["task.png", "one_hot.png", "architecture_naive.png", "architecture_unet.png", "receptive_field.png",
-           "cross_entropy_vs_dice.png", "iou_dice.png", "naive_vs_unet.png", "zoo.png"]
+           "cross_entropy_vs_dice.png", "iou_dice.png", "naive_vs_unet.png", "zoo.png", "crf.png"]
+# crf.png refines this checkpoint's predictions; docs/crf.md gives the `minseg train` command that writes it.
+CRF_CHECKPOINT = ROOT / "runs" / "crf" / "camvid_deeplabv2" / "checkpoint.npz"
+# dense_crf's options for CamVid tiny (docs/crf.md): DeepLab's w1 and θβ ranges, the position widths scaled down
+# with the 96x128 images.
+CRF_OPTIONS = dict(w1=4.0, theta_alpha=20.0, theta_beta=5.0, w2=3.0, theta_gamma=1.0)
 MAX_BYTES = 200 * 1024  # every image stays under this size
 # FULL makes the committed images; FAST only proves every figure still draws (tiny widths, a few steps).
 FULL = dict(epochs=50, naive_widths=(32, 64, 128, 256), unet_base=16, train_images=None, lr=3e-3)
@@ -80,6 +88,12 @@ def normalized(images, stats):
     """uint8 (N, H, W, 3) images → the float (N, 3, H, W) batch the loaders make."""
     mean, std = stats
     return ((images.astype(np.float32) / 255 - mean) / std).transpose(0, 3, 1, 2)
+
+
+def softmax(scores):
+    """The softmax over the class axis 0 of (C, H, W) scores, in float64."""
+    exp = np.exp(np.asarray(scores, np.float64) - scores.max(axis=0))
+    return exp / exp.sum(axis=0)
 
 
 def logits_of(learner, images, stats):
@@ -303,6 +317,43 @@ def naive_vs_unet_png(images, labels, predictions, classes, path):
 
 
 # ---------------------------------------------------------------------------------------------
+# The fully connected CRF on a prediction (docs/crf.md, the history table's DeepLab row)
+# ---------------------------------------------------------------------------------------------
+def crf_png(image, label, probabilities, classes, path, model_name):
+    """A CamVid image, the model's prediction, the CRF-refined one (``CRF_OPTIONS``) and the truth, with the pixel
+    accuracy and the accuracy within 3 pixels of the label edges, and a legend of the classes shown."""
+    raw = probabilities.argmax(axis=0)
+    refined = dense_crf(probabilities, image, **CRF_OPTIONS).argmax(axis=0)
+    titles = []
+    for title, ids in ((f"{model_name}: raw prediction", raw), ("after the CRF", refined)):
+        scores = f"pixel accuracy {(ids == label).mean():.3f}\nwithin 3 px of an edge " \
+                 f"{metrics.boundary_accuracy(ids, label, 3):.3f}"
+        print(f"crf: {title}: {scores.replace(chr(10), ', ')}")
+        titles.append(f"{title}\n{scores}")
+    colors = layouts.CAMVID_COLORS
+    pictures = [image] + [viz.colorize(ids, len(classes), colors) for ids in (raw, refined, label)]
+    figure = Figure(figsize=(13, 4))
+    for ax, title, picture in zip(figure.subplots(1, 4), ["image", *titles, "ground truth"], pictures):
+        ax.imshow(picture)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    shown = np.unique(np.concatenate([raw.ravel(), refined.ravel(), label.ravel()]))
+    handles = [Rectangle((0, 0), 1, 1, color=np.asarray(colors[c]) / 255) for c in shown]
+    figure.legend(handles, [classes[c] for c in shown], loc="lower center", ncol=min(len(shown), 8), fontsize=8,
+                  frameon=False, bbox_to_anchor=(0.5, -0.02))
+    save(figure, path)
+
+
+def crf_probabilities(checkpoint, image):
+    """The softmax (C, H, W) of a ``minseg train`` checkpoint's model on one uint8 image, and the model's name."""
+    predictor = Predictor.from_checkpoint(checkpoint)
+    scores = predictor.logits(predictor.normalize(image)).numpy()[0].astype(np.float64)
+    model = load_checkpoint(checkpoint)["run"]["model"]
+    name = model["name"] + (f" {model['options']['encoder']}" if "encoder" in model.get("options", {}) else "")
+    return softmax(scores), name
+
+
+# ---------------------------------------------------------------------------------------------
 # The zoo: mean IoU against training time, from docs/zoo.md
 # ---------------------------------------------------------------------------------------------
 def _number(text):
@@ -359,7 +410,7 @@ def zoo_png(zoo, path):
 # ---------------------------------------------------------------------------------------------
 # The command line
 # ---------------------------------------------------------------------------------------------
-def make_figures(data, membrane_root, out, zoo, settings):
+def make_figures(data, membrane_root, out, zoo, settings, crf_checkpoint=CRF_CHECKPOINT):
     camvid = layouts.fastai(data)
     train, valid = camvid.split(valid_every=5)
     if settings["train_images"] is not None:
@@ -384,6 +435,13 @@ def make_figures(data, membrane_root, out, zoo, settings):
     predictions = {"naive model": logits_of(naive_learner, images, stats).argmax(1), "UNet": logits.argmax(1)}
     naive_vs_unet_png(images, labels, predictions, camvid.classes, out / "naive_vs_unet.png")
     zoo_png(zoo, out / "zoo.png")
+    if settings is FAST:  # the fast mode only proves the drawing: the tiny UNet's softmax stands in
+        crf_png(images[0], labels[0], softmax(logits[0]), camvid.classes, out / "crf.png", "UNet (tiny)")
+    elif crf_checkpoint.is_file():
+        probabilities, name = crf_probabilities(crf_checkpoint, images[0])
+        crf_png(images[0], labels[0], probabilities, camvid.classes, out / "crf.png", name)
+    else:
+        print(f"note: {crf_checkpoint} does not exist: skipping crf.png (docs/crf.md says how to train it)")
 
 
 def main(argv=None):
@@ -395,6 +453,8 @@ def main(argv=None):
     parser.add_argument("--data", type=Path, default=DATA / "camvid_tiny", help="CamVid tiny (fastai layout)")
     parser.add_argument("--membrane", type=Path, default=DATA / "membrane", help="the ISBI 2012 membrane slices")
     parser.add_argument("--zoo", type=Path, default=ROOT / "docs" / "zoo.md", help="the zoo table to plot")
+    parser.add_argument("--crf-checkpoint", type=Path, default=CRF_CHECKPOINT,
+                        help="the DeepLab v2 run whose prediction crf.png refines (docs/crf.md)")
     args = parser.parse_args(argv)
     for flag, folder in (("--data", args.data), ("--membrane", args.membrane)):
         if not folder.is_dir():
@@ -404,7 +464,7 @@ def main(argv=None):
         args.out = Path(tempfile.mkdtemp(prefix="minseg-figures-")) if args.fast else ROOT / "docs" / "img"
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    make_figures(args.data, args.membrane, args.out, args.zoo, FAST if args.fast else FULL)
+    make_figures(args.data, args.membrane, args.out, args.zoo, FAST if args.fast else FULL, args.crf_checkpoint)
     print(f"{'fast' if args.fast else 'full'} mode: {time.perf_counter() - start:.0f} s")
     print(f"the figures are in {args.out}")
     return 0

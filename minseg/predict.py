@@ -13,6 +13,10 @@ bottom and right with 0 (the mean colour) up to the next multiple, and the paddi
 prediction again (``models.sizes``). ``DataLoader(pad_to_multiple=...)`` pads validation batches the same
 way, so evaluation and prediction see the same pixels. Reading and writing files (``minseg predict``,
 ``minseg evaluate``) is the command line's: ``minseg.app.files``.
+
+``Predictor(..., crf={})`` refines each prediction with the fully connected CRF (``minseg.crf.dense_crf``, its
+options in the dict, ``{}`` for its defaults): the logits' softmax, then mean field on the original image's
+colours, then the most likely class per pixel.
 """
 import numpy as np
 
@@ -20,6 +24,7 @@ from . import backend
 from .autograd import Tensor, no_grad
 from .checkpoint import CheckpointError, load_checkpoint, mismatch_error
 from .colors import class_colors, overlay
+from .crf import dense_crf
 from .data.loader import normalize
 from .functional.one_hot import to_class_ids
 from .models import create
@@ -74,7 +79,7 @@ def check_run(state, path, where):
 class Predictor:
     """``model`` + the preprocessing of its training run; ``predictor(image)`` → class ids (H, W)."""
 
-    def __init__(self, model, mean, std, classes, colors=None, device="cpu"):
+    def __init__(self, model, mean, std, classes, colors=None, device="cpu", crf=None):
         self.model = model.to(device)
         self.model.eval()
         self.mean = np.asarray(mean, dtype=np.float32).reshape(3)
@@ -83,9 +88,13 @@ class Predictor:
         self.colors = class_colors(len(self.classes), colors)
         self.device = device
         self.multiple = model.size_multiple
+        if crf is not None and not isinstance(crf, dict):
+            raise ValueError(f"Predictor: crf must be None or a dict of dense_crf options ({{}} for its defaults), "
+                             f"got {crf!r}")
+        self.crf = crf
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu"):
+    def from_checkpoint(cls, path, device="cpu", crf=None):
         """The model and preprocessing a ``minseg train`` checkpoint describes, with its weights loaded.
 
         ``CheckpointError`` when the file is damaged, describes no run, holds the weights of another model or
@@ -103,7 +112,7 @@ class Predictor:
             raise CheckpointError(f"Predictor.from_checkpoint: {path} holds NaN or inf weights ({not_finite[0]}"
                                   f"{' and more' if len(not_finite) > 1 else ''}); its run diverged, so its "
                                   "predictions would be meaningless; use a checkpoint of a run that did not")
-        return cls(model, run["mean"], run["std"], run["classes"], run.get("colors"), device=device)
+        return cls(model, run["mean"], run["std"], run["classes"], run.get("colors"), device=device, crf=crf)
 
     def normalize(self, image):
         """(H, W, 3) or (H, W), uint8 (0..255) or float in [0, 1] (what ``read_image`` gives) → float32
@@ -125,7 +134,20 @@ class Predictor:
             return crop_padding(self.model(Tensor(padded)), height, width)
 
     def __call__(self, image):
-        return to_class_ids(self.logits(self.normalize(image))).numpy()[0]
+        logits = self.logits(self.normalize(image))
+        if self.crf is not None:
+            return self.refine(image, logits).argmax(axis=0)
+        return to_class_ids(logits).numpy()[0]
+
+    def refine(self, image, logits):
+        """The CRF's marginals (C, H, W) for one image: softmax of its logits (1, C, H, W), then ``dense_crf``
+        with ``self.crf``'s options on the image's own colours, on the 0..255 scale its colour widths assume
+        (a float image in [0, 1] is scaled up)."""
+        scores = logits.numpy()[0].astype(np.float64)
+        probabilities = np.exp(scores - scores.max(axis=0))
+        image = _as_rgb(image)
+        colours = image if image.dtype == np.uint8 else image.astype(np.float64) * 255
+        return dense_crf(probabilities / probabilities.sum(axis=0), colours, **self.crf)
 
     def overlay(self, image, ids, alpha=0.5):
         """uint8 (H, W, 3): the image (uint8, or float in [0, 1] shown as 8 bits) with the class colours blended in."""

@@ -230,6 +230,28 @@ def test_evaluate_command_reports_the_run_metrics(trained, capsys):
     assert f"pixel_accuracy {metrics['pixel_accuracy']:.4f}" in printed
 
 
+# --- --crf: the fully connected CRF after the model ------------------------------------------------
+def test_crf_refines_the_softmax_on_the_image_and_the_commands_take_it(trained, tmp_path, capsys):
+    from minseg.crf import dense_crf
+    data, checkpoint = trained
+    path = sorted((data / "images").iterdir())[0]
+    image = np.asarray(Image.open(path))
+    predictor = Predictor.from_checkpoint(checkpoint, crf={"iterations": 3, "w1": 5.0})
+    scores = predictor.logits(predictor.normalize(image)).numpy()[0].astype(np.float64)
+    softmax = np.exp(scores) / np.exp(scores).sum(axis=0)
+    expected = dense_crf(softmax, image, iterations=3, w1=5.0).argmax(axis=0)
+    np.testing.assert_array_equal(predictor(image), expected)
+    status, printed, _ = run_cli(capsys, "predict", "--checkpoint", checkpoint, path, "--out", tmp_path / "p",
+                                 "--no-progress", "--crf")
+    assert status == 0
+    refined = dense_crf(softmax, image).argmax(axis=0)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "p" / f"{path.stem}_mask.png")), refined)
+    status, printed, _ = run_cli(capsys, "evaluate", "--checkpoint", checkpoint, "--crf")
+    assert status == 0 and re.search(r"boundary_accuracy \d\.\d{4}", printed)
+    with pytest.raises(ValueError, match="Predictor: crf must be None or a dict of dense_crf options"):
+        Predictor.from_checkpoint(checkpoint, crf=True)
+
+
 def test_default_threads_leaves_out_the_busy_cores(monkeypatch):
     cores = len(os.sched_getaffinity(0))
     assert 0 <= threads._busy_cores(0.05) <= (os.cpu_count() or 1) + 1e-9

@@ -7,6 +7,9 @@ import minseg
 from minseg import backend
 from minseg.metrics import (
     SegmentationMetrics,
+    boundary_accuracy,
+    boundary_band,
+    boundary_counts,
     confusion_matrix,
     foreground_accuracy,
     mean_dice,
@@ -180,3 +183,37 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="target holds ids outside"):
         metrics.update(PRED, TARGET + 1)
     assert metrics.confusion.sum() == 0  # a rejected batch adds nothing
+
+
+# --- near the label edges ---------------------------------------------------------------------
+def test_boundary_band_of_a_step_grows_by_the_width():
+    step = np.array([[0, 0, 0, 0, 1, 1, 1, 1]])
+    assert boundary_band(step, 0).nonzero()[1].tolist() == [3, 4]        # the two pixels either side of the edge
+    assert boundary_band(step, 1).nonzero()[1].tolist() == [2, 3, 4, 5]
+    assert boundary_band(step, 3).all()
+
+
+def test_boundary_accuracy_of_a_single_pixel_object_by_hand():
+    """One class-1 pixel in a 7x7 image: the edge is it and its 4 neighbours (a plus sign); grown by 1 that is
+    the 5x5 square around it without its 4 corners, 21 pixels. Predicting all 0 misses only the centre."""
+    target = np.zeros((7, 7), np.int64)
+    target[3, 3] = 1
+    band = boundary_band(target, 1)
+    assert band.sum() == 21 and band[1:6, 1:6].sum() == 21 and not band[1, 1] and band[1, 2]
+    pred = np.zeros_like(target)
+    assert boundary_counts(pred, target, 1) == (20, 21)
+    assert boundary_accuracy(pred, target, 1) == pytest.approx(20 / 21)
+    assert boundary_counts(pred, target, 1, ignore_index=1) == (20, 20)
+    assert np.isnan(boundary_accuracy(pred, pred))                          # no edge, nothing to measure
+    assert boundary_counts(pred[None], target[None], 1) == (20, 21)         # batches (N, H, W) too
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: boundary_band(np.zeros((3, 3)), -1),
+     "boundary_band: width must be an int >= 0, got -1"),
+    (lambda: boundary_counts(np.zeros((3, 3)), np.zeros((3, 4))),
+     r"boundary_counts: pred has shape \(3, 3\) but target has shape \(3, 4\)"),
+])
+def test_boundary_bad_arguments_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

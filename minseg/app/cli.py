@@ -196,6 +196,10 @@ def build_parser(prog="minseg", defaults=None, train_only=False):
     predict.add_argument("--overwrite", action="store_true",
                          help="replace <stem>_mask.png and <stem>_overlay.png files already in --out (default: refuse)")
     predict.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    # --crf: the fully connected CRF after the model (minseg.crf), with its defaults
+    for command in (evaluate, predict):
+        command.add_argument("--crf", action="store_true",
+                             help="refine each prediction with the fully connected CRF on the image (minseg.crf)")
     return parser, defaults
 
 
@@ -263,7 +267,7 @@ def evaluate(args):
         raise UsageError(f"--checkpoint {args.checkpoint}: holds no options of a minseg train run, so its "
                          "validation images are unknown; it was not written by minseg train")
     with limit_threads(args.threads or default_threads()), _naming_the_checkpoint(args.checkpoint):
-        results = evaluate_checkpoint(args.checkpoint, args.data, args.device)
+        results = evaluate_checkpoint(args.checkpoint, args.data, args.device, crf={} if args.crf else None)
     if math.isnan(results["pixel_accuracy"]):
         raise UsageError(f"--checkpoint {args.checkpoint}: its run's validation images hold no labelled pixel (no "
                          "image, or every pixel ignored), so there is nothing to measure; pass --data with a "
@@ -290,7 +294,7 @@ def predict(args):
     check_images([image for image, _, _ in plan])
     with limit_threads(args.threads or default_threads()):
         with _naming_the_checkpoint(args.checkpoint):
-            predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+            predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, crf={} if args.crf else None)
         written = predict_files(predictor, plan, progress=args.progress)
     print(f"wrote {len(written)} mask{'s' * (len(written) != 1)} (<stem>_mask.png, palette PNGs of class ids) "
           f"and overlay{'s' * (len(written) != 1)} to {args.out}/")

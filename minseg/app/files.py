@@ -15,7 +15,7 @@ from ..atomic import atomic_write
 from ..checkpoint import load_checkpoint
 from ..data import void_class
 from ..data.images import list_images, read_image
-from ..metrics import SegmentationMetrics
+from ..metrics import SegmentationMetrics, boundary_counts
 from ..predict import Predictor
 from .options import UsageError, open_splits
 
@@ -121,10 +121,11 @@ def predict_files(predictor, plan, progress=True):
     return written
 
 
-def evaluate_checkpoint(path, data=None, device="cpu"):
+def evaluate_checkpoint(path, data=None, device="cpu", crf=None):
     """Metrics of a ``minseg train`` checkpoint on its run's validation images (from ``data`` if given),
-    predicted one image at a time at full size, exactly as ``minseg predict`` would."""
-    predictor = Predictor.from_checkpoint(path, device=device)
+    predicted one image at a time at full size, exactly as ``minseg predict`` would (``crf``: as ``Predictor``'s).
+    "boundary_accuracy" is the pixel accuracy within 3 pixels of the label edges (``metrics.boundary_counts``)."""
+    predictor = Predictor.from_checkpoint(path, device=device, crf=crf)
     run = load_checkpoint(path)["run"]
     options = dict(run["args"], lazy=True)
     if data is not None:
@@ -132,9 +133,13 @@ def evaluate_checkpoint(path, data=None, device="cpu"):
     valid = open_splits(options)[2]
     metrics = SegmentationMetrics(len(predictor.classes), ignore_index=run["ignore_index"],
                                   void_class=void_class(predictor.classes))
+    boundary = np.zeros(2, np.int64)
     for index in range(len(valid)):
         image, label = valid[index]
-        metrics.update(predictor(image)[None], label[None])
+        ids = predictor(image)
+        metrics.update(ids[None], label[None])
+        boundary += boundary_counts(ids, label, 3, run["ignore_index"])
     results = metrics.compute()
+    results["boundary_accuracy"] = boundary[0] / boundary[1] if boundary[1] else float("nan")
     return {key: (dict(zip(predictor.classes, np.asarray(value, dtype=float).tolist()))
                   if np.ndim(value) else float(value)) for key, value in results.items()}

@@ -14,11 +14,13 @@ names and defaults (``encoder_decoder.py`` says what they share), so weights mov
 * ``FPN``: a feature pyramid, each level upsampled and summed.
 * ``PSPNet``: pyramid pooling.
 * ``DeepLabV3``, ``DeepLabV3Plus``: atrous convolution and a wider field of view.
+* ``DeepLabV2``: the paper's own head, four dilated classifiers summed (no smp twin; refine with ``minseg.crf``).
 
 ``create("unet", num_classes=32)`` picks one by name, for examples and command lines; ``save_weights`` and
 ``load_weights`` (``weights.py``) move weights to and from ``.safetensors`` files.
 """
 from .deeplab import DeepLabV3, DeepLabV3Plus
+from .deeplabv2 import DeepLabV2
 from .densenet import DenseNetEncoder
 from .encoder_decoder import ENCODERS
 from .enet import ENet
@@ -35,6 +37,7 @@ from .unet import PaperUNet, Unet
 from .weights import LoadReport, compare_weights, load_weights, save_weights
 
 __all__ = ["Naive", "PaperUNet", "PaperLinkNet", "Unet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
+           "DeepLabV2",
            "FCN32s", "FCN16s", "FCN8s", "SegNetBasic", "SegNet", "ENet", "PointRend",
            "ResNetEncoder", "DenseNetEncoder", "InceptionV4Encoder", "ENCODERS", "MODELS", "ENCODER_MODELS", "create",
            "save_weights", "load_weights", "compare_weights", "LoadReport"]
@@ -43,11 +46,13 @@ __all__ = ["Naive", "PaperUNet", "PaperLinkNet", "Unet", "Linknet", "FPN", "PSPN
 # encoder models default to smp's encoder, "resnet34".
 MODELS = {"naive": Naive, "unet": PaperUNet, "linknet": PaperLinkNet, "fpn": FPN, "pspnet": PSPNet,
           "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus,
+          "deeplabv2": DeepLabV2,
           "fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "segnet_basic": SegNetBasic, "segnet": SegNet,
           "enet": ENet, "pointrend": PointRend}
 # The models that take an encoder=... (one of ENCODERS; DeepLab and FCN only the ResNets).
 ENCODER_MODELS = {"unet": Unet, "linknet": Linknet, "fpn": FPN, "pspnet": PSPNet,
                   "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus,
+                  "deeplabv2": DeepLabV2,
                   "fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "pointrend": PointRend}
 
 
