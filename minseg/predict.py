@@ -11,21 +11,29 @@ Any size works. A model declares the multiple its input sizes must be (``model.s
 halves the resolution k times and so takes only multiples of 2**k); the normalized image is padded at the
 bottom and right with 0 (the mean colour) up to the next multiple, and the padding is cropped from the
 prediction again (``models.sizes``). ``DataLoader(pad_to_multiple=...)`` pads validation batches the same
-way, so evaluation and prediction see the same pixels. Reading and writing files (``minseg predict``,
+way, so evaluation and prediction see the same pixels.
+
+Large images go through the model in windows (``tile=``, ``overlap=``, ``blend=``; ``minseg.tiling``), and
+``tta="h"`` or ``"hv"`` averages the logits of flipped copies. With no ``tile`` the predictor estimates the
+memory a whole-image pass takes (``estimate_bytes``) and, past ``memory_budget``, tiles by itself with
+``AUTO_TILE`` and says so through ``report``. Reading and writing files (``minseg predict``,
 ``minseg evaluate``) is the command line's: ``minseg.app.files``.
 """
 import numpy as np
 
-from . import backend
-from .autograd import Tensor, no_grad
+from .autograd import Tensor
 from .checkpoint import load_checkpoint
 from .colors import class_colors, overlay
 from .data.loader import normalize
 from .functional.one_hot import to_class_ids
 from .models import create
-from .models.sizes import crop_padding, pad_to_multiple
+from .models.sizes import pad_to_multiple, padded_size
+from .tiling import AVERAGES, BLENDS, FLIPS, forward_bytes_per_pixel, tiled_logits, whole_logits
 
-__all__ = ["Predictor", "build_model", "pad_to_multiple"]
+__all__ = ["Predictor", "build_model", "pad_to_multiple", "AUTO_TILE", "MEMORY_BUDGET"]
+
+AUTO_TILE = 512  # the window the predictor picks by itself: a few hundred MB through a UNet (base 16) at once
+MEMORY_BUDGET = 2 ** 30  # bytes a whole-image pass may take before the predictor tiles by itself
 
 
 def build_model(spec, num_classes):
@@ -36,7 +44,9 @@ def build_model(spec, num_classes):
 class Predictor:
     """``model`` + the preprocessing of its training run; ``predictor(image)`` → class ids (H, W)."""
 
-    def __init__(self, model, mean, std, classes, colors=None, device="cpu"):
+    def __init__(self, model, mean, std, classes, colors=None, device="cpu", tile=None, overlap=None,
+                 blend="gaussian", tta=None, tta_average="logits", window_batch=4, memory_budget=MEMORY_BUDGET,
+                 progress=False, report=None):
         self.model = model.to(device)
         self.model.eval()
         self.mean = np.asarray(mean, dtype=np.float32).reshape(3)
@@ -45,10 +55,31 @@ class Predictor:
         self.colors = class_colors(len(self.classes), colors)
         self.device = device
         self.multiple = model.size_multiple
+        self._tiling_options(tile, overlap, blend, tta, tta_average, window_batch, memory_budget)
+        self.progress, self.report = progress, report
+        self._bytes_per_pixel = None  # measured once, when first needed (estimate_bytes)
+
+    def _tiling_options(self, tile, overlap, blend, tta, tta_average, window_batch, memory_budget):
+        def positive(name, value, allow_zero=False):
+            if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+                                      or value < (0 if allow_zero else 1)):
+                raise ValueError(f"Predictor: {name} must be a {'non-negative' if allow_zero else 'positive'} "
+                                 f"int or None, got {value!r}")
+            return value
+        self.tile, self.overlap = positive("tile", tile), positive("overlap", overlap, allow_zero=True)
+        if tile is not None and overlap is not None and overlap >= tile:
+            raise ValueError(f"Predictor: overlap must be smaller than tile, got overlap {overlap} and tile {tile}")
+        for name, value, allowed in (("blend", blend, BLENDS), ("tta", tta, (None, *FLIPS)),
+                                     ("tta_average", tta_average, AVERAGES)):
+            if value not in allowed:
+                raise ValueError(f"Predictor: {name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        self.blend, self.tta, self.tta_average = blend, tta, tta_average
+        self.window_batch, self.memory_budget = positive("window_batch", window_batch), memory_budget
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu"):
-        """The model and preprocessing a ``minseg train`` checkpoint describes, with its weights loaded."""
+    def from_checkpoint(cls, path, device="cpu", **options):
+        """The model and preprocessing a ``minseg train`` checkpoint describes, with its weights loaded;
+        ``options``: the tiling and flip arguments of ``Predictor``."""
         state = load_checkpoint(path)
         run = state.get("run")
         if not run or "model" not in run:
@@ -56,7 +87,7 @@ class Predictor:
                              "normalization, classes); it was not written by `minseg train`")
         model = build_model(run["model"], len(run["classes"]))
         model.load_state_dict(state["model"])
-        return cls(model, run["mean"], run["std"], run["classes"], run.get("colors"), device=device)
+        return cls(model, run["mean"], run["std"], run["classes"], run.get("colors"), device=device, **options)
 
     def normalize(self, image):
         """uint8 (H, W, 3) or (H, W) → float32 (1, 3, H, W), as the training loader normalized."""
@@ -67,12 +98,42 @@ class Predictor:
             raise ValueError(f"Predictor: image must be uint8 (H, W, 3) or (H, W), got {image.dtype} {image.shape}")
         return normalize(image[None], self.mean, self.std)
 
+    def estimate_bytes(self, height, width):
+        """Memory a whole-image pass over one ``height`` x ``width`` image takes: the model's peak bytes per
+        pixel (measured once on two small inputs: ``tiling.forward_bytes_per_pixel``) times the padded pixels,
+        plus the image's own arrays (float32 input and logits, int64 class ids)."""
+        if self._bytes_per_pixel is None:
+            self._bytes_per_pixel = forward_bytes_per_pixel(self.model)
+        padded = padded_size(height, self.multiple) * padded_size(width, self.multiple)
+        return int(self._bytes_per_pixel * padded + (4 * 3 + 4 * len(self.classes) + 8) * height * width)
+
+    def plan(self, height, width):
+        """The (tile, overlap) an image of ``height`` x ``width`` is predicted with; None: in one pass.
+
+        Without ``tile``, the whole image goes through at once unless ``estimate_bytes`` exceeds
+        ``memory_budget`` (on the CPU, where the estimate is measured), and then windows of ``AUTO_TILE``."""
+        tile = self.tile
+        if tile is None:
+            if self.memory_budget is None or self.device != "cpu" or max(height, width) <= AUTO_TILE:
+                return None
+            needed = self.estimate_bytes(height, width)
+            if needed <= self.memory_budget:
+                return None
+            tile = AUTO_TILE
+            if self.report is not None:
+                self.report(f"a {height}x{width} image needs about {needed / 2 ** 30:.1f} GiB in one pass, more "
+                            f"than the budget of {self.memory_budget / 2 ** 30:.1f} GiB: predicting it in "
+                            f"{tile}x{tile} windows (--tile sets them)")
+        return tile, tile // 4 if self.overlap is None else self.overlap
+
     def logits(self, pixels):
-        """Logits (N, C, H, W) of normalized images of any size (padded for the model, cropped back)."""
-        height, width = pixels.shape[-2:]
-        padded = backend.to_device(pad_to_multiple(pixels, self.multiple), self.device)
-        with no_grad():
-            return crop_padding(self.model(Tensor(padded)), height, width)
+        """Logits (N, C, H, W) of normalized images of any size: in one pass (padded for the model, cropped
+        back) or window by window (``plan``), each with the flipped copies ``tta`` asks for."""
+        plan = self.plan(*pixels.shape[-2:])
+        if plan is None:
+            return Tensor(whole_logits(self.model, pixels, self.tta, self.tta_average, self.device))
+        return Tensor(tiled_logits(self.model, pixels, plan[0], plan[1], self.blend, self.window_batch, self.tta,
+                                   self.tta_average, self.device, self.progress, where="Predictor"))
 
     def __call__(self, image):
         return to_class_ids(self.logits(self.normalize(image))).numpy()[0]
