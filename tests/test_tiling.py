@@ -16,8 +16,8 @@ import minseg.functional as F
 from minseg import nn
 from minseg.models import PaperUNet
 from minseg.predict import Predictor
-from minseg.tiling import (BLENDS, blend_weights, flip_logits, receptive_field, tiled_logits, whole_logits,
-                           window_starts, windows_count)
+from minseg import tiling
+from minseg.tiling import BLENDS, blend_weights, flip_logits, tiled_logits, whole_logits, window_starts
 
 
 def _unet(depth=2, base=4, classes=3, seed=0):
@@ -104,12 +104,12 @@ def test_a_window_covering_the_image_gives_the_whole_image_logits_exactly(blend,
 
 def test_overlap_of_the_receptive_field_gives_the_whole_image_logits():
     model = _unet(depth=2)
-    field = max(receptive_field(model, size=96))
+    field = max(tiling.receptive_field(model, size=96))
     assert 30 < field < 64  # two poolings and ten 3x3 convolutions: tens of pixels
     pixels = _pixels(150, 170)
     whole = whole_logits(model, pixels)
     tile = 96
-    assert windows_count(150, 170, tile, field, model.size_multiple) == 9
+    assert tiling.windows_count(150, 170, tile, field, model.size_multiple) == 9
     tiled = tiled_logits(model, pixels, tile=tile, overlap=field, blend="center")
     np.testing.assert_allclose(tiled, whole, atol=2e-5, rtol=0)
     # Without the overlap the windows' borders differ: the receptive field there reaches into their padding.
@@ -121,7 +121,7 @@ def test_windows_start_on_the_models_grid():
     """A window must start at a multiple of size_multiple, or its poolings group other pixels than the whole
     image's do; tile and overlap are rounded up so every start is one."""
     model, pixels = _unet(depth=2), _pixels(70, 70)
-    assert windows_count(70, 70, tile=30, overlap=5, multiple=4) == 9  # tile 32, overlap 8, padded size 72
+    assert tiling.windows_count(70, 70, tile=30, overlap=5, multiple=4) == 9  # tile 32, overlap 8, padded size 72
     whole = whole_logits(model, pixels)
     tiled = tiled_logits(model, pixels, tile=61, overlap=47, blend="center")  # becomes 64 and 48 > the field
     np.testing.assert_allclose(tiled, whole, atol=2e-5, rtol=0)
