@@ -231,8 +231,8 @@ def receptive_field(model, size=256, trials=2, seed=0):
 
     The course's probe (docs/course_3_models.md) on a whole model: backpropagate a gradient of 1 at the centre
     output pixel of class 0 and see which input pixels receive one. ``model`` (on the CPU) should be in eval mode,
-    so batch norm uses its running statistics, as in prediction. A ReLU that is off for one input hides the paths through
-    it, so the gradients of ``trials`` random inputs are added up. ``size`` must exceed the field.
+    so batch norm uses its running statistics, as in prediction. A ReLU that is off for one input hides the paths
+    through it, so the gradients of ``trials`` random inputs are added up. ``size`` must exceed the field.
     """
     side = padded_size(size, model.size_multiple)
     reached = np.zeros((side, side), bool)

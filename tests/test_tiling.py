@@ -13,10 +13,9 @@ import pytest
 
 import minseg
 import minseg.functional as F
-from minseg import nn
+from minseg import nn, tiling
 from minseg.models import PaperUNet
 from minseg.predict import Predictor
-from minseg import tiling
 from minseg.tiling import BLENDS, blend_weights, flip_logits, tiled_logits, whole_logits, window_starts
 
 
