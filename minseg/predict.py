@@ -45,7 +45,7 @@ class Predictor:
     """``model`` + the preprocessing of its training run; ``predictor(image)`` → class ids (H, W)."""
 
     def __init__(self, model, mean, std, classes, colors=None, device="cpu", tile=None, overlap=None,
-                 blend="gaussian", tta=None, tta_average="logits", window_batch=4, memory_budget=MEMORY_BUDGET,
+                 blend="gaussian", tta=None, tta_average="logits", window_batch=4, memory_budget=None,
                  progress=False, report=None):
         self.model = model.to(device)
         self.model.eval()
@@ -67,14 +67,16 @@ class Predictor:
                                  f"int or None, got {value!r}")
             return value
         self.tile, self.overlap = positive("tile", tile), positive("overlap", overlap, allow_zero=True)
-        if tile is not None and overlap is not None and overlap >= tile:
-            raise ValueError(f"Predictor: overlap must be smaller than tile, got overlap {overlap} and tile {tile}")
+        if overlap is not None and overlap >= (tile or AUTO_TILE):
+            raise ValueError(f"Predictor: overlap must be smaller than tile, got overlap {overlap} and tile "
+                             f"{tile or AUTO_TILE}")
         for name, value, allowed in (("blend", blend, BLENDS), ("tta", tta, (None, *FLIPS)),
                                      ("tta_average", tta_average, AVERAGES)):
             if value not in allowed:
                 raise ValueError(f"Predictor: {name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
         self.blend, self.tta, self.tta_average = blend, tta, tta_average
-        self.window_batch, self.memory_budget = positive("window_batch", window_batch), memory_budget
+        self.window_batch = positive("window_batch", window_batch)
+        self.memory_budget = MEMORY_BUDGET if memory_budget is None else memory_budget  # math.inf: never tile
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu", **options):
@@ -114,7 +116,7 @@ class Predictor:
         ``memory_budget`` (on the CPU, where the estimate is measured), and then windows of ``AUTO_TILE``."""
         tile = self.tile
         if tile is None:
-            if self.memory_budget is None or self.device != "cpu" or max(height, width) <= AUTO_TILE:
+            if self.device != "cpu" or max(height, width) <= AUTO_TILE:
                 return None
             needed = self.estimate_bytes(height, width)
             if needed <= self.memory_budget:

@@ -6,6 +6,7 @@ large as the image giving exactly the whole-image logits; with an overlap of at 
 flips undone (a model symmetric by construction gives the plain logits back); memory that does not grow with the
 image past one row of windows.
 """
+import math
 import tracemalloc
 
 import numpy as np
@@ -211,7 +212,7 @@ def test_predictor_tiles_by_itself_past_its_memory_budget_and_says_so():
     assert predictor.plan(600, 2000) == (512, 128)
     assert len(said) == 1 and "600x2000" in said[0] and "512x512 windows" in said[0]
     assert 1e6 < predictor.estimate_bytes(600, 2000) / 10 < 1e9
-    assert _predictor(memory_budget=None).plan(600, 2000) is None
+    assert _predictor(memory_budget=math.inf).plan(600, 2000) is None
 
 
 @pytest.mark.parametrize("options, message", [

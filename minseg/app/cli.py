@@ -20,7 +20,8 @@ from .. import backend
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..data import DatasetError, DownloadError, layouts
 from ..models import MODELS
-from ..predict import Predictor
+from ..predict import AUTO_TILE, Predictor
+from ..tiling import BLENDS
 from ..train import TrainingDiverged
 from .files import evaluate_checkpoint, image_files, predict_files
 from .options import UsageError, jsonable
@@ -142,6 +143,43 @@ def _checkpoint_parser(subparsers, name, help):
     return parser
 
 
+# ---------------------------------------------------------------------------------------------
+# tiled prediction and test-time flips: --tile, --overlap, --blend, --tta (evaluate and predict)
+# ---------------------------------------------------------------------------------------------
+MAX_TILE = 16384  # a window side past this would not fit in memory anyway
+
+
+def _pixels(minimum):
+    """A whole number of pixels from ``minimum`` to MAX_TILE: refuses 0.5, nan, inf, 1e9 and words in one line."""
+    def parse(text):
+        if not (text.strip().isascii() and text.strip().isdigit()) or not minimum <= int(text) <= MAX_TILE:
+            raise argparse.ArgumentTypeError(f"must be a whole number of pixels from {minimum} to {MAX_TILE}, "
+                                             f"got {text!r}")
+        return int(text)
+    return parse
+
+
+def _tiling_flags(parser):
+    group = parser.add_argument_group("large images (docs/large_images.md)")
+    group.add_argument("--tile", type=_pixels(1), default=None,
+                       help=f"predict in TILE x TILE windows (default: the whole image, or {AUTO_TILE} when it "
+                            "would not fit the memory budget)")
+    group.add_argument("--overlap", type=_pixels(0), default=None,
+                       help="pixels neighbouring windows share (default: a quarter of the tile)")
+    group.add_argument("--blend", choices=BLENDS, default="gaussian",
+                       help="how overlapping windows' logits are weighed (default: gaussian)")
+    group.add_argument("--tta", choices=["none", "h", "v", "hv"], default="none",
+                       help="also predict flipped copies and average: h left-right, v top-bottom (default: none)")
+
+
+def _tiling_options(args):
+    """The Predictor's tiling arguments from the flags; an overlap that leaves no step is a usage error."""
+    if args.overlap is not None and args.overlap >= (args.tile or AUTO_TILE):
+        tile = f"--tile {args.tile}" if args.tile else f"the automatic tile, {AUTO_TILE}"
+        raise UsageError(f"--overlap {args.overlap} must be smaller than {tile}; lower --overlap")
+    return dict(tile=args.tile, overlap=args.overlap, blend=args.blend, tta=None if args.tta == "none" else args.tta)
+
+
 TRAIN_DESCRIPTION = "Train a segmentation model and write metrics, figures and checkpoint.npz into --out."
 
 
@@ -156,10 +194,12 @@ def build_parser(prog="minseg", defaults=None, train_only=False):
                                          description=TRAIN_DESCRIPTION), defaults)
     evaluate = _checkpoint_parser(subparsers, "evaluate", "evaluate a checkpoint on its run's validation images")
     evaluate.add_argument("--data", type=Path, default=None, help="dataset folder (default: the run's own)")
+    _tiling_flags(evaluate)
     predict = _checkpoint_parser(subparsers, "predict", "write class-id masks and overlays for images of any size")
     predict.add_argument("images", nargs="+", type=Path, help="image files, or folders of them")
     predict.add_argument("--out", type=Path, required=True, help="folder for <stem>_mask.png and <stem>_overlay.png")
     predict.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _tiling_flags(predict)
     return parser, defaults
 
 
@@ -251,7 +291,7 @@ def train(args, defaults, prog, argv):
 def evaluate(args):
     _check_device(args.device)
     with limit_threads(args.threads or default_threads()):
-        results = evaluate_checkpoint(args.checkpoint, args.data, args.device)
+        results = evaluate_checkpoint(args.checkpoint, args.data, args.device, **_tiling_options(args))
     scalars = {key: value for key, value in results.items() if not isinstance(value, dict)}
     print("  ".join(f"{key} {value:.4f}" for key, value in scalars.items()))
     for key in (key for key, value in results.items() if isinstance(value, dict)):
@@ -264,8 +304,11 @@ def predict(args):
     if not args.checkpoint.is_file():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
     files = image_files(args.images)
+    options = _tiling_options(args)
     with limit_threads(args.threads or default_threads()):
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, progress=args.progress,
+                                              report=lambda line: print(f"note: {line}", file=sys.stderr),
+                                              **options)
         written = predict_files(predictor, files, args.out, progress=args.progress)
     print(f"wrote {len(written)} masks (<stem>_mask.png, palette PNGs of class ids) and overlays to {args.out}/")
     return 0

@@ -78,10 +78,11 @@ def predict_files(predictor, paths, out, progress=True):
     return written
 
 
-def evaluate_checkpoint(path, data=None, device="cpu"):
+def evaluate_checkpoint(path, data=None, device="cpu", **tiling):
     """Metrics of a ``minseg train`` checkpoint on its run's validation images (from ``data`` if given),
-    predicted one image at a time at full size, exactly as ``minseg predict`` would."""
-    predictor = Predictor.from_checkpoint(path, device=device)
+    predicted one image at a time at full size, exactly as ``minseg predict`` would (``tiling``: the
+    ``Predictor``'s tile, overlap, blend and tta arguments)."""
+    predictor = Predictor.from_checkpoint(path, device=device, **tiling)
     run = load_checkpoint(path)["run"]
     options = dict(run["args"], lazy=True)
     if data is not None:
