@@ -45,7 +45,7 @@ class Predictor:
     """``model`` + the preprocessing of its training run; ``predictor(image)`` → class ids (H, W)."""
 
     def __init__(self, model, mean, std, classes, colors=None, device="cpu", tile=None, overlap=None,
-                 blend="gaussian", tta=None, tta_average="logits", window_batch=4, memory_budget=None,
+                 blend="gaussian", tta=None, tta_average="logits", window_batch=None, memory_budget=None,
                  progress=False, report=None):
         self.model = model.to(device)
         self.model.eval()
@@ -75,7 +75,7 @@ class Predictor:
             if value not in allowed:
                 raise ValueError(f"Predictor: {name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
         self.blend, self.tta, self.tta_average = blend, tta, tta_average
-        self.window_batch = positive("window_batch", window_batch)
+        self.window_batch = positive("window_batch", window_batch)  # None: tiling.BATCH_PIXELS worth
         self.memory_budget = MEMORY_BUDGET if memory_budget is None else memory_budget  # math.inf: never tile
 
     @classmethod

@@ -41,6 +41,9 @@ __all__ = ["BLENDS", "FLIPS", "window_starts", "blend_weights", "flip_logits", "
 BLENDS = ("uniform", "linear", "gaussian", "center")
 FLIPS = {"h": ((-1,),), "v": ((-2,),), "hv": ((-1,), (-2,), (-2, -1))}  # the flipped copies beside the image
 AVERAGES = ("logits", "probabilities")
+# Pixels per batch of windows when the batch size is not given: 1 window of 512x512, 4 of 256x256, 16 of 128x128.
+# The batch's activations are what tiling adds to the memory, so they are bounded by pixels, not by windows.
+BATCH_PIXELS = 512 * 512
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,12 +137,13 @@ def _grid(pixels_shape, tile, overlap, multiple):
     return size, shared, starts, padded
 
 
-def tiled_logits(model, pixels, tile, overlap=0, blend="gaussian", batch_size=4, flips=None,
+def tiled_logits(model, pixels, tile, overlap=0, blend="gaussian", batch_size=None, flips=None,
                  average="logits", device="cpu", progress=False, where="tiled_logits"):
     """float32 logits (N, C, H, W) of normalized images ``pixels`` (N, 3, H, W), predicted window by window.
 
     ``tile`` and ``overlap`` (an int or a pair: rows, columns) are rounded up to the model's ``size_multiple``;
-    ``batch_size`` windows go through the model at once (with ``flips``, each also flipped: ``flip_logits``).
+    ``batch_size`` windows go through the model at once (None: ``BATCH_PIXELS`` worth; with ``flips``, each
+    also flipped: ``flip_logits``).
     A tile as large as the image predicts it in one window, exactly as the whole-image pass does.
     """
     tile, overlap = pair(where, "tile", tile, minimum=1), pair(where, "overlap", overlap)
@@ -152,6 +156,7 @@ def tiled_logits(model, pixels, tile, overlap=0, blend="gaussian", batch_size=4,
     (rows, columns), shared, (tops, lefts), padded = _grid(pixels.shape, tile, overlap, multiple)
     images, height, width = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
     windows = [(image, top, left) for image in range(images) for top in tops for left in lefts]
+    batch_size = batch_size or max(1, BATCH_PIXELS // (rows * columns))
     weights = {}  # one weight map per kind of window position (corner, edge, inside): a handful in all
     row_sum, column_sum = np.zeros(padded[0], np.float32), np.zeros(padded[1], np.float32)
     for top in tops:

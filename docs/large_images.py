@@ -1,0 +1,143 @@
+"""The table and the figure of docs/large_images.md: the membrane slices predicted whole, in tiles, blended, flipped.
+
+    python docs/large_images.py          # trains the recipe's UNet into --run unless it is there, then measures
+    python docs/large_images.py --fast   # a tiny model, one epoch, into a temporary folder: checks that it all runs
+
+A UNet (base 16) is trained by ``minseg train`` on random 256x256 crops of the 24 training slices (``RECIPE``);
+the 6 validation slices are then predicted at their full 512x512 in every way of ``CASES``. For each the script
+prints the Dice of both classes (summed over the slices' pixels, as ``minseg evaluate`` does) and the share of
+pixels whose class differs from the whole-image prediction, as a Markdown table, and draws ``tiles_seams.png``:
+the membrane probability of one slice predicted in 128x128 tiles without overlap (the seams) and blended.
+"""
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from minseg import tiling
+from minseg.app import cli
+from minseg.app.options import open_splits
+from minseg.checkpoint import load_checkpoint
+from minseg.metrics import SegmentationMetrics
+from minseg.predict import Predictor
+
+ROOT = Path(__file__).resolve().parent.parent
+MEMBRANE = ROOT.parent / "shared" / "data" / "membrane"
+RECIPE = dict(crop="256x256", flip="hv", repeat=2, model="unet", base=16, loss="dice+ce", epochs=8, batch_size=4,
+              lr=3e-3, seed=0)
+FAST = dict(RECIPE, crop="64x64", base=4, epochs=1, repeat=1)
+# (label, Predictor options): the whole image, then windows of 256 (half a slice's side) and of 128.
+CASES = [("whole image", {}),
+         ("tiles 256, no overlap", dict(tile=256, overlap=0))]
+CASES += [(f"tiles 256, overlap {overlap}, {blend}", dict(tile=256, overlap=overlap, blend=blend))
+          for overlap in (64, 128) for blend in tiling.BLENDS]
+CASES += [("tiles 128, no overlap", dict(tile=128, overlap=0)),
+          ("tiles 128, overlap 64, gaussian", dict(tile=128, overlap=64, blend="gaussian")),
+          ("whole image, flips hv", dict(tta="hv")),
+          ("tiles 256, overlap 64, gaussian, flips hv", dict(tile=256, overlap=64, blend="gaussian", tta="hv"))]
+SEAMS = dict(tile=128, overlap=0), dict(tile=128, overlap=64, blend="gaussian")  # the figure's two predictions
+
+
+def train(run, data, settings):
+    """``minseg train`` with the recipe into ``run`` (a folder); returns its checkpoint."""
+    argv = ["train", "--data", str(data), "--layout", "membrane", "--out", str(run), "--no-progress"]
+    for key, value in settings.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    print("minseg " + " ".join(argv))
+    if cli.main(argv) != 0:
+        raise SystemExit("training failed")
+    return run / "checkpoint.npz"
+
+
+def membrane_probability(predictor, image):
+    logits = predictor.logits(predictor.normalize(image)).numpy()[0]
+    shifted = np.exp(logits - logits.max(0))
+    return shifted[0] / shifted.sum(0)  # class 0 is the membrane
+
+
+def measure(checkpoint, data, cases):
+    """Rows (label, Dice membrane, Dice cell, % pixels that differ from the whole image, seconds)."""
+    run = load_checkpoint(checkpoint)["run"]
+    valid = open_splits(dict(run["args"], data=str(data), lazy=True))[2]
+    slices = [valid[index] for index in range(len(valid))]
+    whole = [Predictor.from_checkpoint(checkpoint)(image) for image, _ in slices]
+    rows = []
+    for label, options in cases:
+        predictor = Predictor.from_checkpoint(checkpoint, **options)
+        metrics = SegmentationMetrics(2)
+        start, differ = time.perf_counter(), 0
+        for (image, truth), reference in zip(slices, whole):
+            ids = predictor(image)
+            metrics.update(ids[None], truth[None])
+            differ += int((ids != reference).sum())
+        dice = metrics.compute()["per_class_dice"]
+        rows.append((label, dice[0], dice[1], 100 * differ / sum(ids.size for ids in whole),
+                     time.perf_counter() - start))
+        print(f"{label}: Dice membrane {dice[0]:.4f} cell {dice[1]:.4f}", flush=True)
+    return rows, slices
+
+
+def table(rows, slices):
+    lines = [f"| prediction of the {len(slices)} validation slices (512x512) | Dice membrane | Dice cell | "
+             "pixels whose class differs from the whole image |", "|---|---:|---:|---:|"]
+    lines += [f"| {label} | {membrane:.4f} | {cell:.4f} | {differ:.2f}% |" for label, membrane, cell, differ, _ in rows]
+    return "\n".join(lines)
+
+
+def tiles_seams_png(checkpoint, image, path):
+    """The membrane probability of one slice: whole, tiles without overlap, blended tiles; each tiling's
+    difference from the whole-image prediction."""
+    whole = membrane_probability(Predictor.from_checkpoint(checkpoint), image)
+    tiled = [membrane_probability(Predictor.from_checkpoint(checkpoint, **options), image) for options in SEAMS]
+    figure = Figure(figsize=(12, 8.4))
+    axes = figure.subplots(2, 3)
+    axes[0, 0].imshow(image, cmap="gray")
+    axes[0, 0].set_title("validation slice", fontsize=9)
+    for ax, picture, title in ((axes[0, 1], whole, "whole image: P(membrane)"),
+                               (axes[0, 2], tiled[0], "128x128 tiles, no overlap"),
+                               (axes[1, 0], tiled[1], "128x128 tiles, overlap 64, gaussian blend")):
+        ax.imshow(picture, cmap="magma", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+    top = max(np.abs(t - whole).max() for t in tiled)
+    for ax, picture, title in ((axes[1, 1], tiled[0], "no overlap"), (axes[1, 2], tiled[1], "blended")):
+        shown = ax.imshow(np.abs(picture - whole), cmap="viridis", vmin=0, vmax=top)
+        figure.colorbar(shown, ax=ax, fraction=0.046)
+        ax.set_title(f"|{title} − whole|: largest {np.abs(picture - whole).max():.3f}", fontsize=9)
+    for ax in axes.flat:
+        ax.axis("off")
+    figure.suptitle("the seams of unblended tiles, and the same tiles blended (membrane probability)", fontsize=10)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from figures import save  # docs/figures.py: the size cap and the atomic write of every committed image
+
+    save(figure, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python docs/large_images.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--fast", action="store_true", help="tiny model, one epoch, two cases, temporary folder")
+    parser.add_argument("--data", type=Path, default=MEMBRANE, help="the ISBI 2012 membrane slices")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="the training run's folder (default: runs/membrane_tiles; with --fast a temporary one)")
+    parser.add_argument("--out", type=Path, default=None, help="folder of the figure (default: docs/img)")
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"error: --data {args.data}: no such folder; pass the membrane slices' folder", file=sys.stderr)
+        return 2
+    scratch = Path(tempfile.mkdtemp(prefix="minseg-large-images-")) if args.fast else None
+    run = args.run or (scratch / "run" if args.fast else ROOT / "runs" / "membrane_tiles")
+    out = args.out or (scratch if args.fast else ROOT / "docs" / "img")
+    checkpoint = run / "checkpoint.npz"
+    if not checkpoint.is_file():
+        train(run, args.data, FAST if args.fast else RECIPE)
+    rows, slices = measure(checkpoint, args.data, CASES[:2] if args.fast else CASES)
+    print(table(rows, slices))
+    tiles_seams_png(checkpoint, slices[0][0], out / "tiles_seams.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
