@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from minseg import tiling
 from minseg.app import cli
 from minseg.app.options import open_splits
 from minseg.checkpoint import load_checkpoint
@@ -30,15 +29,13 @@ MEMBRANE = ROOT.parent / "shared" / "data" / "membrane"
 RECIPE = dict(crop="256x256", flip="hv", repeat=2, model="unet", base=16, loss="dice+ce", epochs=8, batch_size=4,
               lr=3e-3, seed=0)
 FAST = dict(RECIPE, crop="64x64", base=4, epochs=1, repeat=1)
-# (label, Predictor options): the whole image, then windows of 256 (half a slice's side) and of 128.
+# (label, Predictor options): the whole image, then windows of 256 (half a slice's side), then flips.
 CASES = [("whole image", {}),
          ("tiles 256, no overlap", dict(tile=256, overlap=0))]
-CASES += [(f"tiles 256, overlap {overlap}, {blend}", dict(tile=256, overlap=overlap, blend=blend))
-          for overlap in (64, 128) for blend in tiling.BLENDS]
-CASES += [("tiles 128, no overlap", dict(tile=128, overlap=0)),
-          ("tiles 128, overlap 64, gaussian", dict(tile=128, overlap=64, blend="gaussian")),
-          ("whole image, flips hv", dict(tta="hv")),
-          ("tiles 256, overlap 64, gaussian, flips hv", dict(tile=256, overlap=64, blend="gaussian", tta="hv"))]
+CASES += [(f"tiles 256, overlap 64, {blend}", dict(tile=256, overlap=64, blend=blend))
+          for blend in ("gaussian", "linear", "uniform", "center")]
+CASES += [("whole image, flips h", dict(tta="h")),
+          ("tiles 256, overlap 64, gaussian, flips h", dict(tile=256, overlap=64, blend="gaussian", tta="h"))]
 SEAMS = dict(tile=128, overlap=0), dict(tile=128, overlap=64, blend="gaussian")  # the figure's two predictions
 
 
@@ -59,30 +56,28 @@ def membrane_probability(predictor, image):
     return shifted[0] / shifted.sum(0)  # class 0 is the membrane
 
 
-def measure(checkpoint, data, cases):
-    """Rows (label, Dice membrane, Dice cell, % pixels that differ from the whole image, seconds)."""
-    run = load_checkpoint(checkpoint)["run"]
-    valid = open_splits(dict(run["args"], data=str(data), lazy=True))[2]
-    slices = [valid[index] for index in range(len(valid))]
-    whole = [Predictor.from_checkpoint(checkpoint)(image) for image, _ in slices]
-    rows = []
+def measure(checkpoint, slices, cases):
+    """Rows (label, Dice membrane, Dice cell, % pixels that differ from the whole image, seconds) of the
+    (image, truth) ``slices``."""
+    whole, rows = None, []  # the first case, the whole image, is every later case's reference
     for label, options in cases:
         predictor = Predictor.from_checkpoint(checkpoint, **options)
         metrics = SegmentationMetrics(2)
-        start, differ = time.perf_counter(), 0
-        for (image, truth), reference in zip(slices, whole):
-            ids = predictor(image)
+        start = time.perf_counter()
+        predictions = [predictor(image) for image, _ in slices]
+        whole = whole or predictions
+        for ids, (_, truth) in zip(predictions, slices):
             metrics.update(ids[None], truth[None])
-            differ += int((ids != reference).sum())
+        differ = sum(int((ids != reference).sum()) for ids, reference in zip(predictions, whole))
         dice = metrics.compute()["per_class_dice"]
         rows.append((label, dice[0], dice[1], 100 * differ / sum(ids.size for ids in whole),
                      time.perf_counter() - start))
-        print(f"{label}: Dice membrane {dice[0]:.4f} cell {dice[1]:.4f}", flush=True)
-    return rows, slices
+        print(table(rows[-1:], slices).splitlines()[-1], flush=True)  # each row as soon as it is measured
+    return rows
 
 
 def table(rows, slices):
-    lines = [f"| prediction of the {len(slices)} validation slices (512x512) | Dice membrane | Dice cell | "
+    lines = [f"| the {len(slices)} validation slices (512x512) predicted by | Dice membrane | Dice cell | "
              "pixels whose class differs from the whole image |", "|---|---:|---:|---:|"]
     lines += [f"| {label} | {membrane:.4f} | {cell:.4f} | {differ:.2f}% |" for label, membrane, cell, differ, _ in rows]
     return "\n".join(lines)
@@ -133,9 +128,12 @@ def main(argv=None):
     checkpoint = run / "checkpoint.npz"
     if not checkpoint.is_file():
         train(run, args.data, FAST if args.fast else RECIPE)
-    rows, slices = measure(checkpoint, args.data, CASES[:2] if args.fast else CASES)
-    print(table(rows, slices))
+    run_args = load_checkpoint(checkpoint)["run"]["args"]
+    valid = open_splits(dict(run_args, data=str(args.data), lazy=True))[2]
+    slices = [valid[index] for index in range(len(valid))]
     tiles_seams_png(checkpoint, slices[0][0], out / "tiles_seams.png")
+    rows = measure(checkpoint, slices, CASES[:2] if args.fast else CASES)
+    print(table(rows, slices))
     return 0
 
 
