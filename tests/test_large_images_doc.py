@@ -1,4 +1,4 @@
-"""docs/large_images.py --fast trains a tiny model on the membrane slices, prints its table and draws the seams figure."""
+"""docs/large_images.py --fast trains a tiny model on the membrane slices, prints its table, draws the seams figure."""
 import os
 import subprocess
 import sys
@@ -32,4 +32,5 @@ def test_missing_data_is_one_line_error(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path / "nowhere")], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip() == f"error: --data {tmp_path / 'nowhere'}: no such folder; pass the membrane slices' folder"
+    assert done.stderr.strip() == (f"error: --data {tmp_path / 'nowhere'}: no such folder; "
+                                   "pass the membrane slices' folder")
