@@ -137,10 +137,20 @@ def _grid(pixels_shape, tile, overlap, multiple):
     return size, shared, starts, padded
 
 
+def _summed_profile(starts, length, overlap, blend, size):
+    """The 1-D profiles of windows of ``length`` at ``starts`` along an axis of ``size``, added up: the summed
+    weights of the grid of windows are the outer product of the rows' and the columns' sums."""
+    summed = np.zeros(size, np.float32)
+    for start in starts:
+        summed[start:start + length] += _profile(length, overlap, blend, start == 0, start + length == size)
+    return summed
+
+
 def tiled_logits(model, pixels, tile, overlap=0, blend="gaussian", batch_size=None, flips=None,
                  average="logits", device="cpu", progress=False, where="tiled_logits"):
     """float32 logits (N, C, H, W) of normalized images ``pixels`` (N, 3, H, W), predicted window by window.
 
+    ``pixels`` is a NumPy array: it stays on the host, and only each batch of windows moves to ``device``.
     ``tile`` and ``overlap`` (an int or a pair: rows, columns) are rounded up to the model's ``size_multiple``;
     ``batch_size`` windows go through the model at once (None: ``BATCH_PIXELS`` worth; with ``flips``, each
     also flipped: ``flip_logits``).
@@ -158,11 +168,6 @@ def tiled_logits(model, pixels, tile, overlap=0, blend="gaussian", batch_size=No
     windows = [(image, top, left) for image in range(images) for top in tops for left in lefts]
     batch_size = batch_size or max(1, BATCH_PIXELS // (rows * columns))
     weights = {}  # one weight map per kind of window position (corner, edge, inside): a handful in all
-    row_sum, column_sum = np.zeros(padded[0], np.float32), np.zeros(padded[1], np.float32)
-    for top in tops:
-        row_sum[top:top + rows] += _profile(rows, shared[0], blend, top == 0, top + rows == padded[0])
-    for left in lefts:
-        column_sum[left:left + columns] += _profile(columns, shared[1], blend, left == 0, left + columns == padded[1])
     total = None
     bar = tqdm(total=len(windows), desc="windows", unit="window", disable=not progress, leave=False)
     for first in range(0, len(windows), batch_size):
@@ -181,9 +186,9 @@ def tiled_logits(model, pixels, tile, overlap=0, blend="gaussian", batch_size=No
                 window * weights[borders], *inside)
         bar.update(len(batch))
     bar.close()
-    total /= backend.to_device(row_sum[:height, None], device)  # two 1-D divisions: no (H, W) array of sums
-    total /= backend.to_device(column_sum[None, :width], device)
-    return total
+    total /= backend.to_device(_summed_profile(tops, rows, shared[0], blend, padded[0])[:height, None], device)
+    total /= backend.to_device(_summed_profile(lefts, columns, shared[1], blend, padded[1])[None, :width], device)
+    return total  # two 1-D divisions: the summed weights are never an (H, W) array
 
 
 def whole_logits(model, pixels, flips=None, average="logits", device="cpu"):
