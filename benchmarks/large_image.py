@@ -23,7 +23,7 @@ from _common import measured, timed_runs
 
 import minseg
 from minseg.models import create
-from minseg.predict import AUTO_TILE, Predictor
+from minseg.predict import AUTO_TILE, DEFAULT_OVERLAP, Predictor
 
 
 def run_case(args):
@@ -46,7 +46,7 @@ def main(argv=None):
     parser.add_argument("--size", default="3000x4000", help="image height x width")
     parser.add_argument("--base", type=int, default=16, help="UNet width")
     parser.add_argument("--tile", type=int, default=AUTO_TILE)
-    parser.add_argument("--overlap", type=int, default=AUTO_TILE // 4)
+    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
     parser.add_argument("--blend", default="gaussian")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (the median is shown)")
     parser.add_argument("--cases", default="whole,tiled", help="comma-separated: whole, tiled")

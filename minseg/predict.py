@@ -30,9 +30,12 @@ from .models import create
 from .models.sizes import pad_to_multiple, padded_size
 from .tiling import AVERAGES, BLENDS, FLIPS, forward_bytes_per_pixel, tiled_logits, whole_logits
 
-__all__ = ["Predictor", "build_model", "pad_to_multiple", "AUTO_TILE", "MEMORY_BUDGET"]
+__all__ = ["Predictor", "build_model", "pad_to_multiple", "AUTO_TILE", "DEFAULT_OVERLAP", "MEMORY_BUDGET"]
 
 AUTO_TILE = 512  # the window the predictor picks by itself: a few hundred MB through a UNet (base 16) at once
+# The overlap unless given: the band a window's border spoils is set by the receptive field, in pixels, whatever
+# the tile, so the default is a number of pixels too (at most half the tile).
+DEFAULT_OVERLAP = 64
 MEMORY_BUDGET = 2 ** 30  # bytes a whole-image pass may take before the predictor tiles by itself
 
 
@@ -126,7 +129,7 @@ class Predictor:
                 self.report(f"a {height}x{width} image needs about {needed / 2 ** 30:.1f} GiB in one pass, more "
                             f"than the budget of {self.memory_budget / 2 ** 30:.1f} GiB: predicting it in "
                             f"{tile}x{tile} windows (--tile sets them)")
-        return tile, tile // 4 if self.overlap is None else self.overlap
+        return tile, min(DEFAULT_OVERLAP, tile // 2) if self.overlap is None else self.overlap
 
     def logits(self, pixels):
         """Logits (N, C, H, W) of normalized images of any size: in one pass (padded for the model, cropped

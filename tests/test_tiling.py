@@ -209,7 +209,7 @@ def test_predictor_tiles_by_itself_past_its_memory_budget_and_says_so():
     said = []
     predictor = _predictor(memory_budget=10 * 2 ** 20, report=said.append)
     assert predictor.plan(400, 300) is None and said == []  # within one window of AUTO_TILE: never estimated
-    assert predictor.plan(600, 2000) == (512, 128)
+    assert predictor.plan(600, 2000) == (512, 64)
     assert len(said) == 1 and "600x2000" in said[0] and "512x512 windows" in said[0]
     assert 1e6 < predictor.estimate_bytes(600, 2000) / 10 < 1e9
     assert _predictor(memory_budget=math.inf).plan(600, 2000) is None

@@ -20,7 +20,7 @@ from .. import backend
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..data import DatasetError, DownloadError, layouts
 from ..models import MODELS
-from ..predict import AUTO_TILE, Predictor
+from ..predict import AUTO_TILE, DEFAULT_OVERLAP, Predictor
 from ..tiling import BLENDS
 from ..train import TrainingDiverged
 from .files import evaluate_checkpoint, image_files, predict_files
@@ -165,7 +165,7 @@ def _tiling_flags(parser):
                        help=f"predict in TILE x TILE windows (default: the whole image, or {AUTO_TILE} when it "
                             "would not fit the memory budget)")
     group.add_argument("--overlap", type=_pixels(0), default=None,
-                       help="pixels neighbouring windows share (default: a quarter of the tile)")
+                       help=f"pixels neighbouring windows share (default: {DEFAULT_OVERLAP}, at most half the tile)")
     group.add_argument("--blend", choices=BLENDS, default="gaussian",
                        help="how overlapping windows' logits are weighed (default: gaussian)")
     group.add_argument("--tta", choices=["none", "h", "v", "hv"], default="none",
