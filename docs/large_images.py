@@ -36,7 +36,9 @@ CASES += [(f"tiles 256, overlap 64, {blend}", dict(tile=256, overlap=64, blend=b
           for blend in ("gaussian", "linear", "uniform", "center")]
 CASES += [("whole image, flips h", dict(tta="h")),
           ("tiles 256, overlap 64, gaussian, flips h", dict(tile=256, overlap=64, blend="gaussian", tta="h"))]
+CHEAP = [case for case in CASES if case[0] != "tiles 256, overlap 64, gaussian, flips h"]  # for --cheap
 SEAMS = dict(tile=128, overlap=0), dict(tile=128, overlap=64, blend="gaussian")  # the figure's two predictions
+SHOWN = slice(64, 320), slice(64, 320)  # the figure's part of the slice: it holds the tile borders at 128 and 256
 
 
 def train(run, data, settings):
@@ -84,27 +86,31 @@ def table(rows, slices):
 
 
 def tiles_seams_png(checkpoint, image, path):
-    """The membrane probability of one slice: whole, tiles without overlap, blended tiles; each tiling's
-    difference from the whole-image prediction."""
-    whole = membrane_probability(Predictor.from_checkpoint(checkpoint), image)
-    tiled = [membrane_probability(Predictor.from_checkpoint(checkpoint, **options), image) for options in SEAMS]
+    """The membrane probability of one slice (the part ``SHOWN``): whole, tiles without overlap, blended tiles;
+    each tiling's difference from the whole-image prediction."""
+    whole = membrane_probability(Predictor.from_checkpoint(checkpoint), image)[SHOWN]
+    tiled = [membrane_probability(Predictor.from_checkpoint(checkpoint, **options), image)[SHOWN]
+             for options in SEAMS]
     figure = Figure(figsize=(12, 8.4))
     axes = figure.subplots(2, 3)
-    axes[0, 0].imshow(image, cmap="gray")
-    axes[0, 0].set_title("validation slice", fontsize=9)
+    axes[0, 0].imshow(image[SHOWN], cmap="gray", extent=(64, 320, 320, 64))
+    axes[0, 0].set_title("validation slice, rows and columns 64 to 320", fontsize=9)
     for ax, picture, title in ((axes[0, 1], whole, "whole image: P(membrane)"),
                                (axes[0, 2], tiled[0], "128x128 tiles, no overlap"),
                                (axes[1, 0], tiled[1], "128x128 tiles, overlap 64, gaussian blend")):
-        ax.imshow(picture, cmap="magma", vmin=0, vmax=1)
+        ax.imshow(picture, cmap="magma", vmin=0, vmax=1, extent=(64, 320, 320, 64))
         ax.set_title(title, fontsize=9)
     top = max(np.abs(t - whole).max() for t in tiled)
     for ax, picture, title in ((axes[1, 1], tiled[0], "no overlap"), (axes[1, 2], tiled[1], "blended")):
-        shown = ax.imshow(np.abs(picture - whole), cmap="viridis", vmin=0, vmax=top)
+        shown = ax.imshow(np.abs(picture - whole), cmap="viridis", vmin=0, vmax=top, extent=(64, 320, 320, 64))
         figure.colorbar(shown, ax=ax, fraction=0.046)
         ax.set_title(f"|{title} − whole|: largest {np.abs(picture - whole).max():.3f}", fontsize=9)
     for ax in axes.flat:
-        ax.axis("off")
-    figure.suptitle("the seams of unblended tiles, and the same tiles blended (membrane probability)", fontsize=10)
+        ax.set_xticks([128, 256])
+        ax.set_yticks([128, 256])
+        ax.tick_params(labelsize=7)
+    figure.suptitle("the seams of unblended tiles (borders at 128 and 256), and the same tiles blended "
+                    "(membrane probability)", fontsize=10)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from figures import save  # docs/figures.py: the size cap and the atomic write of every committed image
 
@@ -118,6 +124,8 @@ def main(argv=None):
     parser.add_argument("--run", type=Path, default=None,
                         help="the training run's folder (default: runs/membrane_tiles; with --fast a temporary one)")
     parser.add_argument("--out", type=Path, default=None, help="folder of the figure (default: docs/img)")
+    parser.add_argument("--slices", type=int, default=None, help="only the first N validation slices (default: all)")
+    parser.add_argument("--cheap", action="store_true", help="leave out the case that costs most (tiles and flips)")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"error: --data {args.data}: no such folder; pass the membrane slices' folder", file=sys.stderr)
@@ -130,9 +138,9 @@ def main(argv=None):
         train(run, args.data, FAST if args.fast else RECIPE)
     run_args = load_checkpoint(checkpoint)["run"]["args"]
     valid = open_splits(dict(run_args, data=str(args.data), lazy=True))[2]
-    slices = [valid[index] for index in range(len(valid))]
+    slices = [valid[index] for index in range(min(len(valid), args.slices or len(valid)))]
     tiles_seams_png(checkpoint, slices[0][0], out / "tiles_seams.png")
-    rows = measure(checkpoint, slices, CASES[:2] if args.fast else CASES)
+    rows = measure(checkpoint, slices, CASES[:2] if args.fast else CHEAP if args.cheap else CASES)
     print(table(rows, slices))
     return 0
 
