@@ -32,7 +32,7 @@ from .tiling import AVERAGES, BLENDS, FLIPS, forward_bytes_per_pixel, tiled_logi
 
 __all__ = ["Predictor", "build_model", "pad_to_multiple", "AUTO_TILE", "DEFAULT_OVERLAP", "MEMORY_BUDGET"]
 
-AUTO_TILE = 512  # the window the predictor picks by itself: a few hundred MB through a UNet (base 16) at once
+AUTO_TILE = 512  # the window the predictor picks by itself: one per batch (tiling.BATCH_PIXELS)
 # The overlap unless given: the band a window's border spoils is set by the receptive field, in pixels, whatever
 # the tile, so the default is a number of pixels too (at most half the tile).
 DEFAULT_OVERLAP = 64
@@ -45,7 +45,13 @@ def build_model(spec, num_classes):
 
 
 class Predictor:
-    """``model`` + the preprocessing of its training run; ``predictor(image)`` → class ids (H, W)."""
+    """``model`` + the preprocessing of its training run; ``predictor(image)`` → class ids (H, W).
+
+    ``tile``, ``overlap``, ``blend``, ``window_batch``: predict in windows (``tiling.tiled_logits``); ``tta``
+    (None, "h", "v", "hv") and ``tta_average`` ("logits", "probabilities"): flipped copies averaged
+    (``tiling.flip_logits``); ``memory_budget`` (bytes; None: ``MEMORY_BUDGET``, ``math.inf``: never) and
+    ``report`` (called with one line when the predictor tiles by itself): ``plan``; ``progress``: a bar over
+    the windows."""
 
     def __init__(self, model, mean, std, classes, colors=None, device="cpu", tile=None, overlap=None,
                  blend="gaussian", tta=None, tta_average="logits", window_batch=None, memory_budget=None,
