@@ -10,6 +10,8 @@ pixels whose class differs from the whole-image prediction, as a Markdown table,
 the membrane probability of one slice predicted in 128x128 tiles without overlap (the seams) and blended.
 """
 import argparse
+import io
+import os
 import sys
 import tempfile
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from PIL import Image
 
 from minseg.app import cli
 from minseg.app.options import open_splits
@@ -111,10 +114,26 @@ def tiles_seams_png(checkpoint, image, path):
         ax.tick_params(labelsize=7)
     figure.suptitle("the seams of unblended tiles (borders at 128 and 256), and the same tiles blended "
                     "(membrane probability)", fontsize=10)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from figures import save  # docs/figures.py: the size cap and the atomic write of every committed image
+    save_quantized(figure, path)
 
-    save(figure, path)
+
+def save_quantized(figure, path, max_bytes=200 * 1024):
+    """Write ``figure`` as a 256-colour PNG, atomically, at the highest of a few resolutions under ``max_bytes``:
+    the slice's texture makes a full-colour PNG of readable size too large."""
+    for dpi in (100, 90, 80, 70, 60):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, dpi=dpi, bbox_inches="tight")
+        buffer.seek(0)
+        packed = io.BytesIO()
+        Image.open(buffer).convert("RGB").quantize(colors=256).save(packed, format="PNG", optimize=True)
+        if packed.tell() <= max_bytes:
+            break
+    handle, temporary = tempfile.mkstemp(suffix=".png", dir=Path(path).parent)
+    with os.fdopen(handle, "wb") as file:
+        file.write(packed.getvalue())
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+    print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB, {dpi} dpi)")
 
 
 def main(argv=None):
