@@ -212,12 +212,15 @@ def forward_bytes_per_pixel(model, sizes=(256, 512)):
     """Bytes a forward pass of ``model`` allocates at its peak, per input pixel, measured on the CPU.
 
     A fully convolutional network's activations grow in proportion to the pixels, so two square inputs (rounded
-    up to ``size_multiple``) give the slope; ``tracemalloc`` sees every NumPy allocation. Inputs much smaller
-    than the defaults overstate it: the convolution's fixed im2col workspace (``conv_numpy.COL_CHUNK_BYTES``)
-    is then a large part of the peak.
+    up to ``size_multiple``) give the slope; ``tracemalloc`` sees every NumPy allocation. A first, untraced pass
+    makes the workspaces that persist between calls (the convolution's im2col chunk, ``conv_numpy``), so they do
+    not count as growth. The process's resident memory is higher than what NumPy holds at once: the allocator
+    keeps some freed pages.
     """
     sides = [padded_size(side, model.size_multiple) for side in sizes]
     sides[1] = max(sides[1], 2 * sides[0])
+    with no_grad():  # a first pass makes the workspaces that persist between calls, so both peaks count them alike
+        model(Tensor(np.zeros((1, 3, sides[1], sides[1]), np.float32)))
     tracing = tracemalloc.is_tracing()
     if not tracing:
         tracemalloc.start()
