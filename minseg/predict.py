@@ -11,7 +11,12 @@ Any size works. A model declares the multiple its input sizes must be (``model.s
 halves the resolution k times and so takes only multiples of 2**k); the normalized image is padded at the
 bottom and right with 0 (the mean colour) up to the next multiple, and the padding is cropped from the
 prediction again (``models.sizes``). ``DataLoader(pad_to_multiple=...)`` pads validation batches the same
-way, so evaluation and prediction see the same pixels. Reading and writing files (``minseg predict``,
+way, so evaluation and prediction see the same pixels.
+
+Large images go through the model in windows (``tile=``, ``overlap=``, ``blend=``; ``minseg.tiling``), and
+``tta="h"`` or ``"hv"`` averages the logits of flipped copies. With no ``tile`` the predictor estimates the
+memory a whole-image pass takes (``estimate_bytes``) and, past ``memory_budget``, tiles by itself with
+``AUTO_TILE`` and says so through ``report``. Reading and writing files (``minseg predict``,
 ``minseg evaluate``) is the command line's: ``minseg.app.files``.
 
 ``Predictor(..., crf={})`` refines each prediction with the fully connected CRF (``minseg.crf.dense_crf``, its
@@ -20,17 +25,23 @@ colours, then the most likely class per pixel.
 """
 import numpy as np
 
-from . import backend
-from .autograd import Tensor, no_grad
+from .autograd import Tensor
 from .checkpoint import CheckpointError, load_checkpoint, mismatch_error
 from .colors import class_colors, overlay
 from .crf import dense_crf
 from .data.loader import normalize
 from .functional.one_hot import to_class_ids
 from .models import create
-from .models.sizes import crop_padding, pad_to_multiple
+from .models.sizes import pad_to_multiple, padded_size
+from .tiling import AVERAGES, BLENDS, FLIPS, forward_bytes_per_pixel, tiled_logits, whole_logits
 
-__all__ = ["Predictor", "build_model", "check_run", "pad_to_multiple"]
+__all__ = ["Predictor", "build_model", "check_run", "pad_to_multiple", "AUTO_TILE", "DEFAULT_OVERLAP", "MEMORY_BUDGET"]
+
+AUTO_TILE = 512  # the window the predictor picks by itself: one per batch (tiling.BATCH_PIXELS)
+# The overlap unless given: the band a window's border spoils is set by the receptive field, in pixels, whatever
+# the tile, so the default is a number of pixels too (at most half the tile).
+DEFAULT_OVERLAP = 64
+MEMORY_BUDGET = 2 ** 30  # bytes a whole-image pass may take before the predictor tiles by itself
 
 
 def build_model(spec, num_classes):
@@ -77,9 +88,18 @@ def check_run(state, path, where):
 
 
 class Predictor:
-    """``model`` + the preprocessing of its training run; ``predictor(image)`` → class ids (H, W)."""
+    """``model`` + the preprocessing of its training run; ``predictor(image)`` → class ids (H, W).
 
-    def __init__(self, model, mean, std, classes, colors=None, device="cpu", crf=None):
+    ``tile``, ``overlap``, ``blend``, ``window_batch``: predict in windows (``tiling.tiled_logits``); ``tta``
+    (None, "h", "v", "hv") and ``tta_average`` ("logits", "probabilities"): flipped copies averaged
+    (``tiling.flip_logits``); ``memory_budget`` (bytes; None: ``MEMORY_BUDGET``, ``math.inf``: never) and
+    ``report`` (called with one line when the predictor tiles by itself): ``plan``; ``progress``: a bar over
+    the windows. ``crf``: None, or a dict of ``dense_crf`` options ({} for its defaults) to refine each
+    prediction with the fully connected CRF (``refine``)."""
+
+    def __init__(self, model, mean, std, classes, colors=None, device="cpu", tile=None, overlap=None,
+                 blend="gaussian", tta=None, tta_average="logits", window_batch=None, memory_budget=None,
+                 progress=False, report=None, crf=None):
         self.model = model.to(device)
         self.model.eval()
         self.mean = np.asarray(mean, dtype=np.float32).reshape(3)
@@ -92,10 +112,33 @@ class Predictor:
             raise ValueError(f"Predictor: crf must be None or a dict of dense_crf options ({{}} for its defaults), "
                              f"got {crf!r}")
         self.crf = crf
+        self._tiling_options(tile, overlap, blend, tta, tta_average, window_batch, memory_budget)
+        self.progress, self.report = progress, report
+        self._bytes_per_pixel = None  # measured once, when first needed (estimate_bytes)
+
+    def _tiling_options(self, tile, overlap, blend, tta, tta_average, window_batch, memory_budget):
+        def positive(name, value, allow_zero=False):
+            if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+                                      or value < (0 if allow_zero else 1)):
+                raise ValueError(f"Predictor: {name} must be a {'non-negative' if allow_zero else 'positive'} "
+                                 f"int or None, got {value!r}")
+            return value
+        self.tile, self.overlap = positive("tile", tile), positive("overlap", overlap, allow_zero=True)
+        if overlap is not None and overlap >= (tile or AUTO_TILE):
+            raise ValueError(f"Predictor: overlap must be smaller than tile, got overlap {overlap} and tile "
+                             f"{tile or AUTO_TILE}")
+        for name, value, allowed in (("blend", blend, BLENDS), ("tta", tta, (None, *FLIPS)),
+                                     ("tta_average", tta_average, AVERAGES)):
+            if value not in allowed:
+                raise ValueError(f"Predictor: {name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        self.blend, self.tta, self.tta_average = blend, tta, tta_average
+        self.window_batch = positive("window_batch", window_batch)  # None: tiling.BATCH_PIXELS worth
+        self.memory_budget = MEMORY_BUDGET if memory_budget is None else memory_budget  # math.inf: never tile
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu", crf=None):
-        """The model and preprocessing a ``minseg train`` checkpoint describes, with its weights loaded.
+    def from_checkpoint(cls, path, device="cpu", **options):
+        """The model and preprocessing a ``minseg train`` checkpoint describes, with its weights loaded;
+        ``options``: the tiling, flip and crf arguments of ``Predictor``.
 
         ``CheckpointError`` when the file is damaged, describes no run, holds the weights of another model or
         class count, or holds NaN or inf weights (a diverged run would predict garbage)."""
@@ -112,7 +155,7 @@ class Predictor:
             raise CheckpointError(f"Predictor.from_checkpoint: {path} holds NaN or inf weights ({not_finite[0]}"
                                   f"{' and more' if len(not_finite) > 1 else ''}); its run diverged, so its "
                                   "predictions would be meaningless; use a checkpoint of a run that did not")
-        return cls(model, run["mean"], run["std"], run["classes"], run.get("colors"), device=device, crf=crf)
+        return cls(model, run["mean"], run["std"], run["classes"], run.get("colors"), device=device, **options)
 
     def normalize(self, image):
         """(H, W, 3) or (H, W), uint8 (0..255) or float in [0, 1] (what ``read_image`` gives) → float32
@@ -126,12 +169,42 @@ class Predictor:
                                  f"{' and NaN' if np.isnan(image).any() else ''}; scale it first")
         return normalize(image[None], self.mean, self.std)
 
+    def estimate_bytes(self, height, width):
+        """Memory a whole-image pass over one ``height`` x ``width`` image takes: the model's peak bytes per
+        pixel (measured once on two small inputs: ``tiling.forward_bytes_per_pixel``) times the padded pixels,
+        plus the image's own arrays (float32 input and logits, int64 class ids)."""
+        if self._bytes_per_pixel is None:
+            self._bytes_per_pixel = forward_bytes_per_pixel(self.model)
+        padded = padded_size(height, self.multiple) * padded_size(width, self.multiple)
+        return int(self._bytes_per_pixel * padded + (4 * 3 + 4 * len(self.classes) + 8) * height * width)
+
+    def plan(self, height, width):
+        """The (tile, overlap) an image of ``height`` x ``width`` is predicted with; None: in one pass.
+
+        Without ``tile``, the whole image goes through at once unless ``estimate_bytes`` exceeds
+        ``memory_budget`` (on the CPU, where the estimate is measured), and then windows of ``AUTO_TILE``."""
+        tile = self.tile
+        if tile is None:
+            if self.device != "cpu" or max(height, width) <= AUTO_TILE:
+                return None
+            needed = self.estimate_bytes(height, width)
+            if needed <= self.memory_budget:
+                return None
+            tile = AUTO_TILE
+            if self.report is not None:
+                self.report(f"a {height}x{width} image needs about {needed / 2 ** 30:.1f} GiB in one pass, more "
+                            f"than the budget of {self.memory_budget / 2 ** 30:.1f} GiB: predicting it in "
+                            f"{tile}x{tile} windows (--tile sets them)")
+        return tile, min(DEFAULT_OVERLAP, tile // 2) if self.overlap is None else self.overlap
+
     def logits(self, pixels):
-        """Logits (N, C, H, W) of normalized images of any size (padded for the model, cropped back)."""
-        height, width = pixels.shape[-2:]
-        padded = backend.to_device(pad_to_multiple(pixels, self.multiple), self.device)
-        with no_grad():
-            return crop_padding(self.model(Tensor(padded)), height, width)
+        """Logits (N, C, H, W) of normalized images of any size: in one pass (padded for the model, cropped
+        back) or window by window (``plan``), each with the flipped copies ``tta`` asks for."""
+        plan = self.plan(*pixels.shape[-2:])
+        if plan is None:
+            return Tensor(whole_logits(self.model, pixels, self.tta, self.tta_average, self.device))
+        return Tensor(tiled_logits(self.model, pixels, plan[0], plan[1], self.blend, self.window_batch, self.tta,
+                                   self.tta_average, self.device, self.progress, where="Predictor"))
 
     def __call__(self, image):
         logits = self.logits(self.normalize(image))

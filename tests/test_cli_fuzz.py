@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "tiny_naive_checkpoint.npz"
 NUMBERS = ["0", "-1", "nan", "inf", "-inf", "1e30", str(10**12), "abc", "", "1.5x"]
 # Values an option accepts: left out of its cases.
-ACCEPTED = {"--seed": {"0"}, "--weight-decay": {"0"}, "--ignore": {"0"},
+ACCEPTED = {"--seed": {"0"}, "--weight-decay": {"0"}, "--ignore": {"0"}, "--overlap": {"0"},
             "--mask-suffix": set(NUMBERS)}  # any text without a path separator is a suffix
 # Options whose bad values are not numbers: what each must refuse.
 OTHER_BAD = {"--mask-suffix": ["a/b", "a\\b"]}

@@ -388,10 +388,10 @@ def test_evaluate_prints_n_a_for_an_absent_class_and_refuses_no_labelled_pixels(
                                                                                monkeypatch):
     absent = {"pixel_accuracy": 0.5, "mean_iou": 0.25, "per_class_iou": {"red": 0.5, "green": 0.0,
                                                                           "blue": float("nan")}}
-    monkeypatch.setattr(cli, "evaluate_checkpoint", lambda path, data, device: absent)
+    monkeypatch.setattr(cli, "evaluate_checkpoint", lambda path, data, device, **options: absent)
     status, printed, _ = run(capsys, "evaluate", "--checkpoint", good_checkpoint, "--threads", "1")
     assert status == 0 and "per_class_iou: red 0.500, green 0.000, blue n/a" in printed and "nan" not in printed
     nothing = {"pixel_accuracy": float("nan"), "mean_iou": float("nan"), "per_class_iou": {}}
-    monkeypatch.setattr(cli, "evaluate_checkpoint", lambda path, data, device: nothing)
+    monkeypatch.setattr(cli, "evaluate_checkpoint", lambda path, data, device, **options: nothing)
     status, printed, err = run(capsys, "evaluate", "--checkpoint", good_checkpoint, "--threads", "1")
     assert status == 2 and err.count("\n") == 1 and "no labelled pixel" in err and printed == ""

@@ -32,7 +32,8 @@ from ..checkpoint import CheckpointError, load_checkpoint_description
 from ..data import DatasetError, DownloadError, layouts
 from ..distributed import SingleProcess
 from ..models import ENCODERS, MODELS
-from ..predict import Predictor
+from ..predict import AUTO_TILE, DEFAULT_OVERLAP, Predictor
+from ..tiling import BLENDS
 from ..train import TrainingDiverged
 from . import values
 from .files import check_images, evaluate_checkpoint, image_files, plan_outputs, predict_files
@@ -175,6 +176,43 @@ def _checkpoint_parser(subparsers, name, help):
     return parser
 
 
+# ---------------------------------------------------------------------------------------------
+# tiled prediction and test-time flips: --tile, --overlap, --blend, --tta (evaluate and predict)
+# ---------------------------------------------------------------------------------------------
+MAX_TILE = 16384  # a window side past this would not fit in memory anyway
+
+
+def _pixels(minimum):
+    """A whole number of pixels from ``minimum`` to MAX_TILE: refuses 0.5, nan, inf, 1e9 and words in one line."""
+    def parse(text):
+        if not (text.strip().isascii() and text.strip().isdigit()) or not minimum <= int(text) <= MAX_TILE:
+            raise argparse.ArgumentTypeError(f"must be a whole number of pixels from {minimum} to {MAX_TILE}, "
+                                             f"got {text!r}")
+        return int(text)
+    return parse
+
+
+def _tiling_flags(parser):
+    group = parser.add_argument_group("large images (docs/large_images.md)")
+    group.add_argument("--tile", type=_pixels(1), default=None,
+                       help=f"predict in TILE x TILE windows (default: the whole image, or {AUTO_TILE} when it "
+                            "would not fit the memory budget)")
+    group.add_argument("--overlap", type=_pixels(0), default=None,
+                       help=f"pixels neighbouring windows share (default: {DEFAULT_OVERLAP}, at most half the tile)")
+    group.add_argument("--blend", choices=BLENDS, default="gaussian",
+                       help="how overlapping windows' logits are weighed (default: gaussian)")
+    group.add_argument("--tta", choices=["none", "h", "v", "hv"], default="none",
+                       help="also predict flipped copies and average: h left-right, v top-bottom (default: none)")
+
+
+def _tiling_options(args):
+    """The Predictor's tiling arguments from the flags; an overlap that leaves no step is a usage error."""
+    if args.overlap is not None and args.overlap >= (args.tile or AUTO_TILE):
+        tile = f"--tile {args.tile}" if args.tile else f"the automatic tile, {AUTO_TILE}"
+        raise UsageError(f"--overlap {args.overlap} must be smaller than {tile}; lower --overlap")
+    return dict(tile=args.tile, overlap=args.overlap, blend=args.blend, tta=None if args.tta == "none" else args.tta)
+
+
 TRAIN_DESCRIPTION = "Train a segmentation model and write metrics, figures and checkpoint.npz into --out."
 
 
@@ -189,6 +227,7 @@ def build_parser(prog="minseg", defaults=None, train_only=False):
                                          description=TRAIN_DESCRIPTION), defaults)
     evaluate = _checkpoint_parser(subparsers, "evaluate", "evaluate a checkpoint on its run's validation images")
     evaluate.add_argument("--data", type=values.path, default=None, help="dataset folder (default: the run's own)")
+    _tiling_flags(evaluate)
     predict = _checkpoint_parser(subparsers, "predict", "write class-id masks and overlays for images of any size")
     predict.add_argument("images", nargs="+", type=values.path, help="image files, or folders of them")
     predict.add_argument("--out", type=values.path, required=True,
@@ -196,6 +235,7 @@ def build_parser(prog="minseg", defaults=None, train_only=False):
     predict.add_argument("--overwrite", action="store_true",
                          help="replace <stem>_mask.png and <stem>_overlay.png files already in --out (default: refuse)")
     predict.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _tiling_flags(predict)
     # --crf: the fully connected CRF after the model (minseg.crf), with its defaults
     for command in (evaluate, predict):
         command.add_argument("--crf", action="store_true",
@@ -267,7 +307,8 @@ def evaluate(args):
         raise UsageError(f"--checkpoint {args.checkpoint}: holds no options of a minseg train run, so its "
                          "validation images are unknown; it was not written by minseg train")
     with limit_threads(args.threads or default_threads()), _naming_the_checkpoint(args.checkpoint):
-        results = evaluate_checkpoint(args.checkpoint, args.data, args.device, crf={} if args.crf else None)
+        results = evaluate_checkpoint(args.checkpoint, args.data, args.device, crf={} if args.crf else None,
+                                      **_tiling_options(args))
     if math.isnan(results["pixel_accuracy"]):
         raise UsageError(f"--checkpoint {args.checkpoint}: its run's validation images hold no labelled pixel (no "
                          "image, or every pixel ignored), so there is nothing to measure; pass --data with a "
@@ -294,7 +335,10 @@ def predict(args):
     check_images([image for image, _, _ in plan])
     with limit_threads(args.threads or default_threads()):
         with _naming_the_checkpoint(args.checkpoint):
-            predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, crf={} if args.crf else None)
+            predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, crf={} if args.crf else None,
+                                                  progress=args.progress,
+                                                  report=lambda line: print(f"note: {line}", file=sys.stderr),
+                                                  **_tiling_options(args))
         written = predict_files(predictor, plan, progress=args.progress)
     print(f"wrote {len(written)} mask{'s' * (len(written) != 1)} (<stem>_mask.png, palette PNGs of class ids) "
           f"and overlay{'s' * (len(written) != 1)} to {args.out}/")

@@ -121,11 +121,12 @@ def predict_files(predictor, plan, progress=True):
     return written
 
 
-def evaluate_checkpoint(path, data=None, device="cpu", crf=None):
+def evaluate_checkpoint(path, data=None, device="cpu", crf=None, **tiling):
     """Metrics of a ``minseg train`` checkpoint on its run's validation images (from ``data`` if given),
-    predicted one image at a time at full size, exactly as ``minseg predict`` would (``crf``: as ``Predictor``'s).
-    "boundary_accuracy" is the pixel accuracy within 3 pixels of the label edges (``metrics.boundary_counts``)."""
-    predictor = Predictor.from_checkpoint(path, device=device, crf=crf)
+    predicted one image at a time at full size, exactly as ``minseg predict`` would (``crf`` and ``tiling``:
+    the ``Predictor``'s crf, tile, overlap, blend and tta arguments). "boundary_accuracy" is the pixel
+    accuracy within 3 pixels of the label edges (``metrics.boundary_counts``)."""
+    predictor = Predictor.from_checkpoint(path, device=device, crf=crf, **tiling)
     run = load_checkpoint(path)["run"]
     options = dict(run["args"], lazy=True)
     if data is not None:
