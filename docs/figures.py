@@ -2,6 +2,7 @@
 
     python docs/figures.py         # the committed images, into docs/img/ (trains two models briefly)
     python docs/figures.py --fast  # tiny models, a few steps, into a new temporary folder: what the tests run
+    python docs/figures.py --untrained  # only the figures that need no training, into docs/img/
 
 The data: CamVid tiny (``--data``, default ``../shared/data/camvid_tiny`` beside the repository) and the ISBI 2012
 membrane slices (``--membrane``). The zoo figure is drawn from the table in ``docs/zoo.md`` (``--zoo``) that
@@ -20,20 +21,23 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, Rectangle
+from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
 
 import minseg
 import minseg.functional as F
 from minseg import metrics, viz
 from minseg.data import DataLoader, channel_stats, layouts
 from minseg.models import Naive, PaperUNet
+from minseg.models.fcn import bilinear_kernel
 from minseg.optim import AdamW, OneCycleLR
 from minseg.train import Learner
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 FIGURES = ["task.png", "one_hot.png", "architecture_naive.png", "architecture_unet.png", "receptive_field.png",
-           "cross_entropy_vs_dice.png", "iou_dice.png", "naive_vs_unet.png", "zoo.png"]
+           "upsampling.png", "cross_entropy_vs_dice.png", "iou_dice.png", "naive_vs_unet.png", "zoo.png"]
+UNTRAINED = ["task.png", "one_hot.png", "architecture_naive.png", "architecture_unet.png", "receptive_field.png",
+             "upsampling.png", "zoo.png"]  # what --untrained redraws: the figures that need no trained model
 MAX_BYTES = 200 * 1024  # every image stays under this size
 # FULL makes the committed images; FAST only proves every figure still draws (tiny widths, a few steps).
 FULL = dict(epochs=50, naive_widths=(32, 64, 128, 256), unet_base=16, train_images=None, lr=3e-3)
@@ -51,6 +55,15 @@ def save(figure, path):
     os.chmod(temporary, 0o644)  # mkstemp makes it private; an image is for everyone to read
     os.replace(temporary, path)
     print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB)")
+
+
+def class_legend(figure, labels, classes, colors, columns=8):
+    """A legend under ``figure`` naming the colour of every class that occurs in ``labels`` (arrays of ids)."""
+    present = sorted(set(np.unique(np.concatenate([np.ravel(label) for label in labels])).tolist()) - {-100})
+    handles = [Patch(facecolor=np.asarray(colors[k]) / 255, edgecolor="black", linewidth=0.5, label=classes[k])
+               for k in present]
+    figure.legend(handles=handles, loc="lower center", ncol=min(columns, len(handles)), fontsize=8, frameon=False,
+                  bbox_to_anchor=(0.5, -0.01 - 0.035 * ((len(handles) - 1) // columns)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,6 +114,7 @@ def task_png(camvid, membrane, path):
     slice_, cells = membrane[0]
     axes[1, 0].imshow(slice_)
     axes[1, 1].imshow(cells, cmap="gray", vmin=0, vmax=1)
+    class_legend(figure, [label], camvid.classes, camvid.class_colors)
     titles = [f"CamVid {camvid.stems[0]} ({image.shape[0]}×{image.shape[1]})",
               f"its mask: one of {camvid.num_classes} class ids per pixel",
               f"membrane slice {membrane.stems[0]} ({slice_.shape[0]}×{slice_.shape[1]})",
@@ -129,6 +143,7 @@ def one_hot_png(camvid, path, shown=8):
                        ha="center", va="center", fontsize=10)
     for ax in axes.flat:
         ax.axis("off")
+    class_legend(figure, [label], camvid.classes, camvid.class_colors)
     figure.suptitle(f"one_hot(mask, {camvid.num_classes}) has shape {(1,) + channels.shape}: "
                     f"the {shown} fullest channels", fontsize=11)
     save(figure, path)
@@ -201,12 +216,44 @@ def receptive_field_png(path):
     for ax, (title, dilations) in zip(figure.subplots(1, 3), stacks):
         field = receptive_field(dilations)
         rows, cols = np.nonzero(field)
-        ax.imshow(np.log1p(field), cmap="magma")
+        shown = ax.imshow(np.log1p(field), cmap="magma")
+        figure.colorbar(shown, ax=ax, fraction=0.046, label="log(1 + number of paths)")
         ax.set_title(f"{title}\nreceptive field {np.ptp(rows) + 1}×{np.ptp(cols) + 1}, {len(dilations) * 9} weights",
                      fontsize=9)
         ax.axis("off")
-    figure.suptitle("which input pixels reach the centre output pixel (log(1 + number of paths), from backward)",
-                    fontsize=10)
+    figure.suptitle("which input pixels reach the centre output pixel, and by how many paths (from backward); "
+                    "dilated taps land on a lattice, so the path count alternates", fontsize=10)
+    save(figure, path)
+
+
+def upsampling_png(camvid, path):
+    """One feature map, max-pooled, then upsampled x2 by nearest, bilinear, max-unpooling and transposed convs."""
+    image, _ = camvid[0]
+    grey = image.astype(np.float32).mean(-1) / 255
+    grey = grey.reshape(grey.shape[0] // 2, 2, grey.shape[1] // 2, 2).mean((1, 3))  # a 48x64 "feature map"
+    fine = minseg.Tensor(grey[None, None])
+    pooled, indices = F.max_pool2d(fine, 2, return_indices=True)
+    random_kernel = np.random.default_rng(0).normal(0.5, 0.5, (1, 1, 2, 2)).astype(np.float32)
+    panels = [
+        (f"the map, {grey.shape[0]}×{grey.shape[1]}", fine),
+        (f"max-pooled 2×2, {pooled.shape[2]}×{pooled.shape[3]}", pooled),
+        ("nearest neighbour", F.interpolate(pooled, scale_factor=2, mode="nearest")),
+        ("bilinear", F.interpolate(pooled, scale_factor=2, mode="bilinear", align_corners=False)),
+        ("max-unpooling (the pool's indices)", F.max_unpool2d(pooled, indices, 2)),
+        ("transposed conv, 4×4 stride 2,\nFCN's bilinear initialization",
+         F.conv_transpose2d(pooled, minseg.Tensor(bilinear_kernel(1, 2)), stride=2, padding=1)),
+        ("transposed conv, 2×2 stride 2,\na random kernel (untrained)",
+         F.conv_transpose2d(pooled, minseg.Tensor(random_kernel), stride=2)),
+    ]
+    figure = Figure(figsize=(12, 5.2))
+    axes = figure.subplots(2, 4)
+    for ax, (title, value) in zip(axes.flat, panels):
+        shown = ax.imshow(value.numpy()[0, 0], cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+    for ax in axes.flat:
+        ax.axis("off")
+    figure.colorbar(shown, ax=list(axes.flat), fraction=0.02, label="value (one scale for every panel)")
+    figure.suptitle("one feature map brought back ×2 four ways (from a CamVid tiny frame's grey levels)", fontsize=10)
     save(figure, path)
 
 
@@ -250,6 +297,7 @@ def cross_entropy_vs_dice_png(image, label, logits, classes, path):
     axes[1, 2].set_xticks(range(len(present)), [classes[c] for c in present], rotation=60, fontsize=7)
     axes[1, 2].set_title("share of the pixels and of each gradient, by true class", fontsize=9)
     axes[1, 2].legend(fontsize=8)
+    class_legend(figure, [label], classes, layouts.CAMVID_COLORS)
     save(figure, path)
     smallest = present[-1]
     print(f"cross_entropy_vs_dice: {classes[smallest]} holds {shares[0][-1]:.2%} of the pixels, "
@@ -299,6 +347,7 @@ def naive_vs_unet_png(images, labels, predictions, classes, path):
                 title += f"\npixel accuracy {(prediction == label).mean():.3f}"
             ax.set_title(title, fontsize=9)
             ax.axis("off")
+    class_legend(figure, list(labels) + list(predictions.values()), classes, layouts.CAMVID_COLORS, columns=6)
     save(figure, path)
 
 
@@ -336,22 +385,53 @@ def zoo_points(markdown):
     raise ValueError("zoo_points: found no table with a 'training time' and a 'mean IoU' column")
 
 
+NOISE = 0.01  # mean IoU differences zoo.md reads as noise (one seed, 20 validation images)
+
+
+def on_resnet18(name):
+    """Whether zoo row ``name`` starts from a ResNet-18 encoder (benchmarks/zoo.py: the smp family, FCN, PointRend)."""
+    return name.endswith("_resnet18") or name in ("fcn8s", "pointrend")
+
+
+def label_offsets(points, min_gap=0.0065):
+    """Vertical text offsets (in mean IoU) that keep labels of nearby points from overlapping, in one sweep."""
+    placed, offsets = [], {}
+    for name, x, y in sorted(points, key=lambda point: point[2]):
+        text_y = y
+        for other_x, other_y in placed:
+            if abs(np.log10(x) - np.log10(other_x)) < 0.25 and text_y - other_y < min_gap:
+                text_y = other_y + min_gap
+        placed.append((x, text_y))
+        offsets[name] = text_y - y
+    return offsets
+
+
 def zoo_png(zoo, path):
     if not zoo.is_file():
         print(f"note: {zoo} does not exist yet: skipping {path.name} (python benchmarks/zoo.py writes it)")
         return
     x_heading, y_heading, points = zoo_points(zoo.read_text(encoding="utf-8"))
-    figure = Figure(figsize=(8, 5.5))
+    figure = Figure(figsize=(8.5, 5.8))
     ax = figure.add_subplot()
+    offsets = label_offsets(points)
     for name, x, y in points:
-        ax.scatter(x, y, color="#2c7fb8")
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        encoder = on_resnet18(name)
+        ax.errorbar(x, y, yerr=NOISE, fmt="o" if encoder else "s", color="#2c7fb8" if encoder else "#d95f0e",
+                    capsize=2, markersize=5, linewidth=0.8)
+        ax.annotate(name, (x, y + offsets[name]), textcoords="offset points", xytext=(6, -3), fontsize=8)
+    naive = [y for name, _, y in points if name == "naive"]
+    if naive:
+        ax.axhspan(naive[0] - NOISE, naive[0] + NOISE, color="grey", alpha=0.15, linewidth=0)
+    ax.errorbar([], [], yerr=[], fmt="o", color="#2c7fb8", label="on a ResNet-18 encoder")
+    ax.errorbar([], [], yerr=[], fmt="s", color="#d95f0e", label="from scratch, no encoder")
+    ax.fill_between([], [], color="grey", alpha=0.15, label=f"naive ± {NOISE} (bars: ± {NOISE}, one seed's noise)")
     times = [x for _, x, _ in points]
     if times and min(times) > 0 and max(times) > 10 * min(times):
         ax.set_xscale("log")  # the models' training times span orders of magnitude
     ax.set_xlabel(x_heading)
     ax.set_ylabel(y_heading)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"the zoo: {len(points)} models, one recipe (from {zoo.name})", fontsize=10)
     save(figure, path)
 
@@ -359,7 +439,7 @@ def zoo_png(zoo, path):
 # ---------------------------------------------------------------------------------------------
 # The command line
 # ---------------------------------------------------------------------------------------------
-def make_figures(data, membrane_root, out, zoo, settings):
+def make_figures(data, membrane_root, out, zoo, settings, untrained_only=False):
     camvid = layouts.fastai(data)
     train, valid = camvid.split(valid_every=5)
     if settings["train_images"] is not None:
@@ -374,6 +454,10 @@ def make_figures(data, membrane_root, out, zoo, settings):
     architecture_png(naive, x, out / "architecture_naive.png")
     architecture_png(unet, x, out / "architecture_unet.png")
     receptive_field_png(out / "receptive_field.png")
+    upsampling_png(camvid, out / "upsampling.png")
+    zoo_png(zoo, out / "zoo.png")
+    if untrained_only:
+        return
     naive_learner, stats = train_model(naive, train, valid, settings)
     unet_learner, _ = train_model(unet, train, valid, settings)
     shown = viz.spread_indices(len(valid), 3)
@@ -383,7 +467,6 @@ def make_figures(data, membrane_root, out, zoo, settings):
     iou_dice_png(images[0], labels[0], logits[0].argmax(0), camvid.classes, out / "iou_dice.png")
     predictions = {"naive model": logits_of(naive_learner, images, stats).argmax(1), "UNet": logits.argmax(1)}
     naive_vs_unet_png(images, labels, predictions, camvid.classes, out / "naive_vs_unet.png")
-    zoo_png(zoo, out / "zoo.png")
 
 
 def main(argv=None):
@@ -395,6 +478,8 @@ def main(argv=None):
     parser.add_argument("--data", type=Path, default=DATA / "camvid_tiny", help="CamVid tiny (fastai layout)")
     parser.add_argument("--membrane", type=Path, default=DATA / "membrane", help="the ISBI 2012 membrane slices")
     parser.add_argument("--zoo", type=Path, default=ROOT / "docs" / "zoo.md", help="the zoo table to plot")
+    parser.add_argument("--untrained", action="store_true",
+                        help="redraw only the figures that need no trained model: " + ", ".join(UNTRAINED))
     args = parser.parse_args(argv)
     for flag, folder in (("--data", args.data), ("--membrane", args.membrane)):
         if not folder.is_dir():
@@ -404,8 +489,9 @@ def main(argv=None):
         args.out = Path(tempfile.mkdtemp(prefix="minseg-figures-")) if args.fast else ROOT / "docs" / "img"
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    make_figures(args.data, args.membrane, args.out, args.zoo, FAST if args.fast else FULL)
-    print(f"{'fast' if args.fast else 'full'} mode: {time.perf_counter() - start:.0f} s")
+    make_figures(args.data, args.membrane, args.out, args.zoo, FAST if args.fast else FULL, args.untrained)
+    mode = ("fast" if args.fast else "full") + (" (untrained figures only)" if args.untrained else "")
+    print(f"{mode} mode: {time.perf_counter() - start:.0f} s")
     print(f"the figures are in {args.out}")
     return 0
 
