@@ -34,10 +34,12 @@ from minseg.train import Learner
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
-FIGURES = ["task.png", "one_hot.png", "architecture_naive.png", "architecture_unet.png", "receptive_field.png",
-           "upsampling.png", "cross_entropy_vs_dice.png", "iou_dice.png", "naive_vs_unet.png", "zoo.png"]
-UNTRAINED = ["task.png", "one_hot.png", "architecture_naive.png", "architecture_unet.png", "receptive_field.png",
-             "upsampling.png", "zoo.png"]  # what --untrained redraws: the figures that need no trained model
+FIGURES = ["four_tasks.png", "task.png", "one_hot.png", "architecture_naive.png", "architecture_unet.png",
+           "receptive_field.png", "upsampling.png", "cross_entropy_vs_dice.png", "iou_dice.png", "naive_vs_unet.png",
+           "zoo.png"]
+# What --untrained redraws: the figures that need no trained model.
+UNTRAINED = ["four_tasks.png", "task.png", "one_hot.png", "architecture_naive.png", "architecture_unet.png",
+             "receptive_field.png", "upsampling.png", "zoo.png"]
 MAX_BYTES = 200 * 1024  # every image stays under this size
 # FULL makes the committed images; FAST only proves every figure still draws (tiny widths, a few steps).
 FULL = dict(epochs=50, naive_widths=(32, 64, 128, 256), unet_base=16, train_images=None, lr=3e-3)
@@ -122,6 +124,67 @@ def task_png(camvid, membrane, path):
     for ax, title in zip(axes.flat, titles):
         ax.set_title(title, fontsize=10)
         ax.axis("off")
+    save(figure, path)
+
+
+# CamVid's movable objects: the classes whose pixels group into countable things (the rest is "stuff").
+THINGS = ["Bicyclist", "Car", "CartLuggagePram", "Child", "MotorcycleScooter", "OtherMoving", "Pedestrian",
+          "SUVPickupTruck", "Truck_Bus"]
+
+
+def components(mask):
+    """Label the 4-connected regions of a boolean mask 1, 2, ... (0 outside): a plain flood fill."""
+    labels = np.zeros(mask.shape, np.int64)
+    count = 0
+    for start in zip(*np.nonzero(mask)):
+        if labels[start]:
+            continue
+        count += 1
+        labels[start], stack = count, [start]
+        while stack:
+            row, col = stack.pop()
+            for r, c in ((row - 1, col), (row + 1, col), (row, col - 1), (row, col + 1)):
+                if 0 <= r < mask.shape[0] and 0 <= c < mask.shape[1] and mask[r, c] and not labels[r, c]:
+                    labels[r, c] = count
+                    stack.append((r, c))
+    return labels
+
+
+def four_tasks_png(camvid, path, min_pixels=20):
+    """One frame, four tasks: classification, detection, semantic and instance segmentation."""
+    image, label = camvid[0]
+    objects = []  # (class id, boolean mask) for each connected region of a movable class
+    for name in THINGS:
+        regions = components(label == camvid.classes.index(name))
+        objects += [(camvid.classes.index(name), regions == k) for k in range(1, regions.max() + 1)
+                    if (regions == k).sum() >= min_pixels]
+    figure = Figure(figsize=(12, 3.3))
+    axes = figure.subplots(1, 4)
+    figure.subplots_adjust(wspace=0.08)
+    for ax in axes[:2]:
+        ax.imshow(image)
+    largest = camvid.classes[np.bincount(label.ravel()).argmax()]
+    for class_id, region in objects:
+        rows, cols = np.nonzero(region)
+        colour = np.asarray(camvid.class_colors[class_id]) / 255
+        axes[1].add_patch(Rectangle((cols.min() - 0.5, rows.min() - 0.5), np.ptp(cols) + 1, np.ptp(rows) + 1,
+                                    fill=False, edgecolor=colour, linewidth=1.5))
+        if region.sum() >= 400:  # name the large objects only; the colours are the mask's
+            axes[1].text(cols.min(), rows.min() - 2, camvid.classes[class_id], color=colour, fontsize=7)
+    axes[2].imshow(viz.colorize(label, camvid.num_classes, camvid.class_colors))
+    instances = np.full(label.shape + (3,), 0.85)
+    palette = np.random.default_rng(0).uniform(0.1, 0.9, (len(objects), 3))
+    for colour, (_, region) in zip(palette, objects):
+        instances[region] = colour
+    axes[3].imshow(instances)
+    titles = [f"classification\none label for the image\n(its largest class: {largest})",
+              f"detection\na box and a class per object\n({len(objects)} objects)",
+              "semantic segmentation\na class for every pixel\n(this course)",
+              "instance segmentation\nan object for every object pixel\n(each its own colour)"]
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    class_legend(figure, [label], camvid.classes, camvid.class_colors, columns=10)
     save(figure, path)
 
 
@@ -445,6 +508,7 @@ def make_figures(data, membrane_root, out, zoo, settings, untrained_only=False):
     if settings["train_images"] is not None:
         train, valid = train.subset(range(settings["train_images"])), valid.subset(range(4))
     membrane = layouts.membrane(membrane_root)
+    four_tasks_png(camvid, out / "four_tasks.png")
     task_png(camvid, membrane, out / "task.png")
     one_hot_png(camvid, out / "one_hot.png")
     x = np.zeros((1, 3) + camvid.images.shape[1:3], np.float32)
