@@ -335,8 +335,9 @@ def cross_entropy_vs_dice_png(image, label, logits, classes, path):
     per_pixel = F.cross_entropy(minseg.Tensor(logits), target, reduction="none").numpy()[0]
     grad_ce = _gradient_norm(lambda z: F.cross_entropy(z, target), logits)
     grad_dice = _gradient_norm(lambda z: F.dice_loss(z, target), logits)
-    figure = Figure(figsize=(13, 7.2))
+    figure = Figure(figsize=(14, 7.6))
     axes = figure.subplots(2, 3)
+    figure.subplots_adjust(wspace=0.3, hspace=0.35)
     axes[0, 0].imshow(image)
     axes[0, 1].imshow(viz.colorize(label, len(classes), layouts.CAMVID_COLORS))
     shown = axes[0, 2].imshow(per_pixel, cmap="viridis")
@@ -345,8 +346,8 @@ def cross_entropy_vs_dice_png(image, label, logits, classes, path):
     for ax, grad, name in ((axes[1, 0], grad_ce, "cross-entropy"), (axes[1, 1], grad_dice, "1 − soft Dice")):
         shown = ax.imshow(grad / grad.mean(), cmap="magma", vmin=0, vmax=top)
         figure.colorbar(shown, ax=ax, fraction=0.035)
-        ax.set_title(f"|∂({name})/∂logits| per pixel (÷ its mean)", fontsize=9)
-    titles = ["validation image", "ground truth", f"per-pixel cross-entropy (mean {per_pixel.mean():.3f})"]
+        ax.set_title(f"|∂({name})/∂logits| per pixel\n(÷ its mean)", fontsize=9)
+    titles = ["validation image", "ground truth", f"per-pixel cross-entropy\n(mean {per_pixel.mean():.3f})"]
     for ax, title in zip(axes[0], titles):
         ax.set_title(title, fontsize=9)
     for ax in list(axes[0]) + list(axes[1, :2]):
@@ -358,7 +359,7 @@ def cross_entropy_vs_dice_png(image, label, logits, classes, path):
     for offset, share, name in zip((-0.27, 0, 0.27), shares, ("pixels", "CE gradient", "Dice gradient")):
         axes[1, 2].bar(np.arange(len(present)) + offset, share, width=0.27, label=name)
     axes[1, 2].set_xticks(range(len(present)), [classes[c] for c in present], rotation=60, fontsize=7)
-    axes[1, 2].set_title("share of the pixels and of each gradient, by true class", fontsize=9)
+    axes[1, 2].set_title("share of the pixels and of each\ngradient, by true class", fontsize=9)
     axes[1, 2].legend(fontsize=8)
     class_legend(figure, [label], classes, layouts.CAMVID_COLORS)
     save(figure, path)
