@@ -215,8 +215,12 @@ def one_hot_png(camvid, path, shown=8):
 # ---------------------------------------------------------------------------------------------
 # Architectures, traced from the model objects (docs/model_trace.py)
 # ---------------------------------------------------------------------------------------------
+OPERATION_COLOURS = ["#dbe8f6", "#fde2c4", "#d9f0d3", "#f3d1e6", "#e6e0f5", "#fff2b3", "#d0ecec"]
+
+
 def architecture_png(model, x, path):
-    """Each block at (call order, resolution level), its name and output shape; arrows from its sources."""
+    """Each block at (call order, resolution level): its name, the channels it reads and its output shape, coloured
+    by its operation (legend below); arrows from its sources, skip connections in red."""
     # Imported here, not at the top: benchmarks/zoo.py loads this file by its path for zoo_png alone, and a file
     # loaded so finds no module beside it (a script run as python docs/figures.py does).
     from model_trace import trace_blocks  # docs/model_trace.py
@@ -224,23 +228,28 @@ def architecture_png(model, x, path):
     calls = trace_blocks(model, x)
     height = x.shape[2]
     levels = [int(round(np.log2(height / shape[2]))) for _, _, shape, _ in calls]
-    figure = Figure(figsize=(1.25 * len(calls) + 1, 1.2 * max(levels) + 2.6))
+    operations = list(dict.fromkeys(["image"] + [text for _, text, _, _ in calls]))
+    colour = {text: OPERATION_COLOURS[i % len(OPERATION_COLOURS)] for i, text in enumerate(operations)}
+    figure = Figure(figsize=(1.1 * len(calls) + 1.2, 0.95 * max(levels) + 2.8))
     ax = figure.add_subplot()
     boxes = [(-1, 0, "input", "image", (1,) + tuple(x.shape[1:]))]  # (x, y, name, text, shape); call i is box i + 1
     boxes += [(index, -level, name, text, shape) for index, ((name, text, shape, _), level) in
               enumerate(zip(calls, levels))]
-    for left, bottom, name, text, shape in boxes:
-        ax.add_patch(Rectangle((left - 0.45, bottom - 0.38), 0.9, 0.76, facecolor="#dbe8f6", edgecolor="black"))
-        ax.text(left, bottom, f"{name}\n{text.replace(' ', chr(10))}\n{shape[1]}×{shape[2]}×{shape[3]}",
-                ha="center", va="center", fontsize=6.5)
+    reads = [""] + [" + ".join(str(boxes[source + 1][4][1]) for source in sorted(sources))
+                    if len(sources) > 1 else "" for _, _, _, sources in calls]
+    for (left, bottom, name, text, shape), read in zip(boxes, reads):
+        ax.add_patch(Rectangle((left - 0.46, bottom - 0.4), 0.92, 0.8, facecolor=colour[text], edgecolor="black"))
+        joined = f"\ncat {read}" if read else ""
+        ax.text(left, bottom, f"{name}{joined}\n{shape[1]}×{shape[2]}×{shape[3]}", ha="center", va="center",
+                fontsize=8)
     longest = 0
     for index, (_, _, _, sources) in enumerate(calls):
         for source in sources:
             (x0, y0), (x1, y1) = boxes[source + 1][:2], boxes[index + 1][:2]
             if source == index - 1 or source == -1:  # the main path: right edge to left edge
-                arrow = dict(posA=(x0 + 0.45, y0), posB=(x1 - 0.45, y1), color="black", linewidth=0.8)
+                arrow = dict(posA=(x0 + 0.46, y0), posB=(x1 - 0.46, y1), color="black", linewidth=0.8)
             else:  # a skip connection: over the top, from the top of one box to the top of the other
-                arrow = dict(posA=(x0, y0 + 0.38), posB=(x1, y1 + 0.38), connectionstyle="arc3,rad=-0.15",
+                arrow = dict(posA=(x0, y0 + 0.4), posB=(x1, y1 + 0.4), connectionstyle="arc3,rad=-0.15",
                              color="#c0392b", linewidth=1.4)
                 longest = max(longest, x1 - x0)
             ax.add_patch(FancyArrowPatch(arrowstyle="-|>", mutation_scale=8, **arrow))
@@ -250,9 +259,14 @@ def architecture_png(model, x, path):
                   [f"1/{2 ** level}" for level in range(max(levels) + 1)])
     ax.set_ylabel("resolution")
     ax.set_xticks([])
+    handles = [Patch(facecolor=colour[text], edgecolor="black", label=text) for text in operations]
+    handles.append(Patch(facecolor="white", edgecolor="#c0392b", label="red arrow: skip connection (cat: the "
+                                                                         "channels concatenated)"))
+    figure.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0))
     skips = sum(source not in (-1, i - 1) for i, (_, _, _, sources) in enumerate(calls) for source in sources)
     ax.set_title(f"{type(model).__name__}: {sum(p.size for p in model.parameters()):,} parameters, "
-                 f"{len(calls)} block calls, {skips} skip connections (red), traced from a forward pass", fontsize=10)
+                 f"{len(calls)} block calls, {skips} skip connections, traced from a forward pass", fontsize=11)
+    figure.subplots_adjust(bottom=0.16)
     save(figure, path)
 
 
