@@ -46,6 +46,7 @@ ZOO = {
     "naive": ("naive", {"widths": (16, 32, 64, 128)}, None, "conv down, transposed conv up, no skips"),
     "fcn8s": ("fcn8s", {}, 2014, "score maps from 3 depths, learned bilinear x2, added"),
     "unet": ("unet", {"base": 16}, 2015, "skips by concatenation (paper UNet)"),
+    "unet_noskip": ("unet", {"base": 16, "skips": False}, None, "the paper UNet, zeros in place of its skips"),
     "segnet_basic": ("segnet_basic", {}, 2015, "decoder unpools with the pooling indices (4 stages)"),
     "segnet": ("segnet", {}, 2015, "the same on VGG-16's shape"),
     "enet": ("enet", {}, 2016, "early downsampling, bottlenecks, dilated/asymmetric convs"),

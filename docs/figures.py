@@ -2,6 +2,7 @@
 
     python docs/figures.py         # the committed images, into docs/img/ (trains two models briefly)
     python docs/figures.py --fast  # tiny models, a few steps, into a new temporary folder: what the tests run
+    python docs/figures.py --untrained  # only the figures that need no training, into docs/img/
 
 The data: CamVid tiny (``--data``, default ``../shared/data/camvid_tiny`` beside the repository) and the ISBI 2012
 membrane slices (``--membrane``). The zoo figure is drawn from the table in ``docs/zoo.md`` (``--zoo``) that
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, Rectangle
+from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
 
 import minseg
 import minseg.functional as F
@@ -29,14 +30,19 @@ from minseg.checkpoint import load_checkpoint
 from minseg.crf import dense_crf
 from minseg.data import DataLoader, channel_stats, layouts
 from minseg.models import Naive, PaperUNet
+from minseg.models.fcn import bilinear_kernel
 from minseg.optim import AdamW, OneCycleLR
 from minseg.predict import Predictor
 from minseg.train import Learner
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
-FIGURES = ["task.png", "one_hot.png", "architecture_naive.png", "architecture_unet.png", "receptive_field.png",
-           "cross_entropy_vs_dice.png", "iou_dice.png", "naive_vs_unet.png", "zoo.png", "crf.png"]
+FIGURES = ["four_tasks.png", "task.png", "one_hot.png", "architecture_naive.png", "architecture_unet.png",
+           "receptive_field.png", "upsampling.png", "cross_entropy_vs_dice.png", "iou_dice.png", "naive_vs_unet.png",
+           "zoo.png", "crf.png"]
+# What --untrained redraws: the figures that need no trained model.
+UNTRAINED = ["four_tasks.png", "task.png", "one_hot.png", "architecture_naive.png", "architecture_unet.png",
+             "receptive_field.png", "upsampling.png", "zoo.png"]
 # crf.png refines this checkpoint's predictions; docs/crf.md gives the `minseg train` command that writes it.
 CRF_CHECKPOINT = ROOT / "runs" / "crf" / "camvid_deeplabv2" / "checkpoint.npz"
 # dense_crf's options for CamVid tiny (docs/crf.md): DeepLab's w1 and θβ ranges, the position widths scaled down
@@ -59,6 +65,15 @@ def save(figure, path):
     os.chmod(temporary, 0o644)  # mkstemp makes it private; an image is for everyone to read
     os.replace(temporary, path)
     print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB)")
+
+
+def class_legend(figure, labels, classes, colors, columns=8):
+    """A legend under ``figure`` naming the colour of every class that occurs in ``labels`` (arrays of ids)."""
+    present = sorted(set(np.unique(np.concatenate([np.ravel(label) for label in labels])).tolist()) - {-100})
+    handles = [Patch(facecolor=np.asarray(colors[k]) / 255, edgecolor="black", linewidth=0.5, label=classes[k])
+               for k in present]
+    figure.legend(handles=handles, loc="lower center", ncol=min(columns, len(handles)), fontsize=8, frameon=False,
+                  bbox_to_anchor=(0.5, -0.01 - 0.035 * ((len(handles) - 1) // columns)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,6 +130,7 @@ def task_png(camvid, membrane, path):
     slice_, cells = membrane[0]
     axes[1, 0].imshow(slice_)
     axes[1, 1].imshow(cells, cmap="gray", vmin=0, vmax=1)
+    class_legend(figure, [label], camvid.classes, camvid.class_colors)
     titles = [f"CamVid {camvid.stems[0]} ({image.shape[0]}×{image.shape[1]})",
               f"its mask: one of {camvid.num_classes} class ids per pixel",
               f"membrane slice {membrane.stems[0]} ({slice_.shape[0]}×{slice_.shape[1]})",
@@ -122,6 +138,67 @@ def task_png(camvid, membrane, path):
     for ax, title in zip(axes.flat, titles):
         ax.set_title(title, fontsize=10)
         ax.axis("off")
+    save(figure, path)
+
+
+# CamVid's movable objects: the classes whose pixels group into countable things (the rest is "stuff").
+THINGS = ["Bicyclist", "Car", "CartLuggagePram", "Child", "MotorcycleScooter", "OtherMoving", "Pedestrian",
+          "SUVPickupTruck", "Truck_Bus"]
+
+
+def components(mask):
+    """Label the 4-connected regions of a boolean mask 1, 2, ... (0 outside): a plain flood fill."""
+    labels = np.zeros(mask.shape, np.int64)
+    count = 0
+    for start in zip(*np.nonzero(mask)):
+        if labels[start]:
+            continue
+        count += 1
+        labels[start], stack = count, [start]
+        while stack:
+            row, col = stack.pop()
+            for r, c in ((row - 1, col), (row + 1, col), (row, col - 1), (row, col + 1)):
+                if 0 <= r < mask.shape[0] and 0 <= c < mask.shape[1] and mask[r, c] and not labels[r, c]:
+                    labels[r, c] = count
+                    stack.append((r, c))
+    return labels
+
+
+def four_tasks_png(camvid, path, min_pixels=20):
+    """One frame, four tasks: classification, detection, semantic and instance segmentation."""
+    image, label = camvid[0]
+    objects = []  # (class id, boolean mask) for each connected region of a movable class
+    for name in THINGS:
+        regions = components(label == camvid.classes.index(name))
+        objects += [(camvid.classes.index(name), regions == k) for k in range(1, regions.max() + 1)
+                    if (regions == k).sum() >= min_pixels]
+    figure = Figure(figsize=(12, 3.3))
+    axes = figure.subplots(1, 4)
+    figure.subplots_adjust(wspace=0.08)
+    for ax in axes[:2]:
+        ax.imshow(image)
+    largest = camvid.classes[np.bincount(label.ravel()).argmax()]
+    for class_id, region in objects:
+        rows, cols = np.nonzero(region)
+        colour = np.asarray(camvid.class_colors[class_id]) / 255
+        axes[1].add_patch(Rectangle((cols.min() - 0.5, rows.min() - 0.5), np.ptp(cols) + 1, np.ptp(rows) + 1,
+                                    fill=False, edgecolor=colour, linewidth=1.5))
+        if region.sum() >= 400:  # name the large objects only; the colours are the mask's
+            axes[1].text(cols.min(), rows.min() - 2, camvid.classes[class_id], color=colour, fontsize=7)
+    axes[2].imshow(viz.colorize(label, camvid.num_classes, camvid.class_colors))
+    instances = np.full(label.shape + (3,), 0.85)
+    palette = np.random.default_rng(0).uniform(0.1, 0.9, (len(objects), 3))
+    for colour, (_, region) in zip(palette, objects):
+        instances[region] = colour
+    axes[3].imshow(instances)
+    titles = [f"classification\none label for the image\n(its largest class: {largest})",
+              f"detection\na box and a class per object\n({len(objects)} objects)",
+              "semantic segmentation\na class for every pixel\n(this course)",
+              "instance segmentation\nan object for every object pixel\n(each its own colour)"]
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    class_legend(figure, [label], camvid.classes, camvid.class_colors, columns=10)
     save(figure, path)
 
 
@@ -143,6 +220,7 @@ def one_hot_png(camvid, path, shown=8):
                        ha="center", va="center", fontsize=10)
     for ax in axes.flat:
         ax.axis("off")
+    class_legend(figure, [label], camvid.classes, camvid.class_colors)
     figure.suptitle(f"one_hot(mask, {camvid.num_classes}) has shape {(1,) + channels.shape}: "
                     f"the {shown} fullest channels", fontsize=11)
     save(figure, path)
@@ -151,8 +229,12 @@ def one_hot_png(camvid, path, shown=8):
 # ---------------------------------------------------------------------------------------------
 # Architectures, traced from the model objects (docs/model_trace.py)
 # ---------------------------------------------------------------------------------------------
+OPERATION_COLOURS = ["#dbe8f6", "#fde2c4", "#d9f0d3", "#f3d1e6", "#e6e0f5", "#fff2b3", "#d0ecec"]
+
+
 def architecture_png(model, x, path):
-    """Each block at (call order, resolution level), its name and output shape; arrows from its sources."""
+    """Each block at (call order, resolution level): its name, the channels it reads and its output shape, coloured
+    by its operation (legend below); arrows from its sources, skip connections in red."""
     # Imported here, not at the top: benchmarks/zoo.py loads this file by its path for zoo_png alone, and a file
     # loaded so finds no module beside it (a script run as python docs/figures.py does).
     from model_trace import trace_blocks  # docs/model_trace.py
@@ -160,23 +242,28 @@ def architecture_png(model, x, path):
     calls = trace_blocks(model, x)
     height = x.shape[2]
     levels = [int(round(np.log2(height / shape[2]))) for _, _, shape, _ in calls]
-    figure = Figure(figsize=(1.25 * len(calls) + 1, 1.2 * max(levels) + 2.6))
+    operations = list(dict.fromkeys(["image"] + [text for _, text, _, _ in calls]))
+    colour = {text: OPERATION_COLOURS[i % len(OPERATION_COLOURS)] for i, text in enumerate(operations)}
+    figure = Figure(figsize=(1.1 * len(calls) + 1.2, 0.95 * max(levels) + 2.8))
     ax = figure.add_subplot()
     boxes = [(-1, 0, "input", "image", (1,) + tuple(x.shape[1:]))]  # (x, y, name, text, shape); call i is box i + 1
     boxes += [(index, -level, name, text, shape) for index, ((name, text, shape, _), level) in
               enumerate(zip(calls, levels))]
-    for left, bottom, name, text, shape in boxes:
-        ax.add_patch(Rectangle((left - 0.45, bottom - 0.38), 0.9, 0.76, facecolor="#dbe8f6", edgecolor="black"))
-        ax.text(left, bottom, f"{name}\n{text.replace(' ', chr(10))}\n{shape[1]}×{shape[2]}×{shape[3]}",
-                ha="center", va="center", fontsize=6.5)
+    reads = [""] + [" + ".join(str(boxes[source + 1][4][1]) for source in sorted(sources))
+                    if len(sources) > 1 else "" for _, _, _, sources in calls]
+    for (left, bottom, name, text, shape), read in zip(boxes, reads):
+        ax.add_patch(Rectangle((left - 0.46, bottom - 0.4), 0.92, 0.8, facecolor=colour[text], edgecolor="black"))
+        joined = f"\ncat {read}" if read else ""
+        ax.text(left, bottom, f"{name}{joined}\n{shape[1]}×{shape[2]}×{shape[3]}", ha="center", va="center",
+                fontsize=8)
     longest = 0
     for index, (_, _, _, sources) in enumerate(calls):
         for source in sources:
             (x0, y0), (x1, y1) = boxes[source + 1][:2], boxes[index + 1][:2]
             if source == index - 1 or source == -1:  # the main path: right edge to left edge
-                arrow = dict(posA=(x0 + 0.45, y0), posB=(x1 - 0.45, y1), color="black", linewidth=0.8)
+                arrow = dict(posA=(x0 + 0.46, y0), posB=(x1 - 0.46, y1), color="black", linewidth=0.8)
             else:  # a skip connection: over the top, from the top of one box to the top of the other
-                arrow = dict(posA=(x0, y0 + 0.38), posB=(x1, y1 + 0.38), connectionstyle="arc3,rad=-0.15",
+                arrow = dict(posA=(x0, y0 + 0.4), posB=(x1, y1 + 0.4), connectionstyle="arc3,rad=-0.15",
                              color="#c0392b", linewidth=1.4)
                 longest = max(longest, x1 - x0)
             ax.add_patch(FancyArrowPatch(arrowstyle="-|>", mutation_scale=8, **arrow))
@@ -186,9 +273,14 @@ def architecture_png(model, x, path):
                   [f"1/{2 ** level}" for level in range(max(levels) + 1)])
     ax.set_ylabel("resolution")
     ax.set_xticks([])
+    handles = [Patch(facecolor=colour[text], edgecolor="black", label=text) for text in operations]
+    handles.append(Patch(facecolor="white", edgecolor="#c0392b", label="red arrow: skip connection (cat: the "
+                                                                         "channels concatenated)"))
+    figure.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0))
     skips = sum(source not in (-1, i - 1) for i, (_, _, _, sources) in enumerate(calls) for source in sources)
     ax.set_title(f"{type(model).__name__}: {sum(p.size for p in model.parameters()):,} parameters, "
-                 f"{len(calls)} block calls, {skips} skip connections (red), traced from a forward pass", fontsize=10)
+                 f"{len(calls)} block calls, {skips} skip connections, traced from a forward pass", fontsize=11)
+    figure.subplots_adjust(bottom=0.16)
     save(figure, path)
 
 
@@ -215,12 +307,44 @@ def receptive_field_png(path):
     for ax, (title, dilations) in zip(figure.subplots(1, 3), stacks):
         field = receptive_field(dilations)
         rows, cols = np.nonzero(field)
-        ax.imshow(np.log1p(field), cmap="magma")
+        shown = ax.imshow(np.log1p(field), cmap="magma")
+        figure.colorbar(shown, ax=ax, fraction=0.046, label="log(1 + number of paths)")
         ax.set_title(f"{title}\nreceptive field {np.ptp(rows) + 1}×{np.ptp(cols) + 1}, {len(dilations) * 9} weights",
                      fontsize=9)
         ax.axis("off")
-    figure.suptitle("which input pixels reach the centre output pixel (log(1 + number of paths), from backward)",
-                    fontsize=10)
+    figure.suptitle("which input pixels reach the centre output pixel, and by how many paths (from backward); "
+                    "dilated taps land on a lattice, so the path count alternates", fontsize=10)
+    save(figure, path)
+
+
+def upsampling_png(camvid, path):
+    """One feature map, max-pooled, then upsampled x2 by nearest, bilinear, max-unpooling and transposed convs."""
+    image, _ = camvid[0]
+    grey = image.astype(np.float32).mean(-1) / 255
+    grey = grey.reshape(grey.shape[0] // 2, 2, grey.shape[1] // 2, 2).mean((1, 3))  # a 48x64 "feature map"
+    fine = minseg.Tensor(grey[None, None])
+    pooled, indices = F.max_pool2d(fine, 2, return_indices=True)
+    random_kernel = np.random.default_rng(0).normal(0.5, 0.5, (1, 1, 2, 2)).astype(np.float32)
+    panels = [
+        (f"the map, {grey.shape[0]}×{grey.shape[1]}", fine),
+        (f"max-pooled 2×2, {pooled.shape[2]}×{pooled.shape[3]}", pooled),
+        ("nearest neighbour", F.interpolate(pooled, scale_factor=2, mode="nearest")),
+        ("bilinear", F.interpolate(pooled, scale_factor=2, mode="bilinear", align_corners=False)),
+        ("max-unpooling (the pool's indices)", F.max_unpool2d(pooled, indices, 2)),
+        ("transposed conv, 4×4 stride 2,\nFCN's bilinear initialization",
+         F.conv_transpose2d(pooled, minseg.Tensor(bilinear_kernel(1, 2)), stride=2, padding=1)),
+        ("transposed conv, 2×2 stride 2,\na random kernel (untrained)",
+         F.conv_transpose2d(pooled, minseg.Tensor(random_kernel), stride=2)),
+    ]
+    figure = Figure(figsize=(12, 5.2))
+    axes = figure.subplots(2, 4)
+    for ax, (title, value) in zip(axes.flat, panels):
+        shown = ax.imshow(value.numpy()[0, 0], cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+    for ax in axes.flat:
+        ax.axis("off")
+    figure.colorbar(shown, ax=list(axes.flat), fraction=0.02, label="value (one scale for every panel)")
+    figure.suptitle("one feature map brought back ×2 four ways (from a CamVid tiny frame's grey levels)", fontsize=10)
     save(figure, path)
 
 
@@ -239,8 +363,9 @@ def cross_entropy_vs_dice_png(image, label, logits, classes, path):
     per_pixel = F.cross_entropy(minseg.Tensor(logits), target, reduction="none").numpy()[0]
     grad_ce = _gradient_norm(lambda z: F.cross_entropy(z, target), logits)
     grad_dice = _gradient_norm(lambda z: F.dice_loss(z, target), logits)
-    figure = Figure(figsize=(13, 7.2))
+    figure = Figure(figsize=(14, 7.6))
     axes = figure.subplots(2, 3)
+    figure.subplots_adjust(wspace=0.3, hspace=0.35)
     axes[0, 0].imshow(image)
     axes[0, 1].imshow(viz.colorize(label, len(classes), layouts.CAMVID_COLORS))
     shown = axes[0, 2].imshow(per_pixel, cmap="viridis")
@@ -249,8 +374,8 @@ def cross_entropy_vs_dice_png(image, label, logits, classes, path):
     for ax, grad, name in ((axes[1, 0], grad_ce, "cross-entropy"), (axes[1, 1], grad_dice, "1 − soft Dice")):
         shown = ax.imshow(grad / grad.mean(), cmap="magma", vmin=0, vmax=top)
         figure.colorbar(shown, ax=ax, fraction=0.035)
-        ax.set_title(f"|∂({name})/∂logits| per pixel (÷ its mean)", fontsize=9)
-    titles = ["validation image", "ground truth", f"per-pixel cross-entropy (mean {per_pixel.mean():.3f})"]
+        ax.set_title(f"|∂({name})/∂logits| per pixel\n(÷ its mean)", fontsize=9)
+    titles = ["validation image", "ground truth", f"per-pixel cross-entropy\n(mean {per_pixel.mean():.3f})"]
     for ax, title in zip(axes[0], titles):
         ax.set_title(title, fontsize=9)
     for ax in list(axes[0]) + list(axes[1, :2]):
@@ -262,8 +387,9 @@ def cross_entropy_vs_dice_png(image, label, logits, classes, path):
     for offset, share, name in zip((-0.27, 0, 0.27), shares, ("pixels", "CE gradient", "Dice gradient")):
         axes[1, 2].bar(np.arange(len(present)) + offset, share, width=0.27, label=name)
     axes[1, 2].set_xticks(range(len(present)), [classes[c] for c in present], rotation=60, fontsize=7)
-    axes[1, 2].set_title("share of the pixels and of each gradient, by true class", fontsize=9)
+    axes[1, 2].set_title("share of the pixels and of each\ngradient, by true class", fontsize=9)
     axes[1, 2].legend(fontsize=8)
+    class_legend(figure, [label], classes, layouts.CAMVID_COLORS)
     save(figure, path)
     smallest = present[-1]
     print(f"cross_entropy_vs_dice: {classes[smallest]} holds {shares[0][-1]:.2%} of the pixels, "
@@ -313,6 +439,7 @@ def naive_vs_unet_png(images, labels, predictions, classes, path):
                 title += f"\npixel accuracy {(prediction == label).mean():.3f}"
             ax.set_title(title, fontsize=9)
             ax.axis("off")
+    class_legend(figure, list(labels) + list(predictions.values()), classes, layouts.CAMVID_COLORS, columns=6)
     save(figure, path)
 
 
@@ -387,22 +514,53 @@ def zoo_points(markdown):
     raise ValueError("zoo_points: found no table with a 'training time' and a 'mean IoU' column")
 
 
+NOISE = 0.01  # mean IoU differences zoo.md reads as noise (one seed, 20 validation images)
+
+
+def on_resnet18(name):
+    """Whether zoo row ``name`` starts from a ResNet-18 encoder (benchmarks/zoo.py: the smp family, FCN, PointRend)."""
+    return name.endswith("_resnet18") or name in ("fcn8s", "pointrend")
+
+
+def label_offsets(points, min_gap=0.0065):
+    """Vertical text offsets (in mean IoU) that keep labels of nearby points from overlapping, in one sweep."""
+    placed, offsets = [], {}
+    for name, x, y in sorted(points, key=lambda point: point[2]):
+        text_y = y
+        for other_x, other_y in placed:
+            if abs(np.log10(x) - np.log10(other_x)) < 0.25 and text_y - other_y < min_gap:
+                text_y = other_y + min_gap
+        placed.append((x, text_y))
+        offsets[name] = text_y - y
+    return offsets
+
+
 def zoo_png(zoo, path):
     if not zoo.is_file():
         print(f"note: {zoo} does not exist yet: skipping {path.name} (python benchmarks/zoo.py writes it)")
         return
     x_heading, y_heading, points = zoo_points(zoo.read_text(encoding="utf-8"))
-    figure = Figure(figsize=(8, 5.5))
+    figure = Figure(figsize=(8.5, 5.8))
     ax = figure.add_subplot()
+    offsets = label_offsets(points)
     for name, x, y in points:
-        ax.scatter(x, y, color="#2c7fb8")
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        encoder = on_resnet18(name)
+        ax.errorbar(x, y, yerr=NOISE, fmt="o" if encoder else "s", color="#2c7fb8" if encoder else "#d95f0e",
+                    capsize=2, markersize=5, linewidth=0.8)
+        ax.annotate(name, (x, y + offsets[name]), textcoords="offset points", xytext=(6, -3), fontsize=8)
+    naive = [y for name, _, y in points if name == "naive"]
+    if naive:
+        ax.axhspan(naive[0] - NOISE, naive[0] + NOISE, color="grey", alpha=0.15, linewidth=0)
+    ax.errorbar([], [], yerr=[], fmt="o", color="#2c7fb8", label="on a ResNet-18 encoder")
+    ax.errorbar([], [], yerr=[], fmt="s", color="#d95f0e", label="from scratch, no encoder")
+    ax.fill_between([], [], color="grey", alpha=0.15, label=f"naive ± {NOISE} (bars: ± {NOISE}, one seed's noise)")
     times = [x for _, x, _ in points]
     if times and min(times) > 0 and max(times) > 10 * min(times):
         ax.set_xscale("log")  # the models' training times span orders of magnitude
     ax.set_xlabel(x_heading)
     ax.set_ylabel(y_heading)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"the zoo: {len(points)} models, one recipe (from {zoo.name})", fontsize=10)
     save(figure, path)
 
@@ -410,12 +568,13 @@ def zoo_png(zoo, path):
 # ---------------------------------------------------------------------------------------------
 # The command line
 # ---------------------------------------------------------------------------------------------
-def make_figures(data, membrane_root, out, zoo, settings, crf_checkpoint=CRF_CHECKPOINT):
+def make_figures(data, membrane_root, out, zoo, settings, untrained_only=False, crf_checkpoint=CRF_CHECKPOINT):
     camvid = layouts.fastai(data)
     train, valid = camvid.split(valid_every=5)
     if settings["train_images"] is not None:
         train, valid = train.subset(range(settings["train_images"])), valid.subset(range(4))
     membrane = layouts.membrane(membrane_root)
+    four_tasks_png(camvid, out / "four_tasks.png")
     task_png(camvid, membrane, out / "task.png")
     one_hot_png(camvid, out / "one_hot.png")
     x = np.zeros((1, 3) + camvid.images.shape[1:3], np.float32)
@@ -425,6 +584,10 @@ def make_figures(data, membrane_root, out, zoo, settings, crf_checkpoint=CRF_CHE
     architecture_png(naive, x, out / "architecture_naive.png")
     architecture_png(unet, x, out / "architecture_unet.png")
     receptive_field_png(out / "receptive_field.png")
+    upsampling_png(camvid, out / "upsampling.png")
+    zoo_png(zoo, out / "zoo.png")
+    if untrained_only:
+        return
     naive_learner, stats = train_model(naive, train, valid, settings)
     unet_learner, _ = train_model(unet, train, valid, settings)
     shown = viz.spread_indices(len(valid), 3)
@@ -434,7 +597,6 @@ def make_figures(data, membrane_root, out, zoo, settings, crf_checkpoint=CRF_CHE
     iou_dice_png(images[0], labels[0], logits[0].argmax(0), camvid.classes, out / "iou_dice.png")
     predictions = {"naive model": logits_of(naive_learner, images, stats).argmax(1), "UNet": logits.argmax(1)}
     naive_vs_unet_png(images, labels, predictions, camvid.classes, out / "naive_vs_unet.png")
-    zoo_png(zoo, out / "zoo.png")
     if settings is FAST:  # the fast mode only proves the drawing: the tiny UNet's softmax stands in
         crf_png(images[0], labels[0], softmax(logits[0]), camvid.classes, out / "crf.png", "UNet (tiny)")
     elif crf_checkpoint.is_file():
@@ -455,6 +617,8 @@ def main(argv=None):
     parser.add_argument("--zoo", type=Path, default=ROOT / "docs" / "zoo.md", help="the zoo table to plot")
     parser.add_argument("--crf-checkpoint", type=Path, default=CRF_CHECKPOINT,
                         help="the DeepLab v2 run whose prediction crf.png refines (docs/crf.md)")
+    parser.add_argument("--untrained", action="store_true",
+                        help="redraw only the figures that need no trained model: " + ", ".join(UNTRAINED))
     args = parser.parse_args(argv)
     for flag, folder in (("--data", args.data), ("--membrane", args.membrane)):
         if not folder.is_dir():
@@ -464,8 +628,10 @@ def main(argv=None):
         args.out = Path(tempfile.mkdtemp(prefix="minseg-figures-")) if args.fast else ROOT / "docs" / "img"
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    make_figures(args.data, args.membrane, args.out, args.zoo, FAST if args.fast else FULL, args.crf_checkpoint)
-    print(f"{'fast' if args.fast else 'full'} mode: {time.perf_counter() - start:.0f} s")
+    make_figures(args.data, args.membrane, args.out, args.zoo, FAST if args.fast else FULL, args.untrained,
+                 args.crf_checkpoint)
+    mode = ("fast" if args.fast else "full") + (" (untrained figures only)" if args.untrained else "")
+    print(f"{mode} mode: {time.perf_counter() - start:.0f} s")
     print(f"the figures are in {args.out}")
     return 0
 

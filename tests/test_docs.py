@@ -70,9 +70,9 @@ def test_docs_code_block_runs_on_its_own(example, tmp_path, monkeypatch):
 ZOO_ROWS_BEGIN, ZOO_ROWS_END = "<!-- zoo rows: copied from docs/zoo.md -->", "<!-- end of zoo rows -->"
 
 
-def test_course_page_3_quotes_the_zoo_rows_as_the_zoo_wrote_them():
-    """Page 3 shows each model's row of docs/zoo.md; a quoted row that is not in zoo.md has drifted from the run."""
-    page = (DOCS / "course_3_models.md").read_text(encoding="utf-8")
+def test_course_page_3b_quotes_the_zoo_rows_as_the_zoo_wrote_them():
+    """Page 3b shows each model's row of docs/zoo.md; a quoted row that is not in zoo.md has drifted from the run."""
+    page = (DOCS / "course_3b_architectures.md").read_text(encoding="utf-8")
     assert page.count(ZOO_ROWS_BEGIN) == 1 and page.count(ZOO_ROWS_END) == 1, "the zoo rows' markers are missing"
     quoted = page.split(ZOO_ROWS_BEGIN)[1].split(ZOO_ROWS_END)[0].strip().splitlines()[2:]  # after the header
     written = set((DOCS / "zoo.md").read_text(encoding="utf-8").splitlines())

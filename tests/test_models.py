@@ -71,6 +71,22 @@ def test_unet_parameter_counts():
     assert count_parameters(PaperUNet(32, base=16)) == 1_944_576
 
 
+def test_unet_without_skips_keeps_every_parameter_and_loses_the_skips_information():
+    minseg.manual_seed(0)
+    with_skips, without = PaperUNet(3, base=2, depth=2), PaperUNet(3, base=2, depth=2, skips=False)
+    without.load_state_dict(with_skips.state_dict())
+    assert count_parameters(without) == count_parameters(with_skips)
+    with_skips.eval(), without.eval()
+    x = Tensor(np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32))
+    assert not np.allclose(with_skips(x).numpy(), without(x).numpy())
+    # Zeroing the decoder weights that read the skip channels makes the full model compute the ablation.
+    for level in with_skips.decoder:
+        conv = level[0]
+        conv.weight.data[:, : conv.weight.shape[1] // 2] = 0  # cat([skip, upsampled]): the skip comes first
+    assert np.allclose(with_skips(x).numpy(), without(x).numpy(), atol=1e-6)
+    assert "skips=False" in repr(without)
+
+
 def test_linknet_parameter_count():
     assert count_parameters(PaperLinkNet(32)) == 11_537_312
 

@@ -4,7 +4,8 @@ Segmentation", 2016): a segmentation network built to run in real time on small 
 Its ideas, each one line of code below:
 
 * Shrink early. The initial block halves the image with a strided 3×3 convolution concatenated with a max-pool
-  of the input, and stage 1 halves it again: the expensive layers see 1/8 of the pixels.
+  of the input, and bottlenecks 1.0 and 2.0 halve it twice more: the sixteen bottlenecks of stages 2 and 3, the
+  expensive layers, run at H/8 × W/8, 1/64 of the input's pixels.
 * Work in bottlenecks (ResNet's): 1×1 projection to a quarter of the channels → the main convolution → 1×1
   expansion, added to a shortcut. The main convolution is a plain 3×3, a dilated 3×3 (rate 2, 4, 8, 16: a wide
   view at no extra cost) or an asymmetric 5×1 then 1×5 (a 5×5 view for the price of 10 weights, not 25).

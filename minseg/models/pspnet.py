@@ -1,4 +1,4 @@
-"""PSPNet (Zhao et al. 2017, "Pyramid Scene Parsing Network"): pyramid pooling.
+"""PSPNet (Zhao et al., "Pyramid Scene Parsing Network", arXiv 2016, CVPR 2017): pyramid pooling.
 
 A pixel's class often depends on the whole scene (a boat is on water, not on a road), more context than the
 encoder's receptive field holds. The pyramid pooling module averages the deepest feature map over the whole image

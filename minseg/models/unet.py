@@ -3,8 +3,8 @@ encoder–decoder whose skip connections CONCATENATE.
 
 The encoder saves its feature map at every resolution before pooling; the decoder
 upsamples and concatenates the saved map of the same resolution along the channel
-axis, so fine detail lost by pooling comes straight back (like a DenseNet, which also
-joins features by concatenation rather than by addition as a ResNet does).
+axis, so fine detail lost by pooling comes straight back. (Joining by concatenation rather
+than by addition, as ResNet does, is also what DenseNet does two years later.)
 
 Two versions: ``PaperUNet`` is the paper's, built from scratch with ``base`` channels; ``Unet`` is
 segmentation_models_pytorch's, a ResNet encoder (ImageNet weights can fill it) under a lighter
@@ -12,6 +12,8 @@ decoder, with smp's names and defaults.
 """
 from .. import functional as F
 from .. import nn
+from ..autograd import Tensor
+from ..backend import get_array_module
 from ..ops import cat
 from .encoder_decoder import SegmentationHead, SegmentationModel, conv_bn_relu, make_encoder
 from .sizes import check_divisible
@@ -31,10 +33,15 @@ class PaperUNet(nn.Module):
     Every convolution keeps PyTorch's default bias, even where BatchNorm's mean
     subtraction makes it redundant, so the model matches the reference counts: with
     32 classes and depth 4, 7,767,008 parameters at base 32 and 1,944,576 at base 16.
+
+    ``skips=False`` is the ablation of the course's page 3: every skip is replaced by zeros of the skip's
+    shape, so each layer, width and parameter stays as it is and only the information the skips carry is
+    taken away (the decoder's weights that read the skip channels then receive no gradient).
     """
 
-    def __init__(self, num_classes, in_channels=3, base=32, depth=4):
+    def __init__(self, num_classes, in_channels=3, base=32, depth=4, skips=True):
         super().__init__()
+        self.skips = bool(skips)
         widths = [base * 2 ** level for level in range(depth + 1)]  # 32, 64, 128, 256, 512
         self.depth = depth
         self.size_multiple = 2 ** depth  # each pooling step halves the resolution
@@ -58,11 +65,13 @@ class PaperUNet(nn.Module):
             x = self.pool(x)
         x = self.bottleneck(x)
         for upsample, level, skip in zip(self.upsample, self.decoder, reversed(skips)):
+            if not self.skips:  # the ablation: the same shape, no information
+                skip = Tensor(get_array_module(skip.data).zeros_like(skip.data))
             x = level(cat([skip, upsample(x)], dim=1))  # the skip connection: concatenation
         return self.head(x)
 
     def extra_repr(self):
-        return f"depth={self.depth}"
+        return f"depth={self.depth}" + ("" if self.skips else ", skips=False")
 
 
 # ---------------------------------------------------------------------------
