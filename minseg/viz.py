@@ -79,8 +79,9 @@ def spread_indices(count, shown):
 
 # --- data and predictions ---------------------------------------------------------------------
 def show_batch(images, labels, path=None, codes=None, mean=None, std=None, max_images=8, ncols=4, alpha=0.5,
-               colors=None):
-    """A grid of images with their label masks blended in, and a legend of the classes shown.
+               colors=None, title="images with their label masks blended in", image_titles=None):
+    """A grid of images with their label masks blended in, and a legend of the classes shown; each image is
+    titled with its entry of ``image_titles`` (default: its index among ``images``), the figure with ``title``.
 
     With more than ``max_images`` images, the ones shown are spread evenly over all of them (neighbouring
     video frames are near-duplicates, so the first eight would show one scene eight times).
@@ -99,7 +100,10 @@ def show_batch(images, labels, path=None, codes=None, mean=None, std=None, max_i
         ax.axis("off")
         if index < len(pictures):
             ax.imshow(overlay(pictures[index], labels[index], colours, alpha))
+            ax.set_title(image_titles[chosen[index]] if image_titles else f"image {chosen[index]}", fontsize=9)
     _legend(axes[0, -1], np.unique(labels[labels >= 0]), names, colours)
+    if title:
+        figure.suptitle(f"{title} (opacity {alpha})", fontsize=11)
     return _save(figure, path)
 
 

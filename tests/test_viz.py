@@ -150,3 +150,14 @@ def test_plots_never_import_pyplot(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
     assert_png(tmp_path / "lr.png")
+
+
+def test_show_batch_titles_the_figure_and_each_image():
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((3, 3, 8, 10)).astype(np.float32), rng.integers(0, 2, (3, 8, 10))
+    figure = viz.show_batch(images, labels, codes=["a", "b"], title="three images",
+                            image_titles=["first", "second", "third"])
+    assert figure._suptitle.get_text() == "three images (opacity 0.5)"
+    assert [ax.get_title() for ax in figure.axes if ax.get_title()] == ["first", "second", "third"]
+    default = viz.show_batch(images, labels, codes=["a", "b"])
+    assert [ax.get_title() for ax in default.axes if ax.get_title()] == ["image 0", "image 1", "image 2"]

@@ -158,9 +158,12 @@ class TrainingRun:
         """batch.png, results.png, history.png, per_class_iou.png and confusion_matrix.png in ``out``."""
         from .. import viz  # matplotlib alone takes longer to import than all of minseg (-X importtime)
         learner, classes, colors = self.learner, self.classes, self.train_set.class_colors
-        shown = self.train_set.subset(viz.spread_indices(len(self.train_set), 8))
+        indices = viz.spread_indices(len(self.train_set), 8)
+        shown = self.train_set.subset(indices)
         images, labels = next(iter(DataLoader(shown, batch_size=8, mean=self.mean, std=self.std, pad_to_multiple=1)))
-        viz.show_batch(images, labels, out / "batch.png", codes=classes, mean=self.mean, std=self.std, colors=colors)
+        viz.show_batch(images, labels, out / "batch.png", codes=classes, mean=self.mean, std=self.std, colors=colors,
+                       title=f"{len(indices)} of the {len(self.train_set)} training images, with their masks",
+                       image_titles=[f"training image {index}" for index in indices])
         images, targets = next(iter(self.valid_loader))
         viz.show_results(images, targets, learner.predict(images), out / "results.png", codes=classes,
                          mean=self.mean, std=self.std, colors=colors)
