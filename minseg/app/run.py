@@ -13,6 +13,9 @@ Data-parallel (``comm`` of K ranks, ``minseg.app.ranks``): each loader gives thi
 batch norm becomes ``SyncBatchNorm`` (unless ``--no-sync-bn``), and rank 0 alone writes the checkpoint, figures
 and metrics.json. A last training batch with fewer images than ranks is dropped (every rank must take part in
 every step); every other batch is the batch one process would take. Evaluation uses every image.
+
+A step of one image (per rank, unless batch norm is synchronized) is tried once before training, and refused
+naming --batch-size when a batch norm would get one value per channel (``TrainingRun._check_one_image_steps``).
 """
 import inspect
 import json
