@@ -82,3 +82,18 @@ def test_the_trial_forward_leaves_weights_statistics_mode_and_generator_as_they_
     assert not _batch_norm_fails_on_one_image(model, (32, 32), "cpu")
     assert model.training and get_state() == generator
     assert all(np.array_equal(weights[name], model.state_dict()[name]) for name in weights)
+
+
+def test_the_sizes_tried_are_the_crop_or_the_padded_sizes_no_other_fits_inside():
+    def sizes(crop, shapes, in_memory=True):
+        images = [np.zeros((*shape, 3), np.uint8) for shape in shapes]
+        train_set = type("Split", (), {"in_memory": in_memory, "images": images,
+                                       "__getitem__": lambda self, index: (images[index], None)})()
+        run = types.SimpleNamespace(options={"crop": crop}, model=types.SimpleNamespace(size_multiple=32),
+                                    train_set=train_set)
+        return TrainingRun._one_image_sizes(run)
+
+    assert sizes((64, 96), [(13, 17)]) == [(64, 96)]
+    assert sizes(None, [(13, 17), (30, 30), (40, 40)]) == [(32, 32)]
+    assert sizes(None, [(40, 20), (20, 40), (64, 64)]) == [(32, 64), (64, 32)]
+    assert sizes(None, [(70, 20), (20, 40)], in_memory=False) == [(96, 32)]  # lazy: the first image's
