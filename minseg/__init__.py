@@ -6,8 +6,9 @@ normalization, losses), ``nn`` (layers as Modules), ``models``, ``metrics``,
 ``optim``, ``data``, ``train``, ``predict``, ``colors``, ``viz``; ``cuda`` is the only module
 that knows the CUDA kernels in ``kernels/``. ``train``, ``predict`` and ``viz`` (which needs
 matplotlib) are imported on demand: ``from minseg import train, viz``. ``app`` is the ``minseg``
-command line built on all of them; nothing above imports it. Every name here is imported on first use, so
-``import minseg`` costs nothing until one is.
+command line built on all of them; nothing above imports it. Every name here is imported on first use
+(PEP 562's module ``__getattr__``), so ``import minseg`` imports neither NumPy nor any module until a name is
+used: the ``minseg`` command (``app.console``) starts where Ctrl-C can be caught.
 """
 import importlib
 import pkgutil
@@ -16,9 +17,7 @@ import types
 
 __version__ = "0.1.0"
 
-# Nothing heavy is imported here: ``import minseg`` (and so the ``minseg`` command, whose entry point sits in
-# this package) starts at once, and each name below imports its module on first use (PEP 562). The names
-# defined in modules: name -> module; any other name is a submodule (``minseg.nn``, ``minseg.viz``).
+# A top-level name -> the module that defines it; any other name is a submodule (``minseg.nn``, ``minseg.viz``).
 _DEFINED_IN = {"Tensor": "autograd", "Function": "autograd", "no_grad": "autograd", "is_grad_enabled": "autograd",
                "gradcheck": "gradcheck", "GradcheckError": "gradcheck", "cat": "ops", "stack": "ops",
                "manual_seed": "random"}
