@@ -11,7 +11,6 @@ command line built on all of them; nothing above imports it. Every name here is 
 used: the ``minseg`` command (``app.console``) starts where Ctrl-C can be caught.
 """
 import importlib
-import pkgutil
 import sys
 import types
 
@@ -42,6 +41,8 @@ def __getattr__(name):
 
 
 def __dir__():
+    import pkgutil  # only here: ``import minseg`` imports as little as it can
+
     return sorted(set(globals()) | set(__all__) | {module.name for module in pkgutil.iter_modules(__path__)})
 
 
