@@ -13,14 +13,14 @@ stopped run left off, and ``minseg predict --checkpoint`` applies the model to n
 """
 import sys
 
-from minseg.app import cli
+from minseg.app import console
 
 # UNet base 16, 100 epochs, lr 3e-3, batch 8: see docs/training.md for what it reaches and how long it takes.
 DEFAULTS = dict(model="unet", base=16, epochs=100, lr=3e-3, batch_size=8, seed=0, out="runs/camvid_tiny")
 
 
 def main(argv=None):
-    return cli.main(argv, prog="python examples/camvid_tiny.py", defaults=DEFAULTS, train_only=True)
+    return console.main(argv, prog="python examples/camvid_tiny.py", defaults=DEFAULTS, train_only=True)
 
 
 if __name__ == "__main__":

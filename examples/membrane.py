@@ -10,7 +10,7 @@ membrane, 255 = cell interior) read as it ships (``image/<k>.png``, ``label/<k>.
 validate), random 128x128 crops (each slice 4 times per epoch) with left-right and top-bottom
 flips, a UNet (base 16), soft Dice + cross-entropy, AdamW under a one-cycle schedule; the
 validation slices are predicted whole. It prints pixel accuracy and each class's Dice and IoU.
-This is ``minseg train`` with these defaults (``minseg/app/cli.py``): every option of
+This is ``minseg train`` with these defaults (``minseg/app/cli.py``, started through ``console``): every option of
 ``minseg train --help`` works here too. ``benchmarks/membrane_torch.py`` is the same recipe in
 PyTorch.
 """
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from minseg.app import cli
+from minseg.app import console
 
 MEMBRANE = Path(__file__).resolve().parents[2] / "shared" / "data" / "membrane"
 DEFAULTS = dict(data=str(MEMBRANE) if MEMBRANE.is_dir() else None, layout="membrane", valid_every=5,
@@ -32,9 +32,12 @@ def main(argv=None):
         print("error: the membrane data is not at ../shared/data/membrane; pass --data DIR "
               "(a folder with image/ and label/)", file=sys.stderr)
         return 2
-    status = cli.main(argv, prog="python examples/membrane.py", defaults=DEFAULTS, train_only=True)
+    status = console.main(argv, prog="python examples/membrane.py", defaults=DEFAULTS, train_only=True)
+    if status != 0:
+        return status
+    from minseg.app import cli  # console.main has imported it
     out = Path(cli.build_parser(defaults=DEFAULTS, train_only=True)[0].parse_args(argv).out or DEFAULTS["out"])
-    if status == 0 and (out / "metrics.json").is_file():
+    if (out / "metrics.json").is_file():
         metrics = json.loads((out / "metrics.json").read_text())
         print(f"pixel accuracy {metrics['pixel_accuracy']:.4f}")
         print(f"{'class':<10}{'Dice':>8}{'IoU':>8}")

@@ -206,3 +206,15 @@ def test_a_shuffled_pass_never_ends_with_a_batch_of_one(dataset):
     assert [len(t.numpy()) for _, t in DataLoader(dataset, batch_size=1, shuffle=True)] == [1] * N_IMAGES
     with pytest.raises(ValueError, match="expected more than 1 value per channel"):
         batch_norm(np.ones((1, 3, 1, 1), np.float32), None, None, training=True)
+
+
+@pytest.mark.parametrize("kwargs, sizes", [
+    (dict(batch_size=3, shuffle=True), [3, 3, 4]), (dict(batch_size=3), [3, 3, 3, 1]),
+    (dict(batch_size=3, shuffle=True, drop_last=True), [3, 3, 3]), (dict(batch_size=4, shuffle=True), [4, 4, 2]),
+    (dict(batch_size=1, shuffle=True), [1] * N_IMAGES), (dict(batch_size=12, shuffle=True), [N_IMAGES]),
+    (dict(batch_size=3, shuffle=True, num_replicas=2, rank=1), [3, 3, 4])])
+def test_batch_sizes_are_the_batches_a_pass_yields_all_ranks_together(dataset, kwargs, sizes):
+    loader = DataLoader(dataset, **kwargs)
+    assert loader.batch_sizes() == sizes
+    if loader.num_replicas == 1:
+        assert [len(targets.numpy()) for _, targets in loader] == sizes

@@ -14,7 +14,8 @@ flag or file and exits 2; ``tests/test_cli_fuzz.py`` feeds every option each kin
 ``minseg predict`` replaces no file unless ``--overwrite`` says so (``files.plan_outputs``). Divergence
 prints the ``TrainingDiverged`` message and exits 1. Ctrl-C says what was saved and prints the
 command that continues the run exactly as asked, and exits 130; SIGTERM does the same and exits 143
-(``interrupt``).
+(``interrupt``). The console script enters through ``console``, which catches a Ctrl-C while this module is
+still being imported.
 
 ``mpiexec -n K minseg train ...`` trains data-parallel on K ranks (``minseg.app.ranks``): the same flags,
 ``--batch-size`` the batch of all ranks together, ``--threads`` per rank; rank 0 alone prints and writes

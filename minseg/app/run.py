@@ -13,6 +13,9 @@ Data-parallel (``comm`` of K ranks, ``minseg.app.ranks``): each loader gives thi
 batch norm becomes ``SyncBatchNorm`` (unless ``--no-sync-bn``), and rank 0 alone writes the checkpoint, figures
 and metrics.json. A last training batch with fewer images than ranks is dropped (every rank must take part in
 every step); every other batch is the batch one process would take. Evaluation uses every image.
+
+A step of one image (per rank, unless batch norm is synchronized) is tried once before training, and refused
+naming --batch-size when a batch norm would get one value per channel (``TrainingRun._check_one_image_steps``).
 """
 import inspect
 import json
@@ -22,16 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import data, nn
+from .. import backend, data, nn
 from .. import functional as F
 from ..atomic import atomic_write
+from ..autograd import Tensor, no_grad
 from ..checkpoint import mismatch_error
 from ..data import DataLoader, channel_stats, void_class
 from ..distributed import SingleProcess
 from ..models import MODELS, compare_weights, load_weights
+from ..models.sizes import padded_size
 from ..optim import AdamW, OneCycleLR
 from ..predict import build_model
-from ..random import manual_seed
+from ..random import get_state, manual_seed, set_state
 from ..train import Learner
 from .options import UsageError, augmentation, jsonable, open_splits
 
@@ -61,6 +66,7 @@ class TrainingRun:
         if self.comm.size > 1 and options.get("sync_bn", True):
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model, self.comm)
         self.train_loader, self.valid_loader = self._loaders(self.model.size_multiple)
+        self._check_one_image_steps()
         optimizer = AdamW(self.model.parameters(), lr=options["lr"], weight_decay=options["weight_decay"])
         total_steps = options["epochs"] * len(self.train_loader)
         scheduler = OneCycleLR(optimizer, max_lr=options["lr"], total_steps=total_steps)
@@ -104,6 +110,42 @@ class TrainingRun:
         valid = DataLoader(self.valid_set, batch_size=options["batch_size"], mean=self.mean, std=self.std,
                            device=options["device"], pad_to_multiple=_padding(self.valid_set, multiple), **shares)
         return train, valid
+
+    def _check_one_image_steps(self):
+        """A step of one image (per rank, unless batch norm is synchronized) in a model whose batch norm then meets
+        a 1×1 feature map fails in training (one value per channel): a UsageError now, naming --batch-size."""
+        options, ranks = self.options, self.comm.size
+        if ranks > 1 and options.get("sync_bn", True):
+            return  # synchronized batch norm normalizes over the step's whole batch: at least ranks ≥ 2 images
+        if min(max(size // ranks, 1) for size in self.train_loader.batch_sizes()) > 1:
+            return
+        size = next((size for size in self._one_image_sizes()
+                     if _batch_norm_fails_on_one_image(self.model, size, options["device"])), None)
+        if size is None:
+            return
+        model = f"--model {options['model']}" + (f" --encoder {options['encoder']}" if options["encoder"] else "")
+        why = (f"{model} has batch norm on a 1×1 feature map for a {size[0]}x{size[1]} image, so a step of one "
+               "image leaves it one value per channel to normalize by")
+        if ranks > 1:
+            raise UsageError(f"--batch-size {options['batch_size']} over {ranks} ranks with --no-sync-bn gives a rank "
+                             f"one image in a step, and {why}; synchronize batch norm (leave out --no-sync-bn), or "
+                             "use a --batch-size that gives every rank two or more images in every step")
+        if len(self.train_set) == 1:
+            raise UsageError(f"--data {options['data']}: the training split holds one image, and {why}; add images, "
+                             "or choose a split that leaves two or more for training (--batch-size 2 then works)")
+        raise UsageError(f"--batch-size 1: {why}; use --batch-size 2 or more")
+
+    def _one_image_sizes(self):
+        """The input sizes a step of one image can have: the crop, or each training image's size padded to the
+        model's multiple (with --lazy the first image's), keeping those no other fits inside: a larger input has
+        larger feature maps. Few: one for a dataset of one image size."""
+        if self.options["crop"] is not None:
+            return [tuple(self.options["crop"])]
+        multiple = self.model.size_multiple
+        images = self.train_set.images if self.train_set.in_memory else [self.train_set[0][0]]
+        sizes = {(padded_size(h, multiple), padded_size(w, multiple)) for h, w in (im.shape[:2] for im in images)}
+        return sorted(size for size in sizes if not any(other != size and other[0] <= size[0] and other[1] <= size[1]
+                                                        for other in sizes))
 
     def _run(self):
         colors = self.train_set.class_colors
@@ -183,6 +225,28 @@ def _check_split(options, layout, train, valid):
     raise UsageError(f"--data {options['data']}: {how} leaves {len(train)} training and {len(valid)} validation "
                      "images; minseg train needs at least one of each (to report validation metrics), so choose "
                      "a split that leaves both, or add images")
+
+
+def _batch_norm_fails_on_one_image(model, size, device):
+    """True when ``model``, training on one image of ``size``, gives a batch norm one value per channel (its
+    ValueError). One forward without gradients; the weights, running statistics, mode and generator are restored."""
+    state, training, generator = model.state_dict(), model.training, get_state()
+    image = Tensor(backend.to_device(np.zeros((1, 3, *size), np.float32), device))
+    try:
+        with no_grad():
+            model.train()(image)
+    except ValueError as error:
+        if not str(error).startswith(_BATCH_NORM_ON_ONE_VALUE):
+            raise
+        return True
+    finally:
+        model.load_state_dict(state)
+        model.train(training)
+        set_state(generator)
+    return False
+
+
+_BATCH_NORM_ON_ONE_VALUE = "batch_norm: expected more than 1 value per channel"  # F.batch_norm's message
 
 
 def _finite_or_none(value):

@@ -98,6 +98,14 @@ class DataLoader:
         last = len(self.dataset) - (batches - 1) * self.batch_size  # samples in the last batch
         return batches - 1 if batches and last <= self.rank else batches
 
+    def batch_sizes(self):
+        """The number of samples in each batch of a pass, all ranks together (rank r takes samples r, r + K, …)."""
+        batches = self._global_batches()
+        sizes = [self.batch_size] * batches
+        if batches and not self.drop_last:  # the last batch: the rest, or batch_size + 1 when it merged a one
+            sizes[-1] = len(self.dataset) - (batches - 1) * self.batch_size
+        return sizes
+
     def _global_batches(self):
         """Batches per pass of all ranks together."""
         n = len(self.dataset)
