@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
+from matplotlib.textpath import TextPath
 
 import minseg
 import minseg.functional as F
@@ -230,57 +232,119 @@ def one_hot_png(camvid, path, shown=8):
 # Architectures, traced from the model objects (docs/model_trace.py)
 # ---------------------------------------------------------------------------------------------
 OPERATION_COLOURS = ["#dbe8f6", "#fde2c4", "#d9f0d3", "#f3d1e6", "#e6e0f5", "#fff2b3", "#d0ecec"]
+SKIP_COLOUR = "#c0392b"
+BOX_FONT = 8  # points: the box text stays readable when a 9-inch drawing is shown 800 pixels wide
+ARCHITECTURE_GAP = 0.4  # inches between two rows of boxes: the arrows between levels and the skip arcs
+
+
+def _runs(levels):
+    """Split the boxes into runs of consecutive boxes on one resolution level: [(level, [box index, ...]), ...]."""
+    runs = []
+    for index, level in enumerate(levels):
+        if runs and runs[-1][0] == level:
+            runs[-1][1].append(index)
+        else:
+            runs.append((level, [index]))
+    return runs
+
+
+def architecture_columns(levels):
+    """The column of each box, in box widths: a U whose arms step half a column per level.
+
+    Boxes one after another on one level sit side by side (a pool, then its convolutions). A run's second box (its
+    only one if alone) sits half a column right of the box before the run, so the run's first box sits half a column
+    left of it, one row down or up: the encoder steps down, the decoder up. A run that would come within one free
+    column of a box already on its row moves right until it does not: the decoder's arm clears the encoder's.
+    """
+    columns, placed, last = [0.0] * len(levels), {}, -0.5
+    for level, run in _runs(levels):
+        start = last + 0.5 - (len(run) > 1)
+        while any(abs(start + k - other) < 2 for k in range(len(run)) for other in placed.get(level, ())):
+            start += 0.5
+        for k, index in enumerate(run):
+            columns[index] = start + k
+        placed.setdefault(level, []).extend(start + k for k in range(len(run)))
+        last = start + len(run) - 1
+    return [column - min(columns) for column in columns]
+
+
+def _edges(source, target, width, tall):
+    """Where the main path's arrow leaves ``source`` and meets ``target`` (box centres): the facing sides on one
+    row, else the middle of the bottom or top edges."""
+    (x0, y0), (x1, y1) = source, target
+    if y0 == y1:
+        side = width / 2 if x1 > x0 else -width / 2
+        return (x0 + side, y0), (x1 - side, y1)
+    edge = tall / 2 if y1 > y0 else -tall / 2
+    return (x0, y0 + edge), (x1, y1 - edge)
+
+
+def architecture_boxes(calls, x):
+    """The boxes of a traced forward (``trace_blocks``), the input first: each one's operation, lines of text (name,
+    the concatenated channels if it reads several boxes, output shape), resolution level and source boxes."""
+    shapes = [(1,) + tuple(x.shape[1:])] + [shape for _, _, shape, _ in calls]  # box 0 is the input, call i box i+1
+    names = ["input"] + [name for name, _, _, _ in calls]
+    texts = ["image"] + [text for _, text, _, _ in calls]
+    sources = [set()] + [{source + 1 for source in sources} for _, _, _, sources in calls]
+    levels = [int(round(np.log2(x.shape[2] / shape[2]))) for shape in shapes]
+    lines = [[name] + ([f"cat {'+'.join(str(shapes[s][1]) for s in sorted(read))}"] if len(read) > 1 else [])
+             + ["×".join(map(str, shape[1:]))] for name, read, shape in zip(names, sources, shapes)]
+    return texts, lines, levels, sources
+
+
+def _arrows(ax, centres, sources, skips, width, tall):
+    """The main path in black, box edge to box edge; each skip in red, an arc from the top of its source's right
+    part to the top of its target's left part, rising into the gap above the row."""
+    for target, read in enumerate(sources):
+        for source in read - {s for s, t in skips if t == target}:
+            ax.add_patch(FancyArrowPatch(*_edges(centres[source], centres[target], width, tall), arrowstyle="-|>",
+                                         mutation_scale=9, linewidth=0.9, shrinkA=0, shrinkB=0, color="black"))
+    rise = 0.45 * ARCHITECTURE_GAP
+    for source, target in skips:
+        (x0, y0), (x1, y1) = centres[source], centres[target]
+        start, end = (x0 + 0.3 * width, y0 + tall / 2), (x1 - 0.36 * width, y1 + tall / 2)
+        ax.add_patch(FancyArrowPatch(start, end, connectionstyle=f"arc3,rad={-2 * rise / max(end[0] - start[0], 0.1)}",
+                                     arrowstyle="-|>", mutation_scale=11, linewidth=1.6, color=SKIP_COLOUR))
 
 
 def architecture_png(model, x, path):
-    """Each block at (call order, resolution level): its name, the channels it reads and its output shape, coloured
-    by its operation (legend below); arrows from its sources, skip connections in red."""
+    """Each block as a box on its resolution level (rows), its name, the channels it reads and its output shape,
+    coloured by its operation (legend below); the main path in black, skip connections in red over the top."""
     # Imported here, not at the top: benchmarks/zoo.py loads this file by its path for zoo_png alone, and a file
     # loaded so finds no module beside it (a script run as python docs/figures.py does).
     from model_trace import trace_blocks  # docs/model_trace.py
 
     calls = trace_blocks(model, x)
-    height = x.shape[2]
-    levels = [int(round(np.log2(height / shape[2]))) for _, _, shape, _ in calls]
-    operations = list(dict.fromkeys(["image"] + [text for _, text, _, _ in calls]))
+    texts, lines, levels, sources = architecture_boxes(calls, x)
+    # Sizes in inches, from the widest line of text: the axes' data units are inches, so arcs keep their shape.
+    width = max(TextPath((0, 0), line, size=BOX_FONT).get_extents().width for box in lines for line in box) / 72 + 0.1
+    tall, margin = 3 * 1.3 * BOX_FONT / 72 + 0.1, 0.75  # three lines of text; room for the resolution axis
+    pitch, row = width + 0.15, tall + ARCHITECTURE_GAP
+    centres = [(column * pitch, -level * row) for column, level in zip(architecture_columns(levels), levels)]
+    right, bottom = max(cx for cx, _ in centres) + width / 2 + 0.05, -max(levels) * row - tall / 2 - 0.2
+    top = tall / 2 + ARCHITECTURE_GAP + 0.2  # the skips over the top row rise above it
+    figure = Figure(figsize=(right + width / 2 + margin, top - bottom))
+    ax = figure.add_axes((0, 0, 1, 1), xlim=(-width / 2 - margin, right), ylim=(bottom, top), aspect="equal")
+    ax.axis("off")
+    operations = list(dict.fromkeys(texts))
     colour = {text: OPERATION_COLOURS[i % len(OPERATION_COLOURS)] for i, text in enumerate(operations)}
-    figure = Figure(figsize=(1.1 * len(calls) + 1.2, 0.95 * max(levels) + 2.8))
-    ax = figure.add_subplot()
-    boxes = [(-1, 0, "input", "image", (1,) + tuple(x.shape[1:]))]  # (x, y, name, text, shape); call i is box i + 1
-    boxes += [(index, -level, name, text, shape) for index, ((name, text, shape, _), level) in
-              enumerate(zip(calls, levels))]
-    reads = [""] + [" + ".join(str(boxes[source + 1][4][1]) for source in sorted(sources))
-                    if len(sources) > 1 else "" for _, _, _, sources in calls]
-    for (left, bottom, name, text, shape), read in zip(boxes, reads):
-        ax.add_patch(Rectangle((left - 0.46, bottom - 0.4), 0.92, 0.8, facecolor=colour[text], edgecolor="black"))
-        joined = f"\ncat {read}" if read else ""
-        ax.text(left, bottom, f"{name}{joined}\n{shape[1]}×{shape[2]}×{shape[3]}", ha="center", va="center",
-                fontsize=8)
-    longest = 0
-    for index, (_, _, _, sources) in enumerate(calls):
-        for source in sources:
-            (x0, y0), (x1, y1) = boxes[source + 1][:2], boxes[index + 1][:2]
-            if source == index - 1 or source == -1:  # the main path: right edge to left edge
-                arrow = dict(posA=(x0 + 0.46, y0), posB=(x1 - 0.46, y1), color="black", linewidth=0.8)
-            else:  # a skip connection: over the top, from the top of one box to the top of the other
-                arrow = dict(posA=(x0, y0 + 0.4), posB=(x1, y1 + 0.4), connectionstyle="arc3,rad=-0.15",
-                             color="#c0392b", linewidth=1.4)
-                longest = max(longest, x1 - x0)
-            ax.add_patch(FancyArrowPatch(arrowstyle="-|>", mutation_scale=8, **arrow))
-    ax.set_xlim(-1.6, len(calls) - 0.4)
-    ax.set_ylim(-max(levels) - 0.6, 0.6 + 0.08 * longest)
-    ax.set_yticks([-level for level in range(max(levels) + 1)],
-                  [f"1/{2 ** level}" for level in range(max(levels) + 1)])
-    ax.set_ylabel("resolution")
-    ax.set_xticks([])
+    for (cx, cy), text, box in zip(centres, texts, lines):
+        ax.add_patch(Rectangle((cx - width / 2, cy - tall / 2), width, tall, facecolor=colour[text], edgecolor="black"))
+        ax.text(cx, cy, "\n".join(box), ha="center", va="center", fontsize=BOX_FONT, linespacing=1.3)
+    skips = [(s, t) for t, read in enumerate(sources) for s in read if s != t - 1]
+    _arrows(ax, centres, sources, skips, width, tall)
+    for level in range(max(levels) + 1):  # the resolution axis: one row per level
+        size = f"{x.shape[2] // 2 ** level}×{x.shape[3] // 2 ** level}"
+        ax.text(-width / 2 - 0.15, -level * row, f"1/{2 ** level}\n{size}", ha="right", va="center", fontsize=9)
+    ax.text(-width / 2 - 0.15, tall / 2 + 0.05, "resolution", ha="right", va="bottom", fontsize=9, style="italic")
     handles = [Patch(facecolor=colour[text], edgecolor="black", label=text) for text in operations]
-    handles.append(Patch(facecolor="white", edgecolor="#c0392b", label="red arrow: skip connection (cat: the "
-                                                                         "channels concatenated)"))
-    figure.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0))
-    skips = sum(source not in (-1, i - 1) for i, (_, _, _, sources) in enumerate(calls) for source in sources)
-    ax.set_title(f"{type(model).__name__}: {sum(p.size for p in model.parameters()):,} parameters, "
-                 f"{len(calls)} block calls, {skips} skip connections, traced from a forward pass", fontsize=11)
-    figure.subplots_adjust(bottom=0.16)
+    handles.append(Line2D([], [], color=SKIP_COLOUR, linewidth=1.6,
+                          label="skip connection (cat a+b: the channels concatenated)"))
+    figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=2 if right < 6 else 3,
+                  fontsize=9, frameon=False)
+    parameters = sum(p.size for p in model.parameters())
+    figure.suptitle(f"{type(model).__name__}: {parameters:,} parameters, {len(calls)} block calls, "
+                    f"{len(skips)} skip connections\ntraced from a forward pass", y=1.0, va="bottom", fontsize=10)
     save(figure, path)
 
 
