@@ -3,6 +3,7 @@
     python benchmarks/zoo.py                              # the full table (about an hour on 2 cores, docs/zoo.md)
     python benchmarks/zoo.py --smoke                      # 1 epoch on 16 images, into a temp dir
     python benchmarks/zoo.py --doc-only --notes notes.md  # rewrite zoo.md from the saved results
+    python benchmarks/zoo.py --import-doc                 # rebuild the saved results from the committed zoo.md
 
 One recipe for every model, the CamVid example's: AdamW (weight decay 0.01), a one-cycle schedule peaking at lr
 3e-3, batch 8, random horizontal flips, the example's split (every 5th image validates: 80 train, 20 valid), seed 0
@@ -16,13 +17,19 @@ already there are skipped; ``--redo`` trains the ``--models`` again, ``--fresh``
 commit and command of the run that measured it). The table ``<doc>`` is rewritten from those results at the
 end, with the date, the machine and the command, and ``docs/figures.py``'s ``zoo_png`` draws ``img/zoo.png`` beside
 it (mean IoU against training time, one labelled point per model). A model below the naive one is flagged in the
-table; why, is for the person who ran it to say: ``--notes FILE`` puts their markdown under the table.
+table; why, is for the person who ran it to say: ``--notes FILE`` puts their markdown under the table, and the
+results keep it for later rewrites.
+
+The results folder is not committed, the table is: ``--import-doc`` reads the table's rows, runs, machine and notes
+back into ``zoo_results.json`` (rows already saved there win), so that a checkout can continue the committed zoo.
+Imported rows keep the table's rounding and have no final training loss.
 """
 import argparse
 import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -163,19 +170,29 @@ def machine():
            f"NumPy {np.__version__}"
 
 
+def one_machine(run):
+    """Whether every row was measured on the machine the table names (a row's run may name another)."""
+    return all(result.get("run", {}).get("machine", run["machine"]) == run["machine"]
+               for result in run["results"].values())
+
+
 def provenance_lines(run):
     """The command behind the table; when its rows come from several runs (a continued zoo), each run and its rows.
 
-    A row of an earlier run keeps that run's date, commit and command (``result["run"]``).
+    A row of an earlier run keeps that run's date, commit and command (``result["run"]``), and its machine when
+    that is not the table's.
     """
     runs = {}
     for key, result in run["results"].items():
         source = result.get("run", run)
         commit = f" at commit {source['commit']}" if source.get("commit") else ""
-        runs.setdefault(f"`{source['command']}`, {source['date']}{commit}", []).append(key)
+        elsewhere = source.get("machine", run["machine"])
+        where = f" on {elsewhere}" if elsewhere != run["machine"] else ""
+        runs.setdefault(f"`{source['command']}`, {source['date']}{commit}{where}", []).append(key)
     if len(runs) == 1:
         return [f"Command: {next(iter(runs))}."]
-    return [f"The rows come from {len(runs)} runs of this script on this machine:", "",
+    machines = "on this machine" if one_machine(run) else "on this machine unless named"
+    return [f"The rows come from {len(runs)} runs of this script {machines}:", "",
             *(f"- {described}: {', '.join(keys)}." for described, keys in runs.items())]
 
 
@@ -184,7 +201,8 @@ def zoo_markdown(run, notes):
     rows = sorted(run["results"].items(), key=lambda item: (ZOO[item[0]][2] or 0, list(ZOO).index(item[0])))
     naive_iou = run["results"].get("naive", {}).get("mean_iou")
     below = [key for key, r in rows if naive_iou is not None and key != "naive" and r["mean_iou"] < naive_iou]
-    lines = ["# The zoo: every minseg model, one recipe, one machine", "",
+    title = "# The zoo: every minseg model, one recipe" + (", one machine" if one_machine(run) else "")
+    lines = [title, "",
              f"Written by `benchmarks/zoo.py` on {run['date']}. Machine: {run['machine']}.", "",
              *provenance_lines(run),
              "", f"Recipe: CamVid tiny, the example's split ({run['train_images']} training and {run['valid_images']} "
@@ -223,6 +241,44 @@ def write_outputs(run, doc, notes):
     figures.zoo_png(Path(doc), image)
 
 
+def import_doc(markdown):
+    """The saved results (``main``'s schema) that ``zoo_markdown`` writes ``markdown`` from: the inverse of the table.
+
+    The header gives the date and machine, the provenance lines each row's run, the recipe line the epochs and the
+    split, the table the numbers (as rounded there), and what follows the models below the naive one, the notes.
+    """
+    written = re.search(r"^Written by `benchmarks/zoo.py` on (.+?)\. Machine: (.+)\.$", markdown, re.M)
+    recipe = re.search(r"\((\d+) training and (\d+) validation images .*?\), (\d+) epoch\(s\)", markdown)
+    if not written or not recipe:
+        raise ValueError("import_doc: the markdown must be a table benchmarks/zoo.py wrote, got no header or recipe")
+    run = {"epochs": int(recipe[3]), "smoke": False, "results": {}, "date": written[1], "machine": written[2],
+           "commit": None, "command": None, "train_images": int(recipe[1]), "valid_images": int(recipe[2])}
+    described = r"`(?P<command>.+)`, (?P<date>\d{4}-\d\d-\d\d \d\d:\d\d UTC)(?: at commit (?P<commit>\S+))?" \
+                r"(?: on (?P<machine>.+?))?"
+    runs = [(match, None) for match in re.finditer(rf"^Command: {described}\.$", markdown, re.M)]
+    runs += [(match, match["keys"].split(", ")) for match in re.finditer(rf"^- {described}: (?P<keys>[\w, ]+)\.$",
+                                                                         markdown, re.M)]
+    for match, keys in runs:
+        source = {"date": match["date"], "commit": match["commit"], "command": match["command"]}
+        if match["machine"]:
+            source["machine"] = match["machine"]
+        for key in keys or ZOO:
+            run["results"].setdefault(key, {})["run"] = source
+        if source["date"] == run["date"]:  # the run that wrote the table
+            run.update(commit=source["commit"], command=source["command"])
+    for cells in re.findall(r"^\| (\w+) \| .+? \| .+? \| ([\d,]+) \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+)"
+                            r"(?: \(below naive\))? \| ([\d.]+) \|$", markdown, re.M):
+        key, parameters, step, inference, accuracy, iou, seconds = cells
+        run["results"].setdefault(key, {"run": {}}).update(
+            parameters=int(parameters.replace(",", "")), epochs=run["epochs"], final_train_loss=None,
+            pixel_accuracy=float(accuracy), mean_iou=float(iou), training_seconds=float(seconds),
+            step_ms=float(step), step_batch=RECIPE["batch_size"], inference_ms=float(inference))
+    run["results"] = {key: result for key, result in run["results"].items() if "mean_iou" in result}
+    notes = markdown.split("## Below the naive model\n\n", 1)[-1].split("\n\n", 1)[-1].strip()
+    run["notes"] = None if notes.startswith("(No notes were written") else notes
+    return run
+
+
 # ---------------------------------------------------------------------------------------------
 # The command line
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +297,8 @@ def parse_args(argv):
                         help="train the --models again even when saved results hold them (the other rows stay)")
     parser.add_argument("--fresh", action="store_true", help="ignore results saved by an earlier run")
     parser.add_argument("--doc-only", action="store_true", help="only rewrite the table from the saved results")
+    parser.add_argument("--import-doc", action="store_true",
+                        help="only add --doc's rows, runs and notes to the saved results (saved rows win)")
     args = parser.parse_args(argv)
     unknown = [key for key in args.models.split(",") if key not in ZOO]
     if unknown:
@@ -255,7 +313,7 @@ def parse_args(argv):
             args.out = args.out or temporary
             args.doc = args.doc or temporary / "zoo.md"
         args.epochs, args.runs = SMOKE["epochs"], SMOKE["runs"]
-    if not args.doc_only and not (args.data / "codes.txt").is_file():
+    if not (args.doc_only or args.import_doc) and not (args.data / "codes.txt").is_file():
         parser.error(f"--data {args.data}: no CamVid tiny there (codes.txt, images/, labels/)")
     args.epochs = args.epochs or DEFAULT_EPOCHS
     args.out = args.out or ROOT / "runs" / "zoo"
@@ -266,11 +324,26 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     results_path = args.out / "zoo_results.json"
-    notes = args.notes.read_text(encoding="utf-8") if args.notes else None
     run = json.loads(results_path.read_text()) if results_path.is_file() and not args.fresh else None
+    if args.import_doc:
+        imported = import_doc(args.doc.read_text(encoding="utf-8"))
+        if run is not None and run["epochs"] != imported["epochs"]:
+            sys.exit(f"error: --import-doc: {results_path} holds {run['epochs']} epochs, {args.doc} "
+                     f"{imported['epochs']}; pass --fresh to replace the saved results")
+        run = run or dict(imported, results={})
+        for key, result in imported["results"].items():
+            if key not in run["results"]:  # a saved row is newer than the committed table
+                run["results"][key] = dict(result, run={"machine": imported["machine"], **result["run"]})
+        run["notes"] = run.get("notes") or imported["notes"]
+        write_atomically(results_path, json.dumps(run, indent=1) + "\n")
+        print(f"wrote {results_path}: {len(run['results'])} rows")
+        return 0
+    notes = args.notes.read_text(encoding="utf-8") if args.notes else (run or {}).get("notes")
     if args.doc_only:
         if run is None:
             sys.exit(f"error: --doc-only: no results at {results_path}; run the zoo first")
+        if args.notes:  # kept for the next rewrite
+            write_atomically(results_path, json.dumps(dict(run, notes=notes), indent=1) + "\n")
         write_outputs(run, args.doc, notes)
         return 0
     if run is not None and (run["epochs"] != args.epochs or run["smoke"] != args.smoke):
@@ -280,8 +353,10 @@ def main(argv=None):
     dataset, train, valid = open_data(args.data, *sizes)
     command = "python benchmarks/zoo.py " + " ".join(argv if argv is not None else sys.argv[1:])
     run = run or {"epochs": args.epochs, "smoke": args.smoke, "results": {}}
-    for result in run["results"].values():  # rows of an earlier run keep that run's date, commit and command
+    run["notes"] = notes
+    for result in run["results"].values():  # rows of an earlier run keep that run's date, commit, command, machine
         result.setdefault("run", {key: run.get(key) for key in ("date", "commit", "command")})
+        result["run"].setdefault("machine", run.get("machine"))
     run.update(date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
                commit=git_commit(), command=command.strip(), train_images=len(train), valid_images=len(valid))
     for key in args.models.split(","):
@@ -289,7 +364,7 @@ def main(argv=None):
             print(f"{key}: already in {results_path}, skipped (--redo trains it again)")
             continue
         result = train_and_measure(key, dataset, train, valid, args.epochs, args.runs)
-        result["run"] = {key: run[key] for key in ("date", "commit", "command")}
+        result["run"] = {key: run[key] for key in ("date", "commit", "command", "machine")}
         run["results"][key] = result
         write_atomically(results_path, json.dumps(run, indent=1) + "\n")
         print(f"{key:<24}{result['parameters']:>12,} params  step {result['step_ms']:6.0f} ms  inference "
