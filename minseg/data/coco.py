@@ -84,21 +84,28 @@ def _segmentation_problem(segmentation, height, width):
 
 
 def _check_list(data, key, path, problems):
+    """The list ``data[key]`` of objects, or None (and a problem) when it is not one."""
     entries = data.get(key) if isinstance(data, dict) else None
     if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
         problems.append(f"{path}: '{key}' must be a list of objects, got {_short(entries)}")
-        return []
+        return None
     return entries
 
 
 def _check_ids(entries, what, required, path, problems, valid):
-    """``{id: entry}`` of the entries with every required key of the right type; problems for the others."""
-    by_id = {}
+    """``{id: entry}`` of the entries with every required key of the right type, problems for the others, and
+    the ids already reported (of broken entries; None when the list itself is broken: all of them), so an
+    annotation that names one is not reported a second time."""
+    if entries is None:
+        return {}, None
+    by_id, reported = {}, set()
     for index, entry in enumerate(entries):
+        if isinstance(entry.get("id"), (int, str)) and not isinstance(entry.get("id"), bool):
+            reported.add(entry["id"])
         missing = _missing(entry, required)
         if missing:
             names = ", ".join(map(repr, missing))
-            problems.append(f"{path}: {what} {index} (id {entry.get('id', '?')}) has no {names}")
+            problems.append(f"{path}: {what} {index} (id {entry.get('id', '?')}): has no {names}")
             continue
         problem = valid(entry)
         if problem:
@@ -107,7 +114,15 @@ def _check_ids(entries, what, required, path, problems, valid):
             problems.append(f"{path}: {what} {index}: id {entry['id']} is used twice")
         else:
             by_id[entry["id"]] = entry
-    return by_id
+            reported.discard(entry["id"])
+    return by_id, reported
+
+
+def _names_reported(value, reported):
+    try:
+        return reported is None or value in reported
+    except TypeError:  # an unhashable id: reported by the annotation's own check
+        return False
 
 
 def _image_problem(image):
@@ -178,12 +193,15 @@ class CocoInstances:
         if not isinstance(data, dict):
             raise DatasetError(_WHERE, [f"{path}: must hold a JSON object with 'images', 'annotations' and "
                                         f"'categories', got {type(data).__name__}"])
-        images = _check_ids(_check_list(data, "images", path, problems), "image",
-                            ("id", "file_name", "height", "width"), path, problems, _image_problem)
-        categories = _check_ids(_check_list(data, "categories", path, problems), "category", ("id", "name"),
-                                path, problems, _category_problem)
+        images, bad_images = _check_ids(_check_list(data, "images", path, problems), "image",
+                                        ("id", "file_name", "height", "width"), path, problems, _image_problem)
+        categories, bad_categories = _check_ids(_check_list(data, "categories", path, problems), "category",
+                                                ("id", "name"), path, problems, _category_problem)
         self._annotations = {image_id: [] for image_id in images}
-        for index, annotation in enumerate(_check_list(data, "annotations", path, problems)):
+        for index, annotation in enumerate(_check_list(data, "annotations", path, problems) or []):
+            if _names_reported(annotation.get("image_id"), bad_images) or _names_reported(
+                    annotation.get("category_id"), bad_categories):
+                continue  # its image or category is reported already
             problem = self._annotation_problem(annotation, images, categories)
             if problem:
                 problems.append(f"{path}: annotation {index} (id {annotation.get('id', '?')}): {problem}")
