@@ -98,6 +98,7 @@ def test_a_triangle_is_filled_between_its_edges():
     ({"counts": [1.5, 2.5], "size": [2, 2]}, "counts must be a list of integers or a compressed string"),
     ({"counts": "1 1", "size": [2, 1]}, r"only characters '0'..'o' \(ASCII 48..111\), got ' ' at position 1"),
     ({"counts": "T", "size": [10, 10]}, "ends in the middle of a number"),
+    ({"counts": "1\u00e91", "size": [2, 1]}, "got '\u00e9' at position 1"),  # not read as some other character
 ])
 def test_bad_rles_are_refused(rle, message):
     with pytest.raises(ValueError, match=message) as error:
