@@ -159,18 +159,26 @@ def test_files_that_are_not_coco_are_refused(tmp_path):
         CocoInstances(folder, path)
     with pytest.raises(FileNotFoundError, match="CocoInstances: the annotation file .*nowhere.json does not exist"):
         CocoInstances(folder, tmp_path / "nowhere.json")
+    with pytest.raises(FileNotFoundError, match="CocoInstances: the image folder .*nowhere does not exist"):
+        CocoInstances(tmp_path / "nowhere", path)
 
 
 def test_image_problems_are_reported_when_the_image_is_read(tmp_path):
     folder, path = write(tmp_path, sizes={"a.png": (HEIGHT, WIDTH + 1)})  # b.png is missing, a.png too wide
     ds = CocoInstances(folder, path)  # the structure is fine: construction reads no image
-    with pytest.raises(DatasetError, match=f"{folder / 'a.png'}: is 8x11 \\(height x width\\) but {path} says 8x10"):
+    with pytest.raises(ValueError, match=re.escape(f"CocoInstances: {folder / 'a.png'}: is 8x11 (height x width) "
+                                                   f"but {path} says 8x10")):
         ds[0]
-    with pytest.raises(DatasetError, match=f"{folder / 'b.png'}: image 5 of {path} has no such file"):
+    with pytest.raises(ValueError, match=re.escape(f"CocoInstances: {folder / 'b.png'}: image 5 of {path} has no "
+                                                   "such file")):
         ds[1]
     with pytest.raises(DatasetError, match="CocoInstances.check: 2 problems") as error:
         ds.check()
     assert len(error.value.problems) == 2
+    (folder / "b.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=re.escape(f"CocoInstances: cannot read image {folder / 'b.png'}: ")) as error:
+        ds[1]
+    assert "\n" not in str(error.value)
 
 
 def test_a_compressed_rle_that_does_not_decode_is_reported_when_read(tmp_path):
@@ -178,12 +186,12 @@ def test_a_compressed_rle_that_does_not_decode_is_reported_when_read(tmp_path):
     data["annotations"][2]["segmentation"]["counts"] = "1 1"
     folder, path = write(tmp_path, data)
     ds = CocoInstances(folder, path, include_crowd=True)
-    with pytest.raises(DatasetError, match=f"{path}: annotation id 3: segmentation RLE a compressed counts string "
-                                           "holds only characters"):
+    with pytest.raises(ValueError, match=f"CocoInstances: {path}: annotation id 3: segmentation RLE a compressed "
+                                         "counts string holds only characters"):
         ds[0]
     data["annotations"][2]["segmentation"]["counts"] = "T3"  # 100 pixels, not 80
     path.write_text(json.dumps(data))
-    with pytest.raises(DatasetError, match="annotation id 3: segmentation RLE counts must sum to height x width = "
+    with pytest.raises(ValueError, match="annotation id 3: segmentation RLE counts must sum to height x width = "
                                            "8 x 10 = 80, got 100"):
         CocoInstances(folder, path, include_crowd=True)[0]
 

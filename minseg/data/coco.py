@@ -2,7 +2,8 @@
 
 ``CocoInstances(images_folder, annotation_file)`` reads an instances file (``{"images": [...], "annotations":
 [...], "categories": [...]}``, as COCO's ``instances_train2017.json`` or a labelling tool's export) and gives
-``ds[i] = (image (H, W, 3) uint8, target)`` with the instance target of ``ShapesDataset``:
+``ds[i] = (image (H, W, 3) uint8, target)`` with the instance target of ``ShapesDataset`` (the image is float32
+in [0, 1] when its file has more than 8 bits per channel, as ``images.read_image`` reads it):
 
 * ``labels`` are contiguous, 1..K: the COCO category ids sorted, the smallest becomes 1 (COCO's own ids run
   1..90 with gaps). ``category_ids[k - 1]`` is the COCO id of label k, ``things[k - 1]`` its name.
@@ -237,8 +238,8 @@ class CocoInstances:
             raise IndexError(f"{_WHERE}: index {index} is out of range for {len(self)} images")
         try:
             return self.read(int(index) % len(self))
-        except ValueError as error:
-            raise DatasetError(_WHERE, [str(error)]) from None
+        except ValueError as error:  # one line, naming the call, then the file and what is wrong with it
+            raise ValueError(f"{_WHERE}: {error}") from None
 
     def read(self, index):
         """``(image, target)`` of image ``index``, read from its file; a ValueError names the file and what is
