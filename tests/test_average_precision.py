@@ -215,5 +215,7 @@ def test_bad_arguments_name_the_call_and_what_to_do():
         metric.update(instances([A], [1]), instances([A], [1]))
     with pytest.raises(ValueError, match=r"a target dict must have 'labels' and 'masks' for iou_type='segm'"):
         metric.update(instances([A], [1], scores=[0.5]), {"labels": np.array([1])})
+    with pytest.raises(ValueError, match=r"a target's 'iscrowd' must have one flag per label \(1\), got 2"):
+        metric.update(instances([A], [1], scores=[0.5]), instances([A], [1], iscrowd=[0, 1]))
     with pytest.raises(ValueError, match=r"mask_iou: masks1 and masks2 must be \(N, H, W\) and \(M, H, W\)"):
         mask_iou(np.zeros((1, 4, 4)), np.zeros((1, 4, 5)))

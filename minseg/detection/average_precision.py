@@ -256,6 +256,9 @@ class MeanAveragePrecision:
                              f"{dt_regions.shape[1:]} and {gt_regions.shape[1:]}")
         scores = _numpy(pred["scores"]).reshape(-1)
         crowd = _numpy(target.get("iscrowd", np.zeros(len(gt_labels)))).reshape(-1).astype(bool)
+        if len(crowd) != len(gt_labels):
+            raise ValueError(f"{where}: a target's 'iscrowd' must have one flag per label ({len(gt_labels)}), got "
+                             f"{len(crowd)}")
         if "masks" in target:  # COCO's annotation area is the mask's, for box AP too
             gt_areas = _read_instances(target, "segm", 0.5, where, "target")[2]
         for label in np.union1d(dt_labels, gt_labels):
