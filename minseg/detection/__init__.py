@@ -1,0 +1,7 @@
+"""Instance and panoptic segmentation: detection pieces, the panoptic merge, and their metrics."""
+from .average_precision import MeanAveragePrecision, mask_iou
+from .panoptic import LABEL_DIVISOR, merge_panoptic, panoptic_from_target
+from .panoptic_quality import PanopticQuality, panoptic_quality
+
+__all__ = ["MeanAveragePrecision", "mask_iou", "LABEL_DIVISOR", "merge_panoptic", "panoptic_from_target",
+           "PanopticQuality", "panoptic_quality"]
