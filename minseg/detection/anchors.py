@@ -32,7 +32,7 @@ class AnchorGenerator(Module):
     """Anchors for a batch of images over a list of feature maps (torchvision's ``AnchorGenerator``).
 
     ``sizes``: one tuple of sizes per level, e.g. ((32,), (64,), (128,), (256,), (512,)); ``aspect_ratios``: one
-    tuple per level (or one tuple for all). ``forward(images, feature_maps)`` returns one (A, 4) float array per
+    tuple per level, or one tuple for every level. ``forward(images, feature_maps)`` returns one (A, 4) float array per
     image, A = Σ over levels of H_l·W_l·(anchors per location), levels in order. The stride of a level is the
     images' (padded) size divided by its map's size, rounded down.
     """
@@ -42,7 +42,9 @@ class AnchorGenerator(Module):
         if not isinstance(sizes[0], (list, tuple)):  # (32, 64, ...): one size per level
             sizes = tuple((s,) for s in sizes)
         if not isinstance(aspect_ratios[0], (list, tuple)):  # one tuple of ratios shared by every level
-            aspect_ratios = (tuple(aspect_ratios),) * len(sizes)
+            aspect_ratios = (tuple(aspect_ratios),)
+        if len(aspect_ratios) == 1:
+            aspect_ratios = tuple(aspect_ratios) * len(sizes)
         if len(sizes) != len(aspect_ratios):
             raise ValueError(f"AnchorGenerator: sizes and aspect_ratios must have one entry per feature-map level, "
                              f"got {len(sizes)} sizes and {len(aspect_ratios)} aspect-ratio tuples")
