@@ -19,4 +19,8 @@ FPN and PANet) do it in steps, each a module of this package, read in this order
 The losses are in ``minseg.functional.detection_loss``. Names, arguments and defaults are
 torchvision.models.detection's, so a learner can read its source next to this one.
 """
+from .box_head import FastRCNNPredictor, TwoMLPHead, fastrcnn_loss  # noqa: F401
+from .mask_head import *  # noqa: F401,F403
 from .matcher import BalancedPositiveNegativeSampler, Matcher  # noqa: F401
+from .roi_heads import RoIHeads  # noqa: F401
+from .rpn import RegionProposalNetwork, RPNHead, concat_box_prediction_layers  # noqa: F401
