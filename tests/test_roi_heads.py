@@ -217,3 +217,35 @@ def test_bad_arguments():
         RoIHeads(None, None, None, mask_head=MaskRCNNHeads(4, (8,)))
     with pytest.raises(ValueError, match="RoIHeads: targets must be given in training mode"):
         tiny_roi_heads()(pyramid(), [np.zeros((1, 4), np.float32)], [(32, 32)])
+
+
+def test_rpn_and_roi_heads_compose_as_mask_rcnn():
+    # The composition a model follows: features -> RPN proposals -> RoIHeads, the five losses summed in training.
+    from minseg.detection import AnchorGenerator, RegionProposalNetwork, RPNHead
+    minseg.manual_seed(5)
+    backbone = nn.Conv2d(3, 4, 3, padding=1)
+    anchors = AnchorGenerator(sizes=((8,), (16,)), aspect_ratios=((0.5, 1.0, 2.0),) * 2)
+    rpn = RegionProposalNetwork(anchors, RPNHead(4, 3), pre_nms_top_n=dict(training=50, testing=50),
+                                post_nms_top_n=dict(training=20, testing=10))
+    heads = tiny_roi_heads(batch_size_per_image=16)
+    images = Tensor(np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    targets = [square_target(8, 8, 24, 20, 1), square_target(2, 4, 12, 30, 2)]
+
+    def run(targets=None):
+        x = backbone(images)
+        features = [minseg.functional.avg_pool2d(x, 4), minseg.functional.avg_pool2d(x, 8)]
+        proposals, rpn_losses = rpn(images, features, targets)
+        detections, head_losses = heads(features, proposals, [(32, 32)] * 2, targets)
+        return detections, {**rpn_losses, **head_losses}
+
+    _, losses = run(targets)
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}
+    total = sum(losses.values(), Tensor(np.float32(0)))
+    total.backward()
+    assert np.isfinite(total.item()) and all(p.grad is not None for p in rpn.head.parameters())
+    rpn.eval(), heads.eval()
+    with minseg.no_grad():
+        detections, losses = run()
+    assert losses == {} and len(detections) == 2
+    for d in detections:
+        assert set(d) == {"boxes", "labels", "scores", "masks"} and d["masks"].shape[1:] == (32, 32)
