@@ -138,9 +138,9 @@ class RoIHeads(nn.Module):
     def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
         """Per image: (boxes, scores, labels) after the per-class decode and the filter of the module docstring."""
         num_classes = class_logits.shape[-1]
-        scores = softmax(class_logits, dim=-1).data
+        scores = softmax(class_logits, dim=-1).numpy()
         counts = [len(p) for p in proposals]
-        codes = box_regression.data.astype(np.float32, copy=False)
+        codes = box_regression.numpy().astype(np.float32, copy=False)
         decoded = decode_boxes(codes, np.concatenate(proposals).astype(np.float32), self.bbox_reg_weights)
         all_boxes, all_scores, all_labels = [], [], []
         for boxes, image_scores, image_shape in zip(np.split(decoded, np.cumsum(counts)[:-1]),
