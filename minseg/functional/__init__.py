@@ -7,6 +7,7 @@ from .activation import prelu  # noqa: F401
 from .adaptive_pooling import *  # noqa: F401,F403
 from .boxes import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
+from .detection_loss import binary_cross_entropy_with_logits, l1_loss, smooth_l1_loss  # noqa: F401
 from .dropout import *  # noqa: F401,F403
 from .loss import cross_entropy, focal_loss  # noqa: F401
 from .nms import batched_nms, nms  # noqa: F401
