@@ -6,17 +6,21 @@ layout, in memory or lazy, checked whole, split deterministically), ``camvid`` a
 (presets: fastai, SegNet's CamVid, Pascal VOC, images/ + masks/, the ISBI membrane slices),
 ``stats`` (normalization statistics), ``transforms`` (joint image + label augmentation), ``loader``
 (seeded, normalized batches of Tensors), ``download`` (fetch and unpack CamVid tiny).
+For instances: ``shapes`` (the synthetic dataset), ``instance_loader`` (batches of images and target dicts).
 """
 from . import layouts
 from .dataset import DatasetError, SegmentationDataset, check_together
 from .download import DownloadError, download_camvid_tiny
 from .images import list_images, read_image
+from .instance_loader import InstanceDataLoader, RandomHorizontalFlipInstances
 from .loader import DataLoader, normalize
 from .masks import IGNORE_INDEX, MaskDecoder, read_color_table, void_class
+from .shapes import ShapesDataset, masks_to_boxes
 from .stats import channel_stats
 from .transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, RandomVerticalFlip
 
 __all__ = ["download_camvid_tiny", "DownloadError", "SegmentationDataset", "DatasetError", "check_together",
            "channel_stats", "MaskDecoder", "IGNORE_INDEX", "read_color_table", "void_class", "layouts", "read_image",
            "list_images", "normalize", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomCrop", "RandomScale",
-           "Compose", "DataLoader"]
+           "Compose", "DataLoader", "ShapesDataset", "masks_to_boxes", "InstanceDataLoader",
+           "RandomHorizontalFlipInstances"]
