@@ -14,11 +14,19 @@ that turns the flags on one at a time compares the instance branches alone.
 """
 from ..detection.poolers import MultiScaleRoIAlign
 from .panet_heads import AdaptiveMaskHead, AdaptiveTwoMLPHead, BottomUpPath, FusedMaskPredictor
-from .panoptic_fpn import PanopticFPN
+from .panoptic_fpn import NUM_POOLED_LEVELS, PanopticFPN
 
-__all__ = ["PANet"]
+__all__ = ["PANet", "AllLevelsRoIAlign"]
 
-NUM_POOLED_LEVELS = 4  # RoIs are pooled from P2 … P5 (N2 … N5); P6 serves the RPN only
+
+class AllLevelsRoIAlign(MultiScaleRoIAlign):
+    """Every RoI pooled from every level: a list of (K, C, S, S) Tensors, finest first (adaptive pooling).
+
+    ``MultiScaleRoIAlign.forward_all_levels`` as the pooler's call, so the RoI heads use it unchanged.
+    """
+
+    def forward(self, x, boxes, image_shapes):
+        return self.forward_all_levels(x, boxes, image_shapes)
 
 
 class PANet(PanopticFPN):
@@ -37,10 +45,10 @@ class PANet(PanopticFPN):
         if self.path_augmentation:
             self.bottom_up = BottomUpPath(channels, NUM_POOLED_LEVELS)
         if self.adaptive_pooling:
-            heads.box_roi_pool = MultiScaleRoIAlign(self.box_resolution, sampling_ratio=2, all_levels=True)
+            heads.box_roi_pool = AllLevelsRoIAlign(NUM_POOLED_LEVELS, self.box_resolution, 2)
             heads.box_head = AdaptiveTwoMLPHead(NUM_POOLED_LEVELS, channels, self.box_resolution,
                                                 self.representation_size)
-            heads.mask_roi_pool = MultiScaleRoIAlign(self.mask_resolution, sampling_ratio=2, all_levels=True)
+            heads.mask_roi_pool = AllLevelsRoIAlign(NUM_POOLED_LEVELS, self.mask_resolution, 2)
         if self.adaptive_pooling or self.fused_mask:
             levels = NUM_POOLED_LEVELS if self.adaptive_pooling else 1
             layers = self.mask_layers[:3] if self.fused_mask else self.mask_layers

@@ -24,7 +24,7 @@ import numpy as np
 from .. import functional as F
 from .. import nn
 from ..autograd import Tensor
-from ..detection import panoptic
+from ..detection.panoptic import merge_panoptic
 from ..detection.anchors import AnchorGenerator
 from ..detection.poolers import MultiScaleRoIAlign
 from ..detection.roi_heads import FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, RoIHeads, TwoMLPHead
@@ -35,6 +35,8 @@ from .fpn_backbone import FPNBackbone
 from .sizes import check_divisible
 
 __all__ = ["PanopticFPN", "SemanticHead", "semantic_target"]
+
+NUM_POOLED_LEVELS = 4  # RoIs are pooled from P2 … P5; P6 serves the RPN's largest anchors only
 
 
 # ---------------------------------------------------------------------------
@@ -90,34 +92,36 @@ class PanopticFPN(nn.Module):
     anchor_sizes: one anchor size per level P2 … P6 (torchvision: 32 … 512 for 800-pixel images; scale them with
     the image). box_resolution, mask_resolution: RoIAlign's output sizes (7 and 14; masks come out twice that).
     representation_size, mask_layers: the box head's fc width and the mask head's conv widths (1024; 4 x 256).
-    semantic_loss_weight, instance_loss_weight: λs and λi. overlap_threshold, stuff_area_threshold,
-    score_threshold: the panoptic merge's. rpn_options, roi_options: further keyword arguments for
+    canonical_scale: the RoI size that FPN's level assignment sends to P4 (224; scale it with the anchors).
+    semantic_loss_weight, instance_loss_weight: λs and λi. overlap_threshold, score_threshold, stuff_area:
+    the panoptic merge's (``merge_panoptic``). rpn_options, roi_options: further keyword arguments for
     ``RegionProposalNetwork`` and ``RoIHeads`` (torchvision's names), for example {"box_detections_per_img": 50}.
     """
 
     def __init__(self, num_things, num_stuff, encoder="resnet18", in_channels=3, fpn_channels=256,
                  semantic_channels=128, width=16, anchor_sizes=(32, 64, 128, 256, 512), aspect_ratios=(0.5, 1.0, 2.0),
                  box_resolution=7, mask_resolution=14, representation_size=1024, mask_layers=(256, 256, 256, 256),
-                 semantic_loss_weight=0.5, instance_loss_weight=1.0, overlap_threshold=0.5,
-                 stuff_area_threshold=4096, score_threshold=0.5, rpn_options=None, roi_options=None):
+                 canonical_scale=224, semantic_loss_weight=0.5, instance_loss_weight=1.0, overlap_threshold=0.5,
+                 score_threshold=0.5, stuff_area=4096, rpn_options=None, roi_options=None):
         super().__init__()
         if int(num_things) < 1 or int(num_stuff) < 0:
             raise ValueError(f"PanopticFPN: num_things must be >= 1 and num_stuff >= 0, got num_things="
                              f"{num_things!r}, num_stuff={num_stuff!r}")
         self.num_things, self.num_stuff = int(num_things), int(num_stuff)
         self.semantic_loss_weight, self.instance_loss_weight = semantic_loss_weight, instance_loss_weight
-        self.merge_options = {"overlap_threshold": overlap_threshold, "stuff_area_threshold": stuff_area_threshold,
-                              "score_threshold": score_threshold}
+        self.merge_options = {"overlap_threshold": overlap_threshold, "score_threshold": score_threshold,
+                              "stuff_area": stuff_area}
+        self.canonical_scale = canonical_scale
         self.box_resolution, self.mask_resolution = box_resolution, mask_resolution
         self.representation_size, self.mask_layers = representation_size, tuple(mask_layers)
         self.backbone = FPNBackbone(encoder, in_channels, fpn_channels, width)
         anchors = AnchorGenerator(tuple((size,) for size in anchor_sizes), (tuple(aspect_ratios),) * len(anchor_sizes))
         self.rpn = RegionProposalNetwork(anchors, RPNHead(fpn_channels, len(aspect_ratios)), **(rpn_options or {}))
         self.roi_heads = RoIHeads(
-            MultiScaleRoIAlign(box_resolution, sampling_ratio=2),
+            self.roi_pool(box_resolution),
             TwoMLPHead(fpn_channels * box_resolution ** 2, representation_size),
             FastRCNNPredictor(representation_size, self.num_things + 1),
-            mask_roi_pool=MultiScaleRoIAlign(mask_resolution, sampling_ratio=2),
+            mask_roi_pool=self.roi_pool(mask_resolution),
             mask_head=MaskRCNNHeads(fpn_channels, tuple(mask_layers), 1),
             mask_predictor=MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], self.num_things + 1),
             **(roi_options or {}))
@@ -136,7 +140,7 @@ class PanopticFPN(nn.Module):
         image_sizes = [tuple(images.shape[-2:])] * images.shape[0]
         pyramid = self.backbone(images)
         instance_pyramid = self.instance_features(pyramid)
-        proposals, rpn_losses = self.rpn(images, instance_pyramid, image_sizes, targets)
+        proposals, rpn_losses = self.rpn(images, instance_pyramid, targets)
         detections, roi_losses = self.roi_heads(instance_pyramid[:4], proposals, image_sizes, targets)
         semantic = self.semantic_head(pyramid)
         if self.training:
@@ -147,6 +151,10 @@ class PanopticFPN(nn.Module):
         return [self._postprocess(detection, semantic.data[index], image_sizes[index])
                 for index, detection in enumerate(detections)]
 
+    def roi_pool(self, resolution):
+        """RoIAlign from P2 … P5, each RoI from its own level (FPN eq. 1, ``canonical_scale`` at level 4)."""
+        return MultiScaleRoIAlign(NUM_POOLED_LEVELS, resolution, 2, canonical_scale=self.canonical_scale)
+
     def instance_features(self, pyramid):
         """What the instance branch reads: the FPN's levels themselves (PANet adds a bottom-up path here)."""
         return pyramid
@@ -154,7 +162,7 @@ class PanopticFPN(nn.Module):
     def _postprocess(self, detection, semantic_logits, image_size):
         """One image's outputs: masks pasted into the image, the semantic logits, the panoptic map."""
         result = dict(detection)
-        result["masks"] = panoptic.paste_masks_in_image(detection["masks"], detection["boxes"], image_size)
+        result["masks"] = paste_masks_in_image(detection["masks"], detection["boxes"], image_size)
         result["semantic"] = semantic_logits
-        result["panoptic"] = panoptic.merge(result, semantic_logits, self.num_stuff, **self.merge_options)
+        result["panoptic"] = merge_panoptic(result, semantic_logits, self.num_stuff, **self.merge_options)
         return result
