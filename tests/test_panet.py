@@ -7,14 +7,13 @@ with every flag off it *is* Panoptic FPN.
 """
 import numpy as np
 import pytest
+from test_panoptic_fpn import TINY, shapes_batch
 
 import minseg
 import minseg.functional as F
 from minseg import Tensor
 from minseg.models import PANet, PanopticFPN, create
-from minseg.models.panet_heads import (AdaptiveMaskHead, AdaptiveTwoMLPHead, BottomUpPath, FusedMaskPredictor,
-                                       LevelFusion)
-from test_panoptic_fpn import TINY, shapes_batch, tiny_model
+from minseg.models import panet_heads as heads
 
 
 def random_tensor(rng, *shape):
@@ -31,7 +30,7 @@ def conv(module, x):
 def test_bottom_up_path_is_stride2_conv_plus_lateral_then_conv():
     rng = np.random.default_rng(0)
     minseg.manual_seed(0)
-    path = BottomUpPath(4)
+    path = heads.BottomUpPath(4)
     pyramid = [random_tensor(rng, 1, 4, 16 // 2 ** level, 16 // 2 ** level) for level in range(5)]
     levels = path(pyramid)
     assert [tuple(n.shape) for n in levels] == [(1, 4, 16, 16), (1, 4, 8, 8), (1, 4, 4, 4), (1, 4, 2, 2),
@@ -48,7 +47,7 @@ def test_bottom_up_path_is_stride2_conv_plus_lateral_then_conv():
 def test_level_fusion_is_the_elementwise_max_of_each_levels_layer():
     rng = np.random.default_rng(1)
     minseg.manual_seed(1)
-    fusion = LevelFusion([minseg.nn.Conv2d(3, 5, 3, padding=1) for _ in range(4)])
+    fusion = heads.LevelFusion([minseg.nn.Conv2d(3, 5, 3, padding=1) for _ in range(4)])
     grids = [random_tensor(rng, 2, 3, 6, 6) for _ in range(4)]
     each = np.stack([layer(grid).data for layer, grid in zip(fusion.layers, grids)])
     np.testing.assert_allclose(fusion(grids).data, each.max(axis=0), rtol=1e-6)
@@ -59,7 +58,7 @@ def test_level_fusion_is_the_elementwise_max_of_each_levels_layer():
 def test_level_fusion_sends_each_gradient_to_the_level_that_won():
     grids = [Tensor(np.array([[1.0, 5.0]], np.float32), requires_grad=True),
              Tensor(np.array([[3.0, 2.0]], np.float32), requires_grad=True)]
-    fusion = LevelFusion([minseg.nn.Identity(), minseg.nn.Identity()])
+    fusion = heads.LevelFusion([minseg.nn.Identity(), minseg.nn.Identity()])
     fusion(grids).sum().backward()
     np.testing.assert_array_equal(grids[0].grad, [[0.0, 1.0]])
     np.testing.assert_array_equal(grids[1].grad, [[1.0, 0.0]])
@@ -68,7 +67,7 @@ def test_level_fusion_sends_each_gradient_to_the_level_that_won():
 def test_adaptive_box_head_with_one_level_is_the_two_mlp_head():
     rng = np.random.default_rng(2)
     minseg.manual_seed(2)
-    head = AdaptiveTwoMLPHead(1, 3, 4, 16)
+    head = heads.AdaptiveTwoMLPHead(1, 3, 4, 16)
     grid = random_tensor(rng, 5, 3, 4, 4)
     fc6, fc7 = head.fc6.layers[0], head.fc7
     flat = grid.data.reshape(5, -1)
@@ -80,7 +79,7 @@ def test_adaptive_box_head_with_one_level_is_the_two_mlp_head():
 def test_adaptive_mask_head_takes_all_levels_and_keeps_the_resolution():
     rng = np.random.default_rng(3)
     minseg.manual_seed(3)
-    head = AdaptiveMaskHead(4, 3, (6, 6, 6))
+    head = heads.AdaptiveMaskHead(4, 3, (6, 6, 6))
     out = head([random_tensor(rng, 2, 3, 7, 7) for _ in range(4)])
     assert out.shape == (2, 6, 7, 7) and head.out_channels == 6
     assert len(head.mask_fcn1.layers) == 4 and len(head.rest) == 2
@@ -90,7 +89,7 @@ def test_adaptive_mask_head_takes_all_levels_and_keeps_the_resolution():
 def test_fused_mask_predictor_adds_one_class_agnostic_fc_mask_to_every_class():
     rng = np.random.default_rng(4)
     minseg.manual_seed(4)
-    predictor = FusedMaskPredictor(4, 3, 5)
+    predictor = heads.FusedMaskPredictor(4, 3, 5)
     x = random_tensor(rng, 2, 4, 5, 5)
     logits = predictor(x)
     assert logits.shape == (2, 3, 10, 10)
@@ -142,7 +141,7 @@ def test_adaptive_pooling_pools_every_roi_from_every_level():
 def test_fused_mask_moves_conv4_into_the_predictor():
     model = PANet(3, 2, path_augmentation=False, adaptive_pooling=False, fused_mask=True, **TINY)
     assert len(model.roi_heads.mask_head.rest) == 2  # conv2, conv3: conv1 is mask_fcn1
-    assert isinstance(model.roi_heads.mask_predictor, FusedMaskPredictor)
+    assert isinstance(model.roi_heads.mask_predictor, heads.FusedMaskPredictor)
 
 
 # --- the model: training and inference ---------------------------------------------------------

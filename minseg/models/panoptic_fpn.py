@@ -24,10 +24,12 @@ import numpy as np
 from .. import functional as F
 from .. import nn
 from ..autograd import Tensor
-from ..detection.panoptic import merge_panoptic
 from ..detection.anchors import AnchorGenerator
+from ..detection.box_head import FastRCNNPredictor, TwoMLPHead
+from ..detection.mask_head import MaskRCNNHeads, MaskRCNNPredictor
+from ..detection.panoptic import merge_panoptic
 from ..detection.poolers import MultiScaleRoIAlign
-from ..detection.roi_heads import FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, RoIHeads, TwoMLPHead
+from ..detection.roi_heads import RoIHeads
 from ..detection.rpn import RegionProposalNetwork, RPNHead
 from .encoder_decoder import SegmentationHead, initialize_decoder, initialize_head
 from .fpn import SegmentationBlock
@@ -141,15 +143,14 @@ class PanopticFPN(nn.Module):
         pyramid = self.backbone(images)
         instance_pyramid = self.instance_features(pyramid)
         proposals, rpn_losses = self.rpn(images, instance_pyramid, targets)
-        detections, roi_losses = self.roi_heads(instance_pyramid[:4], proposals, image_sizes, targets)
+        detections, roi_losses = self.roi_heads(instance_pyramid, proposals, image_sizes, targets)
         semantic = self.semantic_head(pyramid)
         if self.training:
             losses = {name: loss * self.instance_loss_weight for name, loss in {**rpn_losses, **roi_losses}.items()}
             target = _stack_targets(targets, "semantic", self.num_stuff)
             losses["loss_semantic"] = F.cross_entropy(semantic, target) * self.semantic_loss_weight
             return losses
-        return [self._postprocess(detection, semantic.data[index], image_sizes[index])
-                for index, detection in enumerate(detections)]
+        return [self._postprocess(detection, semantic.data[index]) for index, detection in enumerate(detections)]
 
     def roi_pool(self, resolution):
         """RoIAlign from P2 … P5, each RoI from its own level (FPN eq. 1, ``canonical_scale`` at level 4)."""
@@ -159,10 +160,9 @@ class PanopticFPN(nn.Module):
         """What the instance branch reads: the FPN's levels themselves (PANet adds a bottom-up path here)."""
         return pyramid
 
-    def _postprocess(self, detection, semantic_logits, image_size):
-        """One image's outputs: masks pasted into the image, the semantic logits, the panoptic map."""
+    def _postprocess(self, detection, semantic_logits):
+        """One image's outputs: the RoI heads' detections (masks already pasted), semantic logits, panoptic map."""
         result = dict(detection)
-        result["masks"] = paste_masks_in_image(detection["masks"], detection["boxes"], image_size)
         result["semantic"] = semantic_logits
         result["panoptic"] = merge_panoptic(result, semantic_logits, self.num_stuff, **self.merge_options)
         return result
