@@ -37,6 +37,15 @@ def test_kaiming_uniform_bound_is_gain_times_sqrt_3_over_fan():
         assert abs(values.std() - bound / math.sqrt(3)) < 0.02 * bound  # U(−b, b) has std b/√3
 
 
+def test_normal_and_kaiming_normal_draw_the_stated_spread():
+    w = init.normal_(weight(200, 100), mean=1.0, std=0.01)
+    assert w.dtype == np.float32 and abs(w.numpy().mean() - 1.0) < 1e-3 and abs(w.numpy().std() - 0.01) < 1e-3
+    w = init.kaiming_normal_(weight(128, 64, 3, 3), mode="fan_out", nonlinearity="relu")
+    assert abs(w.numpy().std() - math.sqrt(2 / (128 * 9))) < 0.02 * math.sqrt(2 / (128 * 9))
+    with pytest.raises(ValueError, match=r"kaiming_normal_: mode must be 'fan_in' or 'fan_out', got 'fan'"):
+        init.kaiming_normal_(weight(2, 2), mode="fan")
+
+
 def test_xavier_uniform_bound_uses_both_fans():
     w = init.xavier_uniform_(weight(32, 16, 3, 3), gain=2.0)
     bound = 2.0 * math.sqrt(6 / (16 * 9 + 32 * 9))

@@ -9,8 +9,8 @@ import numpy as np
 
 from ..random import generator
 
-__all__ = ["calculate_gain", "calculate_fan_in_and_fan_out", "uniform_", "zeros_", "ones_", "kaiming_uniform_",
-           "xavier_uniform_"]
+__all__ = ["calculate_gain", "calculate_fan_in_and_fan_out", "uniform_", "normal_", "zeros_", "ones_",
+           "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_"]
 
 
 def calculate_gain(nonlinearity, param=None):
@@ -47,6 +47,12 @@ def uniform_(tensor, a=0.0, b=1.0):
     return tensor
 
 
+def normal_(tensor, mean=0.0, std=1.0):
+    """tensor ← values drawn from N(mean, std²), in the tensor's dtype."""
+    tensor.data = generator().normal(mean, std, size=tensor.shape).astype(tensor.dtype)
+    return tensor
+
+
 def zeros_(tensor):
     """tensor ← 0."""
     tensor.data = np.zeros_like(tensor.data)
@@ -71,6 +77,17 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     fan = calculate_fan_in_and_fan_out(tensor)[0 if mode == "fan_in" else 1]
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / fan)
     return uniform_(tensor, -bound, bound)
+
+
+def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
+    """tensor ← N(0, std²) with std = gain / √fan: the same variance as ``kaiming_uniform_``, drawn from a Gaussian.
+
+    Mask R-CNN's heads use it with ``mode="fan_out", nonlinearity="relu"``.
+    """
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"kaiming_normal_: mode must be 'fan_in' or 'fan_out', got {mode!r}")
+    fan = calculate_fan_in_and_fan_out(tensor)[0 if mode == "fan_in" else 1]
+    return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(fan))
 
 
 def xavier_uniform_(tensor, gain=1.0):
