@@ -94,3 +94,9 @@ def test_a_score_per_box_is_required():
         F.nms(boxes([0, 0, 1, 1], [0, 0, 2, 2]), np.zeros(3), 0.5)
     with pytest.raises(ValueError, match=r"batched_nms: idxs must have shape \(N,\) = \(1,\)"):
         F.batched_nms(boxes([0, 0, 1, 1]), np.zeros(1), np.zeros(2), 0.5)
+
+
+def test_empty_boxes_do_not_suppress_each_other():
+    # Their IoU is 0 / 0 (nan), which is not above any threshold: torchvision keeps them all as well.
+    b = boxes([0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 5])
+    np.testing.assert_array_equal(F.nms(b, np.array([0.9, 0.8, 0.7], np.float32), 0.5), [0, 1, 2])

@@ -36,8 +36,10 @@ class LevelMapper:
         areas = [box_area(to_device(as_array(b, "LevelMapper"), "cpu")) for b in boxlists]
         s = np.sqrt(np.concatenate(areas)) if areas else np.zeros(0, np.float32)
         # In the boxes' dtype, as torchvision computes it, so that boxes on a level boundary go the same way.
-        levels = np.floor(self.canonical_level + np.log2(s / s.dtype.type(self.canonical_scale))
-                          + s.dtype.type(self.eps))
+        # A box of zero area has log2(0) = −inf: the finest level.
+        with np.errstate(divide="ignore"):
+            levels = np.floor(self.canonical_level + np.log2(s / s.dtype.type(self.canonical_scale))
+                              + s.dtype.type(self.eps))
         return (np.clip(levels, self.k_min, self.k_max).astype(np.int64) - self.k_min).astype(np.int64)
 
 

@@ -45,7 +45,8 @@ def box_iou(boxes1, boxes2):
     """Intersection over union of every pair: iou[i, j] of boxes1[i] (N, 4) and boxes2[j] (M, 4), an (N, M) array.
 
     The intersection of two boxes is the box from the larger top-left corner to the smaller bottom-right corner,
-    empty (area 0) when those corners cross; union = area1 + area2 − intersection.
+    empty (area 0) when those corners cross; union = area1 + area2 − intersection. Two boxes of zero area give
+    0 / 0 = nan, as in torchvision (NumPy's warning about it is silenced).
     """
     boxes1, boxes2 = as_array(boxes1, "box_iou", "boxes1"), as_array(boxes2, "box_iou", "boxes2")
     xp = get_array_module(boxes1, boxes2)
@@ -54,7 +55,8 @@ def box_iou(boxes1, boxes2):
     width_height = xp.clip(bottom_right - top_left, 0, None)
     inter = width_height[..., 0] * width_height[..., 1]
     union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - inter
-    return inter / union
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / union
 
 
 def clip_boxes_to_image(boxes, size):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..backend import get_array_module
-from .boxes import as_array, box_iou
+from .boxes import as_array
 
 __all__ = ["nms", "batched_nms"]
 
@@ -29,21 +29,27 @@ def _scores_for(boxes, scores, where, name="scores"):
 def nms(boxes, scores, iou_threshold):
     """Indices (int64) of the boxes (N, 4) that survive non-maximum suppression, by decreasing score.
 
-    Visit the boxes from the highest score down (a stable sort: equal scores in index order); keep the visited box
-    unless an already kept box overlaps it with IoU > ``iou_threshold``, and on keeping it, suppress every box it
-    overlaps that much. Equals ``torchvision.ops.nms``.
+    Take the best remaining box (a stable sort: equal scores in index order), keep it, and drop every remaining
+    box it overlaps with IoU > ``iou_threshold``; repeat until no box remains. Equals ``torchvision.ops.nms``.
     """
     boxes = as_array(boxes, "nms")
     scores = _scores_for(boxes, scores, "nms")
     xp = get_array_module(boxes, scores)
-    order = xp.argsort(-scores, kind="stable")
-    suppressed = xp.zeros(boxes.shape[0], dtype=bool)
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = (x2 - x1) * (y2 - y1)
+    order = xp.argsort(-scores, kind="stable")  # the boxes not yet kept or suppressed, best first
     keep = []
-    for i in order.tolist():
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= box_iou(boxes[i:i + 1], boxes)[0] > iou_threshold
+    while order.size:
+        best, rest = int(order[0]), order[1:]
+        keep.append(best)
+        # box_iou of the best box with each remaining one (written out: the areas are computed once).
+        width = xp.maximum(0, xp.minimum(x2[best], x2[rest]) - xp.maximum(x1[best], x1[rest]))
+        height = xp.maximum(0, xp.minimum(y2[best], y2[rest]) - xp.maximum(y1[best], y1[rest]))
+        inter = width * height
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = inter / (areas[best] + areas[rest] - inter)
+        # "not >" rather than "<=": a box whose IoU is undefined (0 / 0, two empty boxes) is not suppressed.
+        order = rest[~(iou > iou_threshold)]
     return xp.asarray(keep, dtype=np.int64)
 
 

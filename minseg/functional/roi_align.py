@@ -11,7 +11,8 @@ near and past the border are treated, are ``torchvision.ops.roi_align``'s; the f
 
 The sample points of one RoI form a grid: a point's row depends only on (bin row, sample row), its column only on
 (bin column, sample column). Bilinear interpolation is a weight per row times a weight per column, so the whole
-RoI is two small matrices, rows then columns: ``_axis_weights`` builds one.
+RoI is two small matrices, rows then columns: ``_axis_weights`` builds one. The sample-by-sample loop that this
+equals, written from the definition, is ``roi_align_reference`` in ``tests/test_roi_align.py``.
 """
 import math
 
