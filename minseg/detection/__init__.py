@@ -20,13 +20,19 @@ FPN and PANet) do it in steps, each a module of this package, read in this order
 - ``roi_heads``: the second stage that runs both heads: matching proposals to ground truth, sampling,
   the box and mask losses in training, and the final detections at inference.
 
+- ``panoptic``: Panoptic FPN's merge of instances and semantic stuff into one panoptic map.
+- ``average_precision``, ``panoptic_quality``: COCO mask AP and PQ.
+
 The losses are in ``minseg.functional.detection_loss``. Names, arguments and defaults are
 torchvision.models.detection's, so a learner can read its source next to this one.
 """
 from .anchors import AnchorGenerator  # noqa: F401
+from .average_precision import MeanAveragePrecision, mask_iou  # noqa: F401
 from .box_head import FastRCNNPredictor, TwoMLPHead, fastrcnn_loss  # noqa: F401
 from .mask_head import *  # noqa: F401,F403
 from .matcher import BalancedPositiveNegativeSampler, Matcher  # noqa: F401
+from .panoptic import LABEL_DIVISOR, merge_panoptic, panoptic_from_target  # noqa: F401
+from .panoptic_quality import PanopticQuality, panoptic_quality  # noqa: F401
 from .poolers import LevelMapper, MultiScaleRoIAlign, roi_align_all_levels  # noqa: F401
 from .roi_heads import RoIHeads  # noqa: F401
 from .rpn import RegionProposalNetwork, RPNHead, concat_box_prediction_layers  # noqa: F401
