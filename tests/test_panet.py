@@ -137,6 +137,18 @@ def test_with_every_flag_off_panet_is_panoptic_fpn():
         np.testing.assert_array_equal(value, panet.state_dict()[name], err_msg=name)
 
 
+def test_every_flag_setting_starts_the_shared_parts_from_the_same_weights():
+    minseg.manual_seed(0)
+    plain = PanopticFPN(3, 2, **TINY).state_dict()
+    minseg.manual_seed(0)
+    panet = PANet(3, 2, **TINY).state_dict()
+    shared = [name for name in plain if name.startswith(("backbone.", "rpn.", "semantic_head.",
+                                                         "roi_heads.box_predictor."))]
+    assert len(shared) > 50
+    for name in shared:
+        np.testing.assert_array_equal(plain[name], panet[name], err_msg=name)
+
+
 def _keys(model):
     return set(model.state_dict())
 
