@@ -108,10 +108,14 @@ def panoptic_rgb(panoptic, num_stuff):
     return rgb, segments
 
 
-def category_legend(figure, categories, y=-0.02):
-    """A legend under ``figure``: the colour of each of ``categories`` (the first len(categories) categories)."""
+def category_legend(figure, categories, y=-0.02, void=False):
+    """A legend under ``figure``: the colour of each of ``categories`` (the first len(categories) categories), and
+    of void if ``void``."""
     handles = [Patch(facecolor=colour / 255, edgecolor="black", linewidth=0.5, label=name)
                for name, colour in zip(categories, CATEGORY_COLOURS)]
+    if void:
+        handles.append(Patch(facecolor=np.asarray(VOID_COLOUR) / 255, edgecolor="black", linewidth=0.5,
+                             label="void"))
     figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
                   bbox_to_anchor=(0.5, y))
 
@@ -410,7 +414,7 @@ def predictions_png(model, dataset, path, mean, std, shown=3, score_threshold=0.
         ax.set_title(title, fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
-    category_legend(figure, dataset.stuff, y=0.02)  # thing segments have a colour each, not their category's
+    category_legend(figure, dataset.stuff, y=0.06, void=True)  # thing segments have a colour each, not their category's
     save(figure, path)
 
 

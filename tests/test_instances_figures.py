@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from minseg.detection import merge_panoptic
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "docs" / "instances_figures.py"
 
@@ -49,6 +51,38 @@ def test_predictions_figure_draws_an_instance_model(tmp_path):
     model = example.build("panoptic_fpn", {}, 3, 2, size, seed=0)
     held_out = figures.ShapesDataset(2, size=size, seed=1000)
     figures.predictions_png(model, held_out, tmp_path / "predictions.png", example.MEAN, example.STD, shown=2)
+    _assert_png(tmp_path / "predictions.png", figures.MAX_BYTES)
+
+
+class _Detector:
+    """A stand-in instance model: every image gets its target's first object at score 0.9 and a stray at 0.3."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def eval(self):
+        return self
+
+    def __call__(self, images):
+        outputs = []
+        for index in range(images.shape[0]):
+            _, target = self.dataset[index]
+            stray = np.zeros_like(target["masks"][:1])
+            stray[0, :8, :8] = 1
+            masks = np.concatenate([target["masks"][:1], stray]).astype(np.float32)
+            output = {"boxes": np.concatenate([target["boxes"][:1], [[0, 0, 8, 8]]]).astype(np.float32),
+                      "labels": np.concatenate([target["labels"][:1], [1]]), "scores": np.array([0.9, 0.3]),
+                      "masks": masks}
+            output["panoptic"] = merge_panoptic(output, target["semantic"].clip(0, 2), 2, stuff_area=10)
+            outputs.append(output)
+        return outputs
+
+
+def test_predictions_figure_draws_the_confident_detections(tmp_path):
+    figures = _figures()
+    held_out = figures.ShapesDataset(2, size=64, seed=1000)
+    figures.predictions_png(_Detector(held_out), held_out, tmp_path / "predictions.png", (0.5,) * 3, (0.25,) * 3,
+                            shown=2)
     _assert_png(tmp_path / "predictions.png", figures.MAX_BYTES)
 
 
