@@ -3,6 +3,7 @@
     python benchmarks/panoptic_torch.py                                   # the example's defaults, seed 0
     python benchmarks/panoptic_torch.py --seeds 0 1 2 --side-by-side      # minseg's row beside each seed's
     python benchmarks/panoptic_torch.py --seeds 0 --side-by-side --same-init   # both start from minseg's weights
+    python benchmarks/panoptic_torch.py --check                           # one batch, same weights: differences
     python benchmarks/panoptic_torch.py --epochs 1 --train-images 8 --valid-images 4 --side-by-side   # a rehearsal
 
 Same network. The recipe is read from the example (``shapes_panoptic.recipe``) and the rest of the options from
@@ -13,19 +14,22 @@ subsampled), ``AnchorGenerator``, ``RPNHead`` + ``RegionProposalNetwork``, ``RoI
 segmentation_models_pytorch's FPN blocks, which minseg's ``SemanticHead`` copies. ``check_same_network`` compares
 the built twin with the example's minseg model before training: every parameter shape and every setting of the RPN,
 the RoI heads and the poolers. ``--same-init`` also copies minseg's initial weights into the twin, which removes the
-initialization from the comparison.
+initialization from the comparison; ``--check`` runs one batch through both from the same weights and prints how far
+their outputs and losses differ.
 
 Same training: the example's data (``ShapesDataset`` with the same seeds, minseg's ``InstanceDataLoader`` with the
-same shuffling, flips and normalization, so both see the same batches), the same losses and weights (λi = 1 on the
+same shuffling, flips and normalization, so both see the same batches), the same losses and weights (λi on the
 five Mask R-CNN losses, λs on the semantic cross-entropy), torch's AdamW and OneCycleLR (which minseg's
-reproduce), the same epochs and batch size. Same evaluation: torchvision's outputs, masks pasted into the image by
-torchvision, go into minseg's ``merge_panoptic``, ``MeanAveragePrecision`` and ``PanopticQuality``, so the rows
-differ by training, not by metric code. Both libraries use ``--threads`` threads (torch's intra-op threads; NumPy's
-BLAS through threadpoolctl). Needs torch, torchvision and segmentation_models_pytorch; never imported by minseg.
+reproduce), the same epochs and batch size. Same evaluation: the twin's detections, their masks pasted into the image
+(by minseg's ``paste_masks_in_image`` unless ``--paste torchvision``), go into minseg's ``merge_panoptic``,
+``MeanAveragePrecision`` and ``PanopticQuality``, so the rows differ by training, not by scoring. Both libraries use
+``--threads`` threads (torch's intra-op threads; NumPy's BLAS through threadpoolctl). What is not the same: each
+library draws its own random numbers (initial weights unless ``--same-init``; the anchors and proposals its samplers
+pick), and float32 sums run in different orders. Needs torch, torchvision and segmentation_models_pytorch; never
+imported by minseg.
 """
 import argparse
 import inspect
-import os
 import re
 import statistics
 import sys
@@ -51,9 +55,12 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops import MultiScaleRoIAlign
 
+import minseg
+from minseg.app.threads import default_threads
 from minseg.data.instance_loader import InstanceDataLoader, RandomHorizontalFlipInstances
 from minseg.data.shapes import ShapesDataset
 from minseg.detection import MeanAveragePrecision, PanopticQuality, merge_panoptic, panoptic_from_target
+from minseg.detection.mask_head import paste_masks_in_image as minseg_paste_masks_in_image
 from minseg.models.panoptic_fpn import PanopticFPN, semantic_target
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -122,9 +129,9 @@ class SemanticHead(tnn.Module):
 class PanopticFPNTwin(tnn.Module):
     """minseg.models.PanopticFPN's forward in torchvision's parts: losses in training, per-image dicts in eval."""
 
-    def __init__(self, num_things, num_stuff, options):
+    def __init__(self, num_things, num_stuff, options, paste="minseg"):
         super().__init__()
-        self.num_stuff, self.options = num_stuff, options
+        self.num_stuff, self.options, self.paste = num_stuff, options, paste
         channels, ratios = options["fpn_channels"], tuple(options["aspect_ratios"])
         body, widths = small_resnet(options["width"])
         self.backbone = BackboneWithFPN(body, {f"layer{i + 1}": name for i, name in enumerate(FEATURE_NAMES)},
@@ -161,11 +168,16 @@ class PanopticFPNTwin(tnn.Module):
                 for detection, logits in zip(detections, semantic)]
 
     def postprocess(self, detection, semantic_logits, image_size):
-        """NumPy arrays in minseg's conventions: masks pasted by torchvision, and minseg's panoptic merge."""
-        result = {"boxes": detection["boxes"].numpy(), "labels": detection["labels"].numpy(),
-                  "scores": detection["scores"].numpy(),
-                  "masks": paste_masks_in_image(detection["masks"], detection["boxes"], image_size)[:, 0].numpy(),
-                  "semantic": semantic_logits.numpy()}
+        """NumPy arrays in minseg's conventions: the masks pasted into the image, and minseg's panoptic merge.
+
+        torchvision's paste rounds each box to whole pixels and widens it by one pixel (its legacy "+ 1"), so a
+        mask can reach one pixel further than minseg's, which pastes into the box itself; ``self.paste`` picks.
+        """
+        boxes, masks = detection["boxes"], detection["masks"]
+        pasted = (paste_masks_in_image(masks, boxes, image_size)[:, 0].numpy() if self.paste == "torchvision" else
+                  minseg_paste_masks_in_image(masks.numpy(), boxes.numpy(), image_size))
+        result = {"boxes": boxes.numpy(), "labels": detection["labels"].numpy(),
+                  "scores": detection["scores"].numpy(), "masks": pasted, "semantic": semantic_logits.numpy()}
         merge = {key: self.options[key] for key in ("overlap_threshold", "score_threshold", "stuff_area")}
         result["panoptic"] = merge_panoptic(result, result["semantic"], self.num_stuff, **merge)
         return result
@@ -225,6 +237,42 @@ def load_minseg_weights(twin, minseg_model):
                           for name, value in twin.state_dict().items()})
 
 
+def check_forward(args):
+    """One batch through both models from the same weights: the largest differences in eval, the losses in train.
+
+    With equal weights and inputs the two forwards differ by float32 rounding only. The training losses also
+    depend on which anchors and proposals each library's sampler draws at random, so those of the RPN's
+    objectness and the box classifier differ a little while the others agree.
+    """
+    dataset = ShapesDataset(args.batch_size, size=args.size, seed=args.seeds[0])
+    minseg_model = example.build("panoptic_fpn", {}, dataset.num_things, dataset.num_stuff, args.size, args.seeds[0])
+    twin = PanopticFPNTwin(dataset.num_things, dataset.num_stuff, recipe_options(args.size), args.paste)
+    check_same_network(twin, minseg_model)
+    load_minseg_weights(twin, minseg_model)
+    images, targets = next(iter(InstanceDataLoader(dataset, batch_size=args.batch_size, mean=example.MEAN,
+                                                   std=example.STD)))
+    torch_images, torch_targets = to_torch(images, targets)
+    minseg_model.eval()
+    twin.eval()
+    with minseg.no_grad(), torch.no_grad():
+        levels = [np.abs(a.data - b.numpy()).max() for a, b in
+                  zip(minseg_model.backbone(images), twin.backbone(torch_images).values())]
+        ours, theirs = minseg_model(images), twin(torch_images)
+    print(f"same weights, {len(ours)} images: P2 … P6 differ by at most {max(levels):.1e}")
+    for index, (a, b) in enumerate(zip(ours, theirs)):
+        same = len(a["boxes"]) == len(b["boxes"])
+        boxes = (f"boxes ±{np.abs(a['boxes'] - b['boxes']).max(initial=0):.1e}, pasted masks "
+                 f"±{np.abs(a['masks'] - b['masks']).max(initial=0):.1e}, " if same else "")
+        print(f"  image {index}: semantic logits ±{np.abs(a['semantic'] - b['semantic']).max():.1e}, "
+              f"{len(a['boxes'])} and {len(b['boxes'])} detections, {boxes}"
+              f"panoptic maps agree on {100 * np.mean(a['panoptic'] == b['panoptic']):.1f}% of the pixels")
+    minseg_model.train()
+    twin.train()
+    ours, theirs = minseg_model(images, targets), twin(torch_images, torch_targets)
+    print("training losses (minseg / torch): " + ", ".join(f"{name} {ours[name].item():.4f} / {theirs[name].item():.4f}"
+                                                           for name in ours))
+
+
 # ---------------------------------------------------------------------------
 # Training and evaluation, as the example's train() and evaluate()
 # ---------------------------------------------------------------------------
@@ -268,19 +316,19 @@ def evaluate(model, dataset, num_stuff):
     return {**average_precision.compute(), **quality.compute()}
 
 
-def run_torch(args, same_init):
+def run_torch(args):
     train_set = ShapesDataset(args.train_images, size=args.size, seed=args.seed)
     valid_set = ShapesDataset(args.valid_images, size=args.size, seed=args.seed + example.VALID_SEED_OFFSET)
     torch.manual_seed(args.seed)
-    model = PanopticFPNTwin(train_set.num_things, train_set.num_stuff, recipe_options(args.size))
+    model = PanopticFPNTwin(train_set.num_things, train_set.num_stuff, recipe_options(args.size), args.paste)
     minseg_model = example.build("panoptic_fpn", {}, train_set.num_things, train_set.num_stuff, args.size, args.seed)
     check_same_network(model, minseg_model)
-    if same_init:
+    if args.same_init:
         load_minseg_weights(model, minseg_model)
     loader = InstanceDataLoader(train_set, batch_size=args.batch_size, shuffle=True, mean=example.MEAN,
                                 std=example.STD, augment=RandomHorizontalFlipInstances(), seed=args.seed)
     print(f"training PyTorch twin: {sum(p.numel() for p in model.parameters()):,} parameters, {args.epochs} epochs "
-          f"of {len(loader)} steps, seed {args.seed}{', minseg initial weights' if same_init else ''}", flush=True)
+          f"of {len(loader)} steps, seed {args.seed}{', minseg initial weights' if args.same_init else ''}", flush=True)
     seconds, steps = train(model, loader, args.epochs, args.lr)
     return {"model": "PyTorch (torchvision parts)", "seconds": seconds, "steps": steps,
             **evaluate(model, valid_set, train_set.num_stuff)}
@@ -313,8 +361,14 @@ def parse_args(argv):
     parser.add_argument("--seeds", type=int, nargs="+", default=[defaults.seed], help="one run per seed")
     parser.add_argument("--side-by-side", action="store_true", help="also train minseg's model (the example's run)")
     parser.add_argument("--same-init", action="store_true", help="start the twin from minseg's initial weights")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="threads for torch and for NumPy's BLAS (default: this process's cores)")
+    parser.add_argument("--paste", choices=("minseg", "torchvision"), default="minseg",
+                        help="whose paste_masks_in_image puts the twin's masks into the image (default: minseg's, "
+                             "so that both rows are scored alike)")
+    parser.add_argument("--check", action="store_true",
+                        help="only compare one batch's forward from the same weights, then stop")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for torch and for NumPy's BLAS (default: the cores not busy now, as minseg's "
+                             "--threads)")
     for name in ("epochs", "train_images", "valid_images", "size", "batch_size", "lr"):
         value = getattr(defaults, name)
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
@@ -322,6 +376,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     example.parse_args([f"--{name.replace('_', '-')}={getattr(args, name)}"  # the example's checks of the values
                         for name in ("epochs", "train_images", "valid_images", "size", "batch_size", "lr")])
+    if args.threads is None:
+        args.threads = default_threads()
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
     return args
@@ -330,6 +386,10 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
+    if args.check:
+        with threadpool_limits(limits=args.threads):
+            check_forward(args)
+        return 0
     rows = []
     for seed in args.seeds:
         args.seed, args.minutes = seed, None
@@ -337,7 +397,7 @@ def main(argv=None):
             with threadpool_limits(limits=args.threads):
                 rows.append({**example.run("panoptic_fpn", {}, args), "seed": seed})
             rows[-1]["model"] = "minseg"
-        rows.append({**run_torch(args, args.same_init), "seed": seed})
+        rows.append({**run_torch(args), "seed": seed})
     print_table(rows, args)
     return 0
 
