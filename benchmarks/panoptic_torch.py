@@ -348,11 +348,14 @@ def print_table(rows, args):
               + f"{row['seconds']:>9.0f}")
     models = list(dict.fromkeys(row["model"] for row in rows))
     if len(rows) > len(models):
-        print("mean ± sample standard deviation over seeds:")
+        print("-" * len(header))
         for model in models:
             values = [[100 * row[key] for row in rows if row["model"] == model] for key in METRICS]
-            spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
-            print(f"{model:<35}" + "".join(f"{statistics.mean(v):>6.1f}±{s:<4.1f}" for v, s in zip(values, spread)))
+            seconds = statistics.mean(row["seconds"] for row in rows if row["model"] == model)
+            print(f"{model:<30}{'mean':>5}" + "".join(f"{statistics.mean(v):>7.1f}" for v in values)
+                  + f"{seconds:>9.0f}")
+            print(f"{'':<30}{'sd':>5}" + "".join(f"{statistics.stdev(v) if len(v) > 1 else 0.0:>7.1f}"
+                                                 for v in values))
 
 
 def parse_args(argv):
