@@ -5,6 +5,9 @@ subsampled); the model by its contract: the named, weighted losses in training, 
 instance conventions at inference, a gradient for every parameter, a loss that falls when it trains on two
 images, and ``create()``'s names.
 """
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -118,6 +121,15 @@ def test_the_semantic_loss_is_cross_entropy_on_stuff_plus_one_things_class():
     assert losses["loss_semantic"].item() == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-5)
 
 
+def test_images_without_objects_train_the_background_and_the_semantic_head_only():
+    images, targets = next(iter(InstanceDataLoader(ShapesDataset(2, size=64, num_instances=0), batch_size=2)))
+    assert [len(t["boxes"]) for t in targets] == [0, 0]
+    losses = tiny_model()(images, targets)
+    assert losses["loss_box_reg"].item() == losses["loss_mask"].item() == losses["loss_rpn_box_reg"].item() == 0
+    assert losses["loss_classifier"].item() > 0 and losses["loss_semantic"].item() > 0
+    sum(losses.values()).backward()
+
+
 def test_every_parameter_gets_a_gradient():
     images, targets = shapes_batch()
     model = tiny_model()
@@ -199,3 +211,31 @@ def test_create_explains_a_missing_or_misplaced_num_stuff():
         create("maskrcnn", 3)
     with pytest.raises(ValueError, match=r"PanopticFPN: num_things must be >= 1 and num_stuff >= 0"):
         create("panoptic_fpn", 0, 2)
+
+
+# --- examples/shapes_panoptic.py ------------------------------------------------------------
+def load_example():
+    path = Path(__file__).resolve().parents[1] / "examples" / "shapes_panoptic.py"
+    spec = importlib.util.spec_from_file_location("shapes_panoptic", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_example_trains_evaluates_and_prints_the_table(capsys):
+    example = load_example()
+    assert example.main(["--epochs", "1", "--train-images", "4", "--valid-images", "2", "--size", "64",
+                         "--batch-size", "2", "--model", "panet", "--no-fused-mask"]) == 0
+    out = capsys.readouterr().out
+    assert "PANet (path_augmentation, adaptive_pooling)" in out
+    assert "AP50" in out and "PQth" in out and "seed 0, 1 epochs" in out
+
+
+def test_the_examples_ablation_turns_panets_additions_on_one_by_one():
+    example = load_example()
+    models = [example.build(name, flags, 3, 2, 64, 0) for name, flags in example.ABLATION]
+    assert type(models[0]) is PanopticFPN
+    assert [(m.path_augmentation, m.adaptive_pooling, m.fused_mask) for m in models[1:]] == [
+        (True, False, False), (True, True, False), (True, True, True)]
+    with pytest.raises(SystemExit):
+        example.parse_args(["--size", "48"])

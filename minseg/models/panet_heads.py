@@ -1,10 +1,10 @@
 """PANet's three additions to Mask R-CNN (Liu et al. 2018, "Path Aggregation Network for Instance Segmentation").
 
 1. **Bottom-up path augmentation** (``BottomUpPath``). FPN's top-down path brings the deep levels' meaning down to
-   the fine levels, but a fine level's precise edges reach the coarse levels only through the whole backbone, a
-   hundred layers. PANet adds a short path back up: N2 = P2, and each N(i+1) is a stride-2 3x3 conv of Ni, plus
-   P(i+1), through one more 3x3 conv (every conv followed by a ReLU). Fewer than ten layers now lie between the
-   finest level and the coarsest.
+   the fine levels, but a fine level's precise edges reach the coarse levels only through the whole backbone
+   (over a hundred layers in the paper's ResNet-50). PANet adds a short path back up: N2 = P2, and each N(i+1) is
+   a stride-2 3x3 conv of Ni, plus P(i+1), through one more 3x3 conv (every conv followed by a ReLU), so fewer
+   than ten layers lie between the finest level and the coarsest.
 2. **Adaptive feature pooling** (``LevelFusion``, ``AdaptiveTwoMLPHead``, ``AdaptiveMaskHead``). FPN pools each RoI
    from one level chosen by its size; two RoIs that differ by a few pixels may see different levels. PANet pools
    every RoI from *every* level, runs each level's grid through its own first layer (fc6 of the box head, the first
@@ -17,36 +17,16 @@
 Box and mask heads here take what the RoI heads hand them: a list with one pooled (K, C, S, S) grid per level
 for the adaptive heads; a (K, C, S, S) tensor (conv3's output) for the fused predictor.
 """
-import math
-
 from .. import functional as F
 from .. import nn
-from ..ops import matmul, max, stack
-from ..random import generator
+from ..ops import max, stack
 
-__all__ = ["Linear", "BottomUpPath", "LevelFusion", "AdaptiveTwoMLPHead", "AdaptiveMaskHead", "FusedMaskPredictor"]
+__all__ = ["BottomUpPath", "LevelFusion", "AdaptiveTwoMLPHead", "AdaptiveMaskHead", "FusedMaskPredictor"]
 
 
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-class Linear(nn.Module):
-    """y = x Wᵀ + b, ``torch.nn.Linear``'s layout and initialization (U(±1/√in_features) for W and b)."""
-
-    def __init__(self, in_features, out_features):
-        super().__init__()
-        bound = 1.0 / math.sqrt(in_features)
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(generator().uniform(-bound, bound, (out_features, in_features)).astype("float32"))
-        self.bias = nn.Parameter(generator().uniform(-bound, bound, (out_features,)).astype("float32"))
-
-    def forward(self, x):
-        return matmul(x, self.weight.T) + self.bias
-
-    def extra_repr(self):
-        return f"in_features={self.in_features}, out_features={self.out_features}"
-
-
 def conv3x3_relu(in_channels, out_channels, stride=1):
     """3x3 conv ('same' padding at stride 1) and a ReLU; Kaiming-normal weights (fan_out, ReLU), zero bias."""
     conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
@@ -55,9 +35,8 @@ def conv3x3_relu(in_channels, out_channels, stride=1):
 
 
 def _kaiming_normal(conv):
-    """Detectron's mask-head initialization: weight ~ N(0, 2 / fan_out), bias 0."""
-    fan_out = conv.weight.shape[0] * conv.weight.shape[2] * conv.weight.shape[3]
-    conv.weight.data = (math.sqrt(2.0 / fan_out) * generator().standard_normal(conv.weight.shape)).astype("float32")
+    """Mask R-CNN's head initialization: weight ~ N(0, 2 / fan_out), bias 0."""
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     nn.init.zeros_(conv.bias)
 
 
@@ -112,8 +91,8 @@ class AdaptiveTwoMLPHead(nn.Module):
     def __init__(self, num_levels, in_channels, resolution, representation_size):
         super().__init__()
         in_features = in_channels * resolution * resolution
-        self.fc6 = LevelFusion([Linear(in_features, representation_size) for _ in range(num_levels)])
-        self.fc7 = Linear(representation_size, representation_size)
+        self.fc6 = LevelFusion([nn.Linear(in_features, representation_size) for _ in range(num_levels)])
+        self.fc7 = nn.Linear(representation_size, representation_size)
 
     def forward(self, grids):
         fused = self.fc6([grid.reshape(grid.shape[0], -1) for grid in grids])
@@ -161,7 +140,7 @@ class FusedMaskPredictor(nn.Module):
         self.mask_fcn_logits = nn.Conv2d(in_channels, num_classes, 1)
         self.conv4_fc = conv3x3_relu(in_channels, in_channels)
         self.conv5_fc = conv3x3_relu(in_channels, half)
-        self.fc = Linear(half * resolution * resolution, self.mask_size * self.mask_size)
+        self.fc = nn.Linear(half * resolution * resolution, self.mask_size * self.mask_size)
         for conv in (self.conv5_mask, self.mask_fcn_logits):
             _kaiming_normal(conv)
 

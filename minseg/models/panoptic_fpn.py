@@ -50,10 +50,6 @@ def semantic_target(semantic, num_stuff):
     return np.where(semantic >= num_stuff, num_stuff, semantic)
 
 
-def _stack_targets(targets, key, num_stuff):
-    return np.stack([semantic_target(target[key], num_stuff) for target in targets])
-
-
 # ---------------------------------------------------------------------------
 # The semantic branch
 # ---------------------------------------------------------------------------
@@ -135,10 +131,11 @@ class PanopticFPN(nn.Module):
 
     def forward(self, images, targets=None):
         images = images if isinstance(images, Tensor) else Tensor(np.asarray(images, dtype=np.float32))
-        check_divisible(images, self.size_multiple, "PanopticFPN")
+        model_name = type(self).__name__
+        check_divisible(images, self.size_multiple, model_name)
         if self.training and targets is None:
-            raise ValueError("PanopticFPN.forward: targets must be given in training (one dict per image with "
-                             "boxes, labels, masks, semantic); call model.eval() to predict")
+            raise ValueError(f"{model_name}.forward: targets must be given in training (one dict per image with "
+                             f"boxes, labels, masks, semantic); call model.eval() to predict")
         image_sizes = [tuple(images.shape[-2:])] * images.shape[0]
         pyramid = self.backbone(images)
         instance_pyramid = self.instance_features(pyramid)
@@ -147,7 +144,7 @@ class PanopticFPN(nn.Module):
         semantic = self.semantic_head(pyramid)
         if self.training:
             losses = {name: loss * self.instance_loss_weight for name, loss in {**rpn_losses, **roi_losses}.items()}
-            target = _stack_targets(targets, "semantic", self.num_stuff)
+            target = np.stack([semantic_target(t["semantic"], self.num_stuff) for t in targets])
             losses["loss_semantic"] = F.cross_entropy(semantic, target) * self.semantic_loss_weight
             return losses
         return [self._postprocess(detection, semantic.data[index]) for index, detection in enumerate(detections)]
