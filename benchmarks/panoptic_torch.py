@@ -121,9 +121,7 @@ class SemanticHead(tnn.Module):
         initialize_head(self.head)
 
     def forward(self, pyramid):
-        p2, p3, p4, p5 = pyramid
-        levels = [block(p) for block, p in zip(self.seg_blocks, (p5, p4, p3, p2))]
-        return self.head(levels[0] + levels[1] + levels[2] + levels[3])
+        return self.head(sum(block(p) for block, p in zip(self.seg_blocks, reversed(pyramid))))
 
 
 class PanopticFPNTwin(tnn.Module):
@@ -193,15 +191,14 @@ SETTINGS = [f"{head}.{setting}" for head in ("rpn", "roi_heads") for setting in 
     "rpn._post_nms_top_n", "roi_heads.detections_per_img"] + [
     f"roi_heads.{pool}.{setting}" for pool in ("box_roi_pool", "mask_roi_pool")
     for setting in ("output_size", "sampling_ratio", "canonical_scale", "canonical_level")]
-# settings torchvision does not store: its value (a constant in its code), and minseg's name for the setting
+# settings torchvision fixes in its code instead of storing them: minseg's attribute -> torchvision's value
 TORCHVISION_CONSTANTS = {"roi_heads.min_size": 1e-2}
 
 
 def _setting(model, path):
-    value = model
     for part in path.split("."):
-        value = getattr(value, part)
-    return tuple(tuple(v) for v in value) if path.endswith(("sizes", "aspect_ratios")) else value
+        model = getattr(model, part)
+    return model
 
 
 def torch_name_to_minseg(name):
@@ -240,10 +237,8 @@ def load_minseg_weights(twin, minseg_model):
 def check_forward(args):
     """One batch through both models from the same weights: the largest differences in eval, the losses in train.
 
-    With equal weights and inputs the two forwards differ by float32 rounding only. The training losses also
-    depend on which anchors and proposals each library's sampler draws at random, so those of the RPN's
-    objectness and the box classifier differ a little while the others agree.
-    """
+    The training losses of the RPN's objectness and the box classifier also depend on the anchors and proposals
+    each library's sampler draws at random, so those two differ a little where the others agree."""
     dataset = ShapesDataset(args.batch_size, size=args.size, seed=args.seeds[0])
     minseg_model = example.build("panoptic_fpn", {}, dataset.num_things, dataset.num_stuff, args.size, args.seeds[0])
     twin = PanopticFPNTwin(dataset.num_things, dataset.num_stuff, recipe_options(args.size), args.paste)
@@ -271,6 +266,7 @@ def check_forward(args):
     ours, theirs = minseg_model(images, targets), twin(torch_images, torch_targets)
     print("training losses (minseg / torch): " + ", ".join(f"{name} {ours[name].item():.4f} / {theirs[name].item():.4f}"
                                                            for name in ours))
+    return 0
 
 
 # ---------------------------------------------------------------------------
@@ -365,13 +361,11 @@ def parse_args(argv):
     parser.add_argument("--side-by-side", action="store_true", help="also train minseg's model (the example's run)")
     parser.add_argument("--same-init", action="store_true", help="start the twin from minseg's initial weights")
     parser.add_argument("--paste", choices=("minseg", "torchvision"), default="minseg",
-                        help="whose paste_masks_in_image puts the twin's masks into the image (default: minseg's, "
-                             "so that both rows are scored alike)")
+                        help="whose paste_masks_in_image the twin's masks go through (default: minseg's)")
     parser.add_argument("--check", action="store_true",
                         help="only compare one batch's forward from the same weights, then stop")
     parser.add_argument("--threads", type=int, default=None,
-                        help="threads for torch and for NumPy's BLAS (default: the cores not busy now, as minseg's "
-                             "--threads)")
+                        help="threads for torch and NumPy's BLAS (default: the cores not busy now, as minseg's)")
     for name in ("epochs", "train_images", "valid_images", "size", "batch_size", "lr"):
         value = getattr(defaults, name)
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
@@ -389,18 +383,15 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
-    if args.check:
-        with threadpool_limits(limits=args.threads):
-            check_forward(args)
-        return 0
-    rows = []
-    for seed in args.seeds:
-        args.seed, args.minutes = seed, None
-        if args.side_by_side:
-            with threadpool_limits(limits=args.threads):
-                rows.append({**example.run("panoptic_fpn", {}, args), "seed": seed})
-            rows[-1]["model"] = "minseg"
-        rows.append({**run_torch(args), "seed": seed})
+    with threadpool_limits(limits=args.threads):
+        if args.check:
+            return check_forward(args)
+        rows = []
+        for seed in args.seeds:  # minseg's run, then the twin's, seed after seed: both see the machine alike
+            args.seed, args.minutes = seed, None
+            if args.side_by_side:
+                rows.append({**example.run("panoptic_fpn", {}, args), "seed": seed, "model": "minseg"})
+            rows.append({**run_torch(args), "seed": seed})
     print_table(rows, args)
     return 0
 
