@@ -343,8 +343,10 @@ def predict(args):
     check_file("--checkpoint", args.checkpoint, _CHECKPOINT)
     check_out("--out", args.out)
     check_device(args.device)
-    with _naming_the_checkpoint(args.checkpoint):
+    try:
         description = load_checkpoint_description(args.checkpoint)
+    except CheckpointError:  # damaged: named below, after the images, by the Predictor
+        description = None
     if declared_task(description) is not None:
         with limit_threads(args.threads or default_threads()):
             return predict_instances(args, description["run"], _naming_the_checkpoint)
