@@ -15,8 +15,9 @@ things, so category ``len(stuff) + label - 1`` is thing class ``label``.
 ``predictor(image)`` normalizes the image as the run says, pads it at the bottom and right to the model's
 ``size_multiple`` (``models.sizes``), and crops the result back: boxes clipped to the image, detections that lay
 in the padding alone dropped, masks and semantic logits cropped, and the panoptic map merged again from the
-cropped parts (``detection.panoptic.merge_panoptic``, with the model's merge options). ``instance_ids`` turns a
-result into one map of instance ids, the form ``minseg predict`` writes (``minseg.app.instance_files``).
+cropped parts (``detection.panoptic.merge_panoptic``, with the model's merge options and the predictor's
+``score_threshold``). ``instance_ids`` turns a result into one map of instance ids, the form ``minseg predict``
+writes (``minseg.app.instance_files``).
 """
 import json
 
@@ -187,8 +188,9 @@ class InstancePredictor:
     """An instance model + the normalization of its run; ``predictor(image)`` → one result dict (module docstring).
 
     ``things``, ``stuff``: the category names (stuff first in the category numbering). ``score_threshold``: the
-    lowest score ``instance_ids`` keeps and the panoptic merge pastes (None: the model's merge option, else 0.5);
-    ``mask_threshold``: a mask's pixels are those with probability >= it."""
+    lowest score ``instance_ids`` keeps and the panoptic merge pastes (None: the model's merge option, else 0.5;
+    the merge runs again with it, ``merge_options``, and the model is left unchanged); ``mask_threshold``: a
+    mask's pixels are those with probability >= it."""
 
     def __init__(self, model, mean, std, things, stuff, colors=None, task="panoptic", device="cpu",
                  score_threshold=None, mask_threshold=0.5):
@@ -204,8 +206,8 @@ class InstancePredictor:
             score_threshold = merge["score_threshold"] if merge else DEFAULT_SCORE_THRESHOLD
         self.score_threshold = _check_threshold("score_threshold", score_threshold, where)
         self.mask_threshold = _check_threshold("mask_threshold", mask_threshold, where)
-        if merge is not None:  # the panoptic map keeps the same instances as instance_ids
-            self.model.merge_options = {**merge, "score_threshold": self.score_threshold}
+        # The panoptic map keeps the instances instance_ids keeps; the model's own options stay as they are.
+        self.merge_options = None if merge is None else {**merge, "score_threshold": self.score_threshold}
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu", **options):
@@ -243,19 +245,18 @@ class InstancePredictor:
         return self._crop(result, height, width)
 
     def _crop(self, result, height, width):
-        """``result`` of the padded image cut back to ``height`` x ``width`` (module docstring)."""
-        if result["masks"].shape[-2:] == (height, width):
-            return result
-        boxes = clip_boxes_to_image(result["boxes"], (height, width))
-        keep = box_area(boxes) > 0
-        cropped = {"boxes": boxes[keep], "labels": result["labels"][keep], "scores": result["scores"][keep],
-                   "masks": result["masks"][keep][..., :height, :width]}
-        if "semantic" in result:
-            cropped["semantic"] = result["semantic"][..., :height, :width]
+        """``result`` of the padded image cut back to ``height`` x ``width``, its panoptic map merged again from
+        the cropped parts with ``merge_options`` (module docstring)."""
+        if result["masks"].shape[-2:] != (height, width):
+            boxes = clip_boxes_to_image(result["boxes"], (height, width))
+            keep = box_area(boxes) > 0
+            result = {**result, "boxes": boxes[keep], "labels": result["labels"][keep],
+                      "scores": result["scores"][keep], "masks": result["masks"][keep][..., :height, :width]}
+            if "semantic" in result:
+                result["semantic"] = result["semantic"][..., :height, :width]
         if "panoptic" in result:
-            cropped["panoptic"] = merge_panoptic(cropped, cropped["semantic"], len(self.stuff),
-                                                 **self.model.merge_options)
-        return cropped
+            result["panoptic"] = merge_panoptic(result, result["semantic"], len(self.stuff), **self.merge_options)
+        return result
 
 
 # ---------------------------------------------------------------------------------------------

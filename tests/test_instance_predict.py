@@ -148,9 +148,9 @@ def test_the_predictor_pads_for_the_model_and_crops_back(checkpoint):
     boxes = result["boxes"]
     assert (boxes[:, [0, 2]] <= 70).all() and (boxes[:, [1, 3]] <= 50).all() and (boxes >= 0).all()
     assert ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()  # none lies in the padding alone
-    merged = merge_panoptic(result, result["semantic"], len(STUFF), **predictor.model.merge_options)
+    merged = merge_panoptic(result, result["semantic"], len(STUFF), **predictor.merge_options)
     np.testing.assert_array_equal(result["panoptic"], merged)
-    assert predictor.model.merge_options["score_threshold"] == 0.1
+    assert predictor.merge_options["score_threshold"] == 0.1 and predictor.model.merge_options["score_threshold"] == 0.5
 
 
 def test_the_predictor_takes_greyscale_and_float_images_and_refuses_others(checkpoint):
