@@ -239,7 +239,7 @@ def build_parser(prog="minseg", defaults=None, train_only=False):
                          help="folder for <stem>_mask.png and <stem>_overlay.png (instance models: "
                               "<stem>_instances.png, <stem>_panoptic.png, ...)")
     predict.add_argument("--overwrite", action="store_true",
-                         help="replace <stem>_mask.png and <stem>_overlay.png files already in --out (default: refuse)")
+                         help="replace output files already in --out, such as <stem>_mask.png (default: refuse)")
     predict.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     predict.add_argument("--score-threshold", type=values.real(0, 1), default=None,
                          help="instance models: the lowest score an instance is kept with; in [0, 1] (default: the "

@@ -19,7 +19,6 @@ Every file is written atomically, and as for a semantic model (``files.plan_outp
 are refused in one line: an instance model predicts each image whole.
 """
 import json
-import sys
 
 import numpy as np
 from PIL import Image
@@ -166,8 +165,8 @@ def predict_instance_files(predictor, plan, progress=True):
 def predict_instances(args, run, naming_the_checkpoint):
     """``minseg predict`` on an instance checkpoint whose run description is ``run``; ``naming_the_checkpoint``:
     the command line's context that turns a damaged checkpoint into a mistake in ``--checkpoint``."""
-    name = run.get("model", {}).get("name") if isinstance(run.get("model"), dict) else None
-    check_instance_flags(args, name or "an instance model")
+    spec = run.get("model")
+    check_instance_flags(args, spec.get("name") if isinstance(spec, dict) else "an instance model")
     panoptic = run.get("task") == "panoptic"
     suffixes = INSTANCE_SUFFIXES + PANOPTIC_SUFFIXES * panoptic
     plan = plan_outputs(image_files(args.images), args.out, overwrite=args.overwrite, suffixes=suffixes)
@@ -180,5 +179,5 @@ def predict_instances(args, run, naming_the_checkpoint):
     what = "instance ids (<stem>_instances.png, 16-bit; .json: each id's class and score)"
     if panoptic:
         what += ", panoptic maps (<stem>_panoptic.png and .json, COCO's panoptic format)"
-    print(f"wrote {what} and overlays of {count} to {args.out}/", file=sys.stdout)
+    print(f"wrote {what} and overlays of {count} to {args.out}/")
     return 0
