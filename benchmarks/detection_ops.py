@@ -23,11 +23,18 @@ def random_boxes(rng, n, image_size, spread=0.0):
     around n / 8 centres; ``spread`` > 0 lets them stick out of the image by that share of its size."""
     height, width = image_size
     centres = rng.uniform((0, 0), (width, height), (max(1, n // 8), 2))[rng.integers(0, max(1, n // 8), n)]
-    centres += rng.normal(0, 6, (n, 2))
+    centres = np.clip(centres + rng.normal(0, 6, (n, 2)), 0, (width, height))  # no box wholly outside
     sides = np.exp(rng.uniform(math.log(4), math.log(min(height, width) / 2), (n, 2)))
     boxes = np.concatenate([centres - sides / 2, centres + sides / 2], axis=1)
     low, high = -spread * np.array([width, height] * 2), (1 + spread) * np.array([width, height] * 2)
     return np.clip(boxes, low, high).astype(np.float32)
+
+
+def max_abs_diff(ours, theirs):
+    """max |ours − theirs|, where equal infinities and a nan in both (the IoU of two empty boxes) agree."""
+    agree = (ours == theirs) | (np.isnan(ours) & np.isnan(theirs))
+    with np.errstate(invalid="ignore"):
+        return float(np.abs(np.where(agree, 0, ours - theirs)).max()) if ours.size else 0.0
 
 
 def rois_of(rng, boxes, batch):
@@ -54,6 +61,27 @@ def nms_case(rng, n, threshold, categories=0):
     keep, expected = ours(), theirs().numpy()
     same = keep.shape == expected.shape and np.array_equal(keep, expected)
     return ("identical" if same else f"DIFFERENT ({len(keep)} vs {len(expected)} kept)"), ours, theirs
+
+
+def boxes_case(rng, n, op):
+    import torch
+    import torchvision
+    from torchvision.models.detection._utils import BoxCoder as TorchBoxCoder
+
+    import minseg.functional as F
+
+    a, b = random_boxes(rng, n, (512, 640)), random_boxes(rng, n, (512, 640))
+    codes = rng.normal(0, 2, (n, 8)).astype(np.float32)  # two classes; some dw, dh past the clamp
+    ta, tb, tcodes = torch.tensor(a), torch.tensor(b), torch.tensor(codes)
+    ours_coder, theirs_coder = F.BoxCoder((10, 10, 5, 5)), TorchBoxCoder((10, 10, 5, 5))
+    if op == "box_iou":
+        ours, theirs = lambda: F.box_iou(a, b), lambda: torchvision.ops.box_iou(ta, tb)
+    elif op == "encode":
+        ours, theirs = lambda: ours_coder.encode_single(a, b), lambda: theirs_coder.encode_single(ta, tb)
+    else:
+        ours, theirs = (lambda: ours_coder.decode_single(codes, b),
+                        lambda: theirs_coder.decode_single(tcodes, tb))
+    return f"{max_abs_diff(ours(), theirs().numpy()):.2e}", ours, theirs
 
 
 def roi_align_case(rng, batch, channels, size, k, output_size, scale, sampling_ratio, aligned, backward):
@@ -177,6 +205,9 @@ def cases(quick):
         (f"nms N={n} iou 0.5", lambda rng: nms_case(rng, n, 0.5)),
         (f"nms N={n} iou 0.7", lambda rng: nms_case(rng, n, 0.7)),
         (f"batched_nms N={n} 5 classes iou 0.5", lambda rng: nms_case(rng, n, 0.5, categories=5)),
+        (f"box_iou {n}x{n}", lambda rng: boxes_case(rng, n, "box_iou")),
+        (f"encode_boxes N={n} weights (10, 10, 5, 5)", lambda rng: boxes_case(rng, n, "encode")),
+        (f"decode_boxes N={n}, 2 classes, weights (10, 10, 5, 5)", lambda rng: boxes_case(rng, n, "decode")),
     ]
     for output_size, scale, sampling_ratio, aligned in [((7, 7), 0.25, 2, False), ((14, 14), 0.25, -1, True),
                                                         ((7, 5), 0.125, -1, False)]:

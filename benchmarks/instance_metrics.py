@@ -8,7 +8,9 @@ ground truth, some crowd regions, images with no instances, with no detections, 
 detections (shifted, grown or shrunk copies of the ground truth with a wrong label now and then, plus strays,
 and one image with more than 100 detections of one category) go through ``MeanAveragePrecision`` and through
 pycocotools' ``COCOeval``, for masks (segm) and for boxes (bbox). Printed per metric: AP, AP50, AP75, AP
-small / medium / large, the per-category APs, both values and the largest |difference|.
+small / medium / large, the per-category APs, both values and the largest |difference|; once with random
+scores, once "tied" (scores rounded to one decimal, some ground-truth instances listed twice, and one image
+where a tie in IoU changes the result: ``iou_tie_image``), where the order of ties decides.
 
 Panoptic quality: panopticapi is not on PyPI (it installs from its GitHub repository only), so the reference here
 is ``reference_pq``, a segment-by-segment loop over Python dicts written from the paper and panopticapi's
@@ -64,12 +66,15 @@ def perturbed(rng, mask):
     return grown if grown.any() else mask
 
 
-def random_image(rng, index):
-    """(target, prediction) dicts of one image in minseg's conventions."""
+def random_image(rng, index, tied=False):
+    """(target, prediction) dicts of one image in minseg's conventions; ``tied``: scores rounded to one decimal
+    (ties in score within and across images) and some ground-truth instances listed twice (ties in IoU)."""
     height, width = [(48, 64), (64, 64), (192, 176)][index % 3]
     kind = index % 7  # 0: no ground truth, 1: no detections, 2: neither, 3: over 100 detections of class 1
     num_gt = 0 if kind in (0, 2) else rng.integers(1, 7)
     gt_masks = [random_shape(rng, height, width) for _ in range(num_gt)]
+    if tied and num_gt > 1:
+        gt_masks[-1] = gt_masks[0]
     gt_labels = rng.integers(1, NUM_CLASSES, num_gt)              # 1..NUM_CLASSES-1
     crowd = rng.random(num_gt) < 0.15
     dt_masks, dt_labels, strays = [], [], 0
@@ -91,8 +96,21 @@ def random_image(rng, index):
     dt_boxes[:, 2:] = np.maximum(dt_boxes[:, 2:], dt_boxes[:, :2] + 1)
     copies = len(dt_masks) - strays  # copies of the ground truth tend to score higher than strays
     scores = np.concatenate([rng.uniform(0.3, 1.0, copies), rng.uniform(0.0, 0.7, strays)]).astype(np.float32)
+    scores = np.round(scores, 1) if tied else scores
     pred = {"labels": np.asarray(dt_labels, np.int64), "scores": scores,
             "masks": np.array(probabilities, np.float32).reshape(len(dt_masks), height, width), "boxes": dt_boxes}
+    return target, pred
+
+
+def iou_tie_image():
+    """One image where a tie in IoU decides: the first detection overlaps two instances at IoU .5 each and takes
+    the one listed last, which leaves the first instance to the second detection (IoU .9)."""
+    masks = np.zeros((4, 4, 24), bool)
+    masks[0, :, 0:10] = masks[1, :, 10:20] = masks[2, :, 0:20] = masks[3, :, 0:9] = True
+    target = {"labels": np.array([2, 2]), "iscrowd": np.zeros(2, np.int64), "masks": masks[:2].astype(np.uint8),
+              "boxes": np.array([box_of(m) for m in masks[:2]], np.float32)}
+    pred = {"labels": np.array([2, 2]), "scores": np.array([0.9, 0.8], np.float32),
+            "masks": masks[2:].astype(np.float32), "boxes": np.array([box_of(m) for m in masks[2:]], np.float32)}
     return target, pred
 
 
@@ -145,10 +163,10 @@ def ours(images, iou_type):
     return metric.compute()
 
 
-def compare_ap(images):
+def compare_ap(images, case):
     """Print the table; return the largest |difference| (pycocotools gives -1 where minseg gives NaN)."""
     largest = 0.0
-    print(f"{'type':5} {'metric':16} {'minseg':>12} {'pycocotools':>12} {'|diff|':>9}")
+    print(f"{'case':7} {'type':5} {'metric':16} {'minseg':>12} {'pycocotools':>12} {'|diff|':>9}")
     for iou_type in ("segm", "bbox"):
         mine, theirs = ours(images, iou_type), coco_eval(images, iou_type)
         rows = [(name, mine[name], theirs[name]) for name in theirs if name != "map_per_class"]
@@ -159,7 +177,7 @@ def compare_ap(images):
             both_nan = np.isnan(a) and np.isnan(b)
             diff = 0.0 if both_nan else abs(a - b)
             largest = max(largest, diff if not np.isnan(diff) else np.inf)
-            print(f"{iou_type:5} {name:16} {a:12.9f} {b:12.9f} {diff:9.1e}")
+            print(f"{case:7} {iou_type:5} {name:16} {a:12.9f} {b:12.9f} {diff:9.1e}")
     return largest
 
 
@@ -246,11 +264,13 @@ def main():
     worst_ap = worst_pq = 0.0
     for seed in args.seeds:
         rng = np.random.default_rng(seed)
-        images = [random_image(rng, index) for index in range(args.images)]
-        crowd = sum(int(t["iscrowd"].sum()) for t, _ in images)
-        print(f"\nseed {seed}: {args.images} images, {sum(len(t['labels']) for t, _ in images)} ground-truth "
-              f"instances ({crowd} crowd), {sum(len(p['labels']) for _, p in images)} detections")
-        worst_ap = max(worst_ap, compare_ap(images))
+        for case in ("random", "tied"):
+            images = [random_image(rng, index, tied=case == "tied") for index in range(args.images)]
+            images += [iou_tie_image()] if case == "tied" else []
+            crowd = sum(int(t["iscrowd"].sum()) for t, _ in images)
+            print(f"\nseed {seed}, {case}: {args.images} images, {sum(len(t['labels']) for t, _ in images)} "
+                  f"ground-truth instances ({crowd} crowd), {sum(len(p['labels']) for _, p in images)} detections")
+            worst_ap = max(worst_ap, compare_ap(images, case))
         print()
         worst_pq = max(worst_pq, compare_pq(rng, args.images))
     print(f"\nmax |diff|: AP vs pycocotools {worst_ap:.1e}, PQ vs the reference loop {worst_pq:.1e}")

@@ -159,6 +159,9 @@ def test_matching_takes_the_best_free_instance_and_prefers_those_that_count():
                                         iou_thresholds=[0.5, 0.65, 0.85])
     np.testing.assert_array_equal(matched, [[1, 1, 1], [1, 0, 1], [1, 0, 1]])  # the 2nd takes instance 1 at .5
     np.testing.assert_array_equal(ignored, [[0, 0, 1], [0, 0, 1], [0, 0, 1]])  # the 3rd found ignored ground truth
+    # a tie in IoU goes to the instance listed last (COCOeval's loop), which leaves the first to the next detection
+    matched, _ = match_detections(np.array([[0.5, 0.5], [0.9, 0.0]]), np.zeros(2, bool), np.zeros(2, bool), [0.5])
+    np.testing.assert_array_equal(matched, [[True, True]])
     # an instance that counts is taken over an ignored one with a higher IoU
     matched, ignored = match_detections(np.array([[0.6, 0.9]]), np.array([False, True]), np.array([False, False]))
     assert matched[0, 0] and not ignored[0, 0]
@@ -212,5 +215,7 @@ def test_bad_arguments_name_the_call_and_what_to_do():
         metric.update(instances([A], [1]), instances([A], [1]))
     with pytest.raises(ValueError, match=r"a target dict must have 'labels' and 'masks' for iou_type='segm'"):
         metric.update(instances([A], [1], scores=[0.5]), {"labels": np.array([1])})
+    with pytest.raises(ValueError, match=r"a target's 'iscrowd' must have one flag per label \(1\), got 2"):
+        metric.update(instances([A], [1], scores=[0.5]), instances([A], [1], iscrowd=[0, 1]))
     with pytest.raises(ValueError, match=r"mask_iou: masks1 and masks2 must be \(N, H, W\) and \(M, H, W\)"):
         mask_iou(np.zeros((1, 4, 4)), np.zeros((1, 4, 5)))

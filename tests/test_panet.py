@@ -101,6 +101,31 @@ def test_fused_mask_predictor_adds_one_class_agnostic_fc_mask_to_every_class():
     np.testing.assert_allclose(fc_mask[:, :1], fc, rtol=1e-4, atol=1e-5)
 
 
+# --- gradients through the three additions, in float64 -------------------------------------
+def to_float64(module):
+    for parameter in module.parameters():
+        parameter.data = parameter.data.astype(np.float64)
+    return module
+
+
+def float64_inputs(rng, count, *shape):
+    return [Tensor(rng.standard_normal(shape), requires_grad=True) for _ in range(count)]
+
+
+def test_gradients_of_the_bottom_up_path_and_the_level_fusions_match_central_differences():
+    rng = np.random.default_rng(5)
+    minseg.manual_seed(5)
+    path = to_float64(heads.BottomUpPath(2))
+    pyramid = [Tensor(rng.standard_normal((1, 2, 8 // 2 ** k, 8 // 2 ** k)), requires_grad=True) for k in range(5)]
+    assert minseg.gradcheck(lambda *levels: tuple(path(list(levels))[:4]), pyramid)
+    box_head = to_float64(heads.AdaptiveTwoMLPHead(4, 2, 3, 5))
+    assert minseg.gradcheck(lambda *grids: box_head(list(grids)), float64_inputs(rng, 4, 3, 2, 3, 3))
+    mask_head = to_float64(heads.AdaptiveMaskHead(4, 2, (3, 3)))
+    assert minseg.gradcheck(lambda *grids: mask_head(list(grids)), float64_inputs(rng, 4, 2, 2, 4, 4))
+    predictor = to_float64(heads.FusedMaskPredictor(2, 3, 3))
+    assert minseg.gradcheck(predictor, float64_inputs(rng, 1, 2, 2, 3, 3))
+
+
 # --- the model: flags -----------------------------------------------------------------------
 def test_with_every_flag_off_panet_is_panoptic_fpn():
     minseg.manual_seed(0)
@@ -110,6 +135,18 @@ def test_with_every_flag_off_panet_is_panoptic_fpn():
     assert plain.state_dict().keys() == panet.state_dict().keys()
     for name, value in plain.state_dict().items():
         np.testing.assert_array_equal(value, panet.state_dict()[name], err_msg=name)
+
+
+def test_every_flag_setting_starts_the_shared_parts_from_the_same_weights():
+    minseg.manual_seed(0)
+    plain = PanopticFPN(3, 2, **TINY).state_dict()
+    minseg.manual_seed(0)
+    panet = PANet(3, 2, **TINY).state_dict()
+    shared = [name for name in plain if name.startswith(("backbone.", "rpn.", "semantic_head.",
+                                                         "roi_heads.box_predictor."))]
+    assert len(shared) > 50
+    for name in shared:
+        np.testing.assert_array_equal(plain[name], panet[name], err_msg=name)
 
 
 def _keys(model):

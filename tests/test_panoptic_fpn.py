@@ -121,6 +121,15 @@ def test_the_semantic_loss_is_cross_entropy_on_stuff_plus_one_things_class():
     assert losses["loss_semantic"].item() == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-5)
 
 
+def test_images_without_objects_train_the_background_and_the_semantic_head_only():
+    images, targets = next(iter(InstanceDataLoader(ShapesDataset(2, size=64, num_instances=0), batch_size=2)))
+    assert [len(t["boxes"]) for t in targets] == [0, 0]
+    losses = tiny_model()(images, targets)
+    assert losses["loss_box_reg"].item() == losses["loss_mask"].item() == losses["loss_rpn_box_reg"].item() == 0
+    assert losses["loss_classifier"].item() > 0 and losses["loss_semantic"].item() > 0
+    sum(losses.values()).backward()
+
+
 def test_every_parameter_gets_a_gradient():
     images, targets = shapes_batch()
     model = tiny_model()

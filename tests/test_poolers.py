@@ -105,3 +105,10 @@ def test_bad_arguments_are_reported():
         MultiScaleRoIAlign(5, 2, 2)(features, BOXES, IMAGE_SHAPES)
     with pytest.raises(ValueError, match="MultiScaleRoIAlign: image_shapes must list"):
         MultiScaleRoIAlign(4, 2, 2)(features, BOXES, [])
+
+
+def test_no_boxes_pool_to_an_empty_batch():
+    features = pyramid(np.random.default_rng(5))
+    empty = [np.zeros((0, 4), np.float32)] * 2
+    assert MultiScaleRoIAlign(4, (2, 3), 2)(features, empty, IMAGE_SHAPES).shape == (0, 2, 2, 3)
+    assert MultiScaleRoIAlign(["p2"], 2, 2)(features, empty, IMAGE_SHAPES).shape == (0, 2, 2, 2)

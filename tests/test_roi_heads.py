@@ -106,6 +106,15 @@ def test_maskrcnn_loss_uses_the_true_class_channel_only():
     assert right.item() < 1e-6 and wrong.item() > 10
 
 
+def test_maskrcnn_loss_gradcheck():
+    rng = np.random.default_rng(2)
+    masks = (rng.random((2, 12, 12)) > 0.5).astype(np.uint8)
+    logits = Tensor(rng.standard_normal((3, NUM_CLASSES, 3, 3)), requires_grad=True)
+    proposals, labels, matched = [np.array([[1, 1, 9, 9], [2, 0, 12, 6], [0, 3, 7, 12]], np.float32)], \
+        [np.array([2, 1])], [np.array([0, 1, 1])]
+    minseg.gradcheck(lambda x: maskrcnn_loss(x, proposals, [masks], labels, matched), [logits])
+
+
 def test_maskrcnn_loss_without_positives_is_zero_with_a_zero_gradient():
     logits = Tensor(np.ones((0, NUM_CLASSES, 4, 4)), requires_grad=True)
     loss = maskrcnn_loss(logits, [np.zeros((0, 4), np.float32)], [np.zeros((0, 8, 8))], [np.zeros(0)], [np.zeros(0)])
@@ -209,6 +218,18 @@ def test_training_then_inference_end_to_end():
 def test_inference_without_detections_gives_empty_arrays():
     heads = tiny_roi_heads(score_thresh=0.99).eval()
     detections, _ = heads(pyramid(), [np.array([[0, 0, 8, 8]], np.float32)], [(32, 32)])
+    assert detections[0]["boxes"].shape == (0, 4) and detections[0]["masks"].shape == (0, 32, 32)
+
+
+def test_an_image_without_objects_and_an_image_without_proposals():
+    heads = tiny_roi_heads(batch_size_per_image=8)
+    empty = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
+             "masks": np.zeros((0, 32, 32), np.uint8)}
+    _, losses = heads(pyramid(), [np.array([[0, 0, 8, 8], [4, 4, 20, 20]], np.float32)], [(32, 32)], [empty])
+    assert losses["loss_classifier"].item() > 0 and losses["loss_box_reg"].item() == 0
+    assert losses["loss_mask"].item() == 0
+    sum(losses.values(), Tensor(np.float32(0))).backward()
+    detections, _ = heads.eval()(pyramid(), [np.zeros((0, 4), np.float32)], [(32, 32)])
     assert detections[0]["boxes"].shape == (0, 4) and detections[0]["masks"].shape == (0, 32, 32)
 
 

@@ -148,6 +148,10 @@ def test_losses_decrease_on_a_toy_overfit():
     assert history[-1] < 0.8 * history[0] and history[-1] == min(history), history
 
 
-def test_training_without_targets_says_what_to_do():
+def test_bad_uses_say_what_to_do():
     with pytest.raises(ValueError, match="RegionProposalNetwork: targets must be given in training mode"):
         tiny_rpn().train()(IMAGES, tiny_pyramid())
+    anchors = AnchorGenerator(sizes=((8,), (16,)), aspect_ratios=((0.5, 1.0, 2.0),) * 2)
+    with pytest.raises(ValueError, match=r"the anchor generator places 240 anchors but the head scores 80; give "
+                                         r"RPNHead num_anchors = 3"):
+        RegionProposalNetwork(anchors, RPNHead(4, 1)).eval()(IMAGES, tiny_pyramid())

@@ -6,9 +6,11 @@ layout, in memory or lazy, checked whole, split deterministically), ``camvid`` a
 (presets: fastai, SegNet's CamVid, Pascal VOC, images/ + masks/, the ISBI membrane slices),
 ``stats`` (normalization statistics), ``transforms`` (joint image + label augmentation), ``loader``
 (seeded, normalized batches of Tensors), ``download`` (fetch and unpack CamVid tiny).
-For instances: ``shapes`` (the synthetic dataset), ``instance_loader`` (batches of images and target dicts).
+For instances: ``shapes`` (the synthetic dataset), ``rle`` (COCO's mask encodings: RLE and polygons), ``coco``
+(COCO instances files), ``instance_loader`` (batches of images and target dicts).
 """
-from . import layouts
+from . import layouts, rle
+from .coco import CocoInstances
 from .dataset import DatasetError, SegmentationDataset, check_together
 from .download import DownloadError, download_camvid_tiny
 from .images import list_images, read_image
@@ -23,4 +25,4 @@ __all__ = ["download_camvid_tiny", "DownloadError", "SegmentationDataset", "Data
            "channel_stats", "MaskDecoder", "IGNORE_INDEX", "read_color_table", "void_class", "layouts", "read_image",
            "list_images", "normalize", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomCrop", "RandomScale",
            "Compose", "DataLoader", "ShapesDataset", "masks_to_boxes", "InstanceDataLoader",
-           "RandomHorizontalFlipInstances"]
+           "RandomHorizontalFlipInstances", "CocoInstances", "rle"]

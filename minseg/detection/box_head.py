@@ -19,6 +19,11 @@ from ..ops import relu
 __all__ = ["TwoMLPHead", "FastRCNNPredictor", "fastrcnn_loss"]
 
 
+def _flatten(x):
+    """(K, ...) → (K, features); spelled out so that K = 0 (no RoIs) works too, where −1 cannot be inferred."""
+    return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
+
+
 class TwoMLPHead(nn.Module):
     """x (K, C, h, w) → flatten → fc6 → ReLU → fc7 → ReLU: (K, representation_size).
 
@@ -31,7 +36,7 @@ class TwoMLPHead(nn.Module):
         self.fc7 = nn.Linear(representation_size, representation_size)
 
     def forward(self, x):
-        return relu(self.fc7(relu(self.fc6(x.flatten(1)))))
+        return relu(self.fc7(relu(self.fc6(_flatten(x)))))
 
 
 class FastRCNNPredictor(nn.Module):
@@ -46,7 +51,7 @@ class FastRCNNPredictor(nn.Module):
         self.bbox_pred = nn.Linear(in_channels, num_classes * 4)
 
     def forward(self, x):
-        x = x.flatten(1)
+        x = _flatten(x)
         return self.cls_score(x), self.bbox_pred(x)
 
 

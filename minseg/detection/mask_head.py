@@ -98,7 +98,7 @@ def maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs
 # ---------------------------------------------------------------------------
 def maskrcnn_inference(mask_logits, labels):
     """σ of each box's predicted-class logit map: per-image float32 arrays (k_i, 1, M, M); labels is per image."""
-    logits = mask_logits.data if isinstance(mask_logits, Tensor) else np.asarray(mask_logits)
+    logits = mask_logits.numpy() if isinstance(mask_logits, Tensor) else np.asarray(mask_logits)
     all_labels = np.concatenate(labels).astype(np.int64) if len(labels) else np.zeros(0, np.int64)
     chosen = logits[np.arange(len(all_labels)), all_labels][:, None].astype(np.float64)
     probabilities = (1 / (1 + np.exp(-chosen))).astype(np.float32)

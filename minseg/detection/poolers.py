@@ -40,7 +40,7 @@ class LevelMapper:
         with np.errstate(divide="ignore"):
             levels = np.floor(self.canonical_level + np.log2(s / s.dtype.type(self.canonical_scale))
                               + s.dtype.type(self.eps))
-        return (np.clip(levels, self.k_min, self.k_max).astype(np.int64) - self.k_min).astype(np.int64)
+        return np.clip(levels, self.k_min, self.k_max).astype(np.int64) - self.k_min
 
 
 def infer_scale(feature_shape, original_size):

@@ -13,6 +13,7 @@ torchvision.models.detection.roi_heads.RoIHeads is the reference for every step 
 import numpy as np
 
 from .. import nn
+from ..autograd import Tensor
 from ..functional.boxes import box_iou, clip_boxes_to_image, decode_boxes, encode_boxes, remove_small_boxes
 from ..functional.nms import batched_nms
 from ..ops import softmax
@@ -119,13 +120,15 @@ class RoIHeads(nn.Module):
         for i, boxes in enumerate(gt_boxes):
             sampled = np.nonzero(positive[i] | negative[i])[0]
             proposals[i], matched_idxs[i], labels[i] = (a[sampled] for a in (proposals[i], matched_idxs[i], labels[i]))
-            matched = boxes[matched_idxs[i]] if len(boxes) else np.zeros((len(sampled), 4), np.float32)
+            matched = boxes[matched_idxs[i]] if len(boxes) else proposals[i]  # no objects: a zero code, never read
             regression_targets.append(encode_boxes(matched, proposals[i], self.bbox_reg_weights))
         return proposals, matched_idxs, labels, regression_targets
 
     def _mask_loss(self, features, proposals, image_shapes, targets, matched_idxs, labels):
-        """loss_mask on the positive sampled proposals of each image."""
+        """loss_mask on the positive sampled proposals of each image (0 when there are none)."""
         positive = [np.nonzero(lab > 0)[0] for lab in labels]
+        if sum(len(k) for k in positive) == 0:  # no object in the batch: nothing for the mask head to learn
+            return Tensor(np.zeros((), features[0].dtype))
         mask_proposals = [p[k] for p, k in zip(proposals, positive)]
         mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, mask_proposals, image_shapes)))
         return maskrcnn_loss(mask_logits, mask_proposals, [t["masks"] for t in targets],
@@ -135,9 +138,9 @@ class RoIHeads(nn.Module):
     def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
         """Per image: (boxes, scores, labels) after the per-class decode and the filter of the module docstring."""
         num_classes = class_logits.shape[-1]
-        scores = softmax(class_logits, dim=-1).data
+        scores = softmax(class_logits, dim=-1).numpy()
         counts = [len(p) for p in proposals]
-        codes = box_regression.data.astype(np.float32, copy=False)
+        codes = box_regression.numpy().astype(np.float32, copy=False)
         decoded = decode_boxes(codes, np.concatenate(proposals).astype(np.float32), self.bbox_reg_weights)
         all_boxes, all_scores, all_labels = [], [], []
         for boxes, image_scores, image_shape in zip(np.split(decoded, np.cumsum(counts)[:-1]),

@@ -18,7 +18,6 @@ fixed inputs, as in torchvision.models.detection.rpn, whose names, defaults and 
 import numpy as np
 
 from .. import nn
-from ..autograd import Tensor
 from ..functional.boxes import box_iou, clip_boxes_to_image, decode_boxes, encode_boxes, remove_small_boxes
 from ..functional.detection_loss import binary_cross_entropy_with_logits, smooth_l1_loss
 from ..functional.nms import batched_nms
@@ -110,22 +109,27 @@ class RegionProposalNetwork(nn.Module):
         return self._post_nms_top_n["training" if self.training else "testing"]
 
     def forward(self, images, features, targets=None):
+        if self.training and targets is None:
+            raise ValueError("RegionProposalNetwork: targets must be given in training mode (a list of dicts with "
+                             "'boxes'); call .eval() to only propose")
         features = list(features.values()) if isinstance(features, dict) else list(features)
         image_size = tuple(images.shape[-2:])
         objectness, deltas = self.head(features)
         anchors = self.anchor_generator(images, features)
         num_anchors_per_level = [int(np.prod(o.shape[1:])) for o in objectness]
+        if len(anchors[0]) != sum(num_anchors_per_level):
+            raise ValueError(f"RegionProposalNetwork: the anchor generator places {len(anchors[0])} anchors but the "
+                             f"head scores {sum(num_anchors_per_level)}; give RPNHead num_anchors = "
+                             f"{self.anchor_generator.num_anchors_per_location()[0]} (anchors per location)")
         objectness, deltas = concat_box_prediction_layers(objectness, deltas)
 
-        codes = deltas.data.astype(np.float32, copy=False)
+        # Choosing proposals is not differentiated: it reads the predictions as NumPy arrays.
+        codes = deltas.numpy().astype(np.float32, copy=False)
         proposals = [decode_boxes(codes[i], anchors[i]) for i in range(len(anchors))]
-        boxes, _ = self.filter_proposals(proposals, objectness.data, image_size, num_anchors_per_level)
+        boxes, _ = self.filter_proposals(proposals, objectness.numpy(), image_size, num_anchors_per_level)
 
         losses = {}
         if self.training:
-            if targets is None:
-                raise ValueError("RegionProposalNetwork: targets must be given in training mode (a list of dicts "
-                                 "with 'boxes'); call .eval() to only propose")
             labels, matched_gt_boxes = self.assign_targets_to_anchors(anchors, targets)
             regression_targets = [encode_boxes(m, a) for m, a in zip(matched_gt_boxes, anchors)]
             loss_objectness, loss_rpn_box_reg = self.compute_loss(objectness, deltas, labels, regression_targets)
@@ -190,7 +194,7 @@ class RegionProposalNetwork(nn.Module):
         labels = np.concatenate(labels)
         regression_targets = np.concatenate(regression_targets).astype(deltas.dtype)
         deltas = deltas.reshape(-1, 4)
-        box_loss = smooth_l1_loss(deltas[positive], Tensor(regression_targets[positive]), reduction="sum",
+        box_loss = smooth_l1_loss(deltas[positive], regression_targets[positive], reduction="sum",
                                   beta=1 / 9) / max(len(sampled), 1)
         objectness_loss = binary_cross_entropy_with_logits(objectness.reshape(-1)[sampled], labels[sampled])
         return objectness_loss, box_loss

@@ -1,10 +1,10 @@
 """PANet's three additions to Mask R-CNN (Liu et al. 2018, "Path Aggregation Network for Instance Segmentation").
 
 1. **Bottom-up path augmentation** (``BottomUpPath``). FPN's top-down path brings the deep levels' meaning down to
-   the fine levels, but a fine level's precise edges reach the coarse levels only through the whole backbone, a
-   hundred layers. PANet adds a short path back up: N2 = P2, and each N(i+1) is a stride-2 3x3 conv of Ni, plus
-   P(i+1), through one more 3x3 conv (every conv followed by a ReLU). Fewer than ten layers now lie between the
-   finest level and the coarsest.
+   the fine levels, but a fine level's precise edges reach the coarse levels only through the whole backbone
+   (over a hundred layers in the paper's ResNet-50). PANet adds a short path back up: N2 = P2, and each N(i+1) is
+   a stride-2 3x3 conv of Ni, plus P(i+1), through one more 3x3 conv (every conv followed by a ReLU), so fewer
+   than ten layers lie between the finest level and the coarsest.
 2. **Adaptive feature pooling** (``LevelFusion``, ``AdaptiveTwoMLPHead``, ``AdaptiveMaskHead``). FPN pools each RoI
    from one level chosen by its size; two RoIs that differ by a few pixels may see different levels. PANet pools
    every RoI from *every* level, runs each level's grid through its own first layer (fc6 of the box head, the first
