@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "tiny_naive_checkpoint.npz"
 NUMBERS = ["0", "-1", "nan", "inf", "-inf", "1e30", str(10**12), "abc", "", "1.5x"]
 # Values an option accepts: left out of its cases.
-ACCEPTED = {"--seed": {"0"}, "--weight-decay": {"0"}, "--ignore": {"0"}, "--overlap": {"0"},
+ACCEPTED = {"--seed": {"0"}, "--weight-decay": {"0"}, "--ignore": {"0"}, "--overlap": {"0"}, "--score-threshold": {"0"},
             "--mask-suffix": set(NUMBERS)}  # any text without a path separator is a suffix
 # Options whose bad values are not numbers: what each must refuse.
 OTHER_BAD = {"--mask-suffix": ["a/b", "a\\b"]}
@@ -160,7 +160,7 @@ def test_the_option_list_is_complete():
     flags = {command: [flag for flag, _ in _value_options(parser)] for command, parser in commands.items()}
     assert {"--lr", "--scale", "--weights", "--ignore", "--resize", "--out"} <= set(flags["train"])
     assert {"--checkpoint", "--threads", "--device", "--data"} <= set(flags["evaluate"])
-    assert {"--checkpoint", "images", "--out"} <= set(flags["predict"])
+    assert {"--checkpoint", "images", "--out", "--score-threshold"} <= set(flags["predict"])
     for command, parser in commands.items():
         for flag, action in _value_options(parser):
             assert _bad_values(flag, action, Path("x")), f"{command} {flag} gets no bad value"

@@ -11,7 +11,8 @@ A user's mistake (an option value out of its bounds, a missing or wrong kind of 
 bad dataset, a damaged checkpoint, a flag that contradicts the checkpoint being resumed, ``--device
 cuda`` without a GPU, an offline download, a full disk, a locked ``--out``) prints one line ``error: ...`` naming the
 flag or file and exits 2; ``tests/test_cli_fuzz.py`` feeds every option each kind of bad value.
-``minseg predict`` replaces no file unless ``--overwrite`` says so (``files.plan_outputs``). Divergence
+``minseg predict`` replaces no file unless ``--overwrite`` says so (``files.plan_outputs``); on an instance
+model's checkpoint it writes instance ids and the panoptic map instead (``instance_files``). Divergence
 prints the ``TrainingDiverged`` message and exits 1. Ctrl-C says what was saved and prints the
 command that continues the run exactly as asked, and exits 130; SIGTERM does the same and exits 143
 (``interrupt``). The console script enters through ``console``, which catches a Ctrl-C while this module is
@@ -32,12 +33,14 @@ from .. import backend
 from ..checkpoint import CheckpointError, load_checkpoint_description
 from ..data import DatasetError, DownloadError, layouts
 from ..distributed import SingleProcess
+from ..instance_predict import declared_task
 from ..models import ENCODERS, MODELS
 from ..predict import AUTO_TILE, DEFAULT_OVERLAP, Predictor
 from ..tiling import BLENDS
 from ..train import TrainingDiverged
 from . import values
 from .files import check_images, evaluate_checkpoint, image_files, plan_outputs, predict_files
+from .instance_files import predict_instances
 from .interrupt import exit_status, terminate_as_interrupt
 from .options import UsageError, check_file, check_folder, check_out
 from .ranks import communicator, stop
@@ -200,7 +203,7 @@ def _tiling_flags(parser):
                             "would not fit the memory budget)")
     group.add_argument("--overlap", type=_pixels(0), default=None,
                        help=f"pixels neighbouring windows share (default: {DEFAULT_OVERLAP}, at most half the tile)")
-    group.add_argument("--blend", choices=BLENDS, default="gaussian",
+    group.add_argument("--blend", choices=BLENDS, default=None,
                        help="how overlapping windows' logits are weighed (default: gaussian)")
     group.add_argument("--tta", choices=["none", "h", "v", "hv"], default="none",
                        help="also predict flipped copies and average: h left-right, v top-bottom (default: none)")
@@ -211,7 +214,8 @@ def _tiling_options(args):
     if args.overlap is not None and args.overlap >= (args.tile or AUTO_TILE):
         tile = f"--tile {args.tile}" if args.tile else f"the automatic tile, {AUTO_TILE}"
         raise UsageError(f"--overlap {args.overlap} must be smaller than {tile}; lower --overlap")
-    return dict(tile=args.tile, overlap=args.overlap, blend=args.blend, tta=None if args.tta == "none" else args.tta)
+    return dict(tile=args.tile, overlap=args.overlap, blend=args.blend or "gaussian",
+                tta=None if args.tta == "none" else args.tta)
 
 
 TRAIN_DESCRIPTION = "Train a segmentation model and write metrics, figures and checkpoint.npz into --out."
@@ -232,10 +236,14 @@ def build_parser(prog="minseg", defaults=None, train_only=False):
     predict = _checkpoint_parser(subparsers, "predict", "write class-id masks and overlays for images of any size")
     predict.add_argument("images", nargs="+", type=values.path, help="image files, or folders of them")
     predict.add_argument("--out", type=values.path, required=True,
-                         help="folder for <stem>_mask.png and <stem>_overlay.png")
+                         help="folder for <stem>_mask.png and <stem>_overlay.png (instance models: "
+                              "<stem>_instances.png, <stem>_panoptic.png, ...)")
     predict.add_argument("--overwrite", action="store_true",
-                         help="replace <stem>_mask.png and <stem>_overlay.png files already in --out (default: refuse)")
+                         help="replace output files already in --out, such as <stem>_mask.png (default: refuse)")
     predict.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    predict.add_argument("--score-threshold", type=values.real(0, 1), default=None,
+                         help="instance models: the lowest score an instance is kept with; in [0, 1] (default: the "
+                              "model's own, 0.5 for Panoptic FPN and PANet)")
     _tiling_flags(predict)
     # --crf: the fully connected CRF after the model (minseg.crf), with its defaults
     for command in (evaluate, predict):
@@ -303,6 +311,9 @@ def evaluate(args):
     check_device(args.device)
     with _naming_the_checkpoint(args.checkpoint):
         run = load_checkpoint_description(args.checkpoint)
+    if declared_task(run) is not None:
+        raise UsageError(f"--checkpoint {args.checkpoint}: instance models are evaluated by "
+                         "examples/shapes_panoptic.py (mask AP and PQ); minseg evaluate measures semantic runs")
     run = run.get("run") if isinstance(run, dict) else None
     if not isinstance(run, dict) or not isinstance(run.get("args"), dict):
         raise UsageError(f"--checkpoint {args.checkpoint}: holds no options of a minseg train run, so its "
@@ -332,6 +343,16 @@ def predict(args):
     check_file("--checkpoint", args.checkpoint, _CHECKPOINT)
     check_out("--out", args.out)
     check_device(args.device)
+    try:
+        description = load_checkpoint_description(args.checkpoint)
+    except CheckpointError:  # damaged: named below, after the images, by the Predictor
+        description = None
+    if declared_task(description) is not None:
+        with limit_threads(args.threads or default_threads()):
+            return predict_instances(args, description["run"], _naming_the_checkpoint)
+    if args.score_threshold is not None:
+        raise UsageError(f"--score-threshold is for instance models; --checkpoint {args.checkpoint} holds a "
+                         "semantic segmentation model, whose masks have no scores; leave it out")
     plan = plan_outputs(image_files(args.images), args.out, overwrite=args.overwrite)
     check_images([image for image, _, _ in plan])
     with limit_threads(args.threads or default_threads()):

@@ -59,20 +59,21 @@ def _listed(names, limit=5):
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def plan_outputs(paths, out, overwrite=False):
-    """``[(image, mask path, overlay path)]`` for each distinct image file in ``paths``, or a UsageError when
-    writing them would lose a file: two images with the same stem (one output for both), an output that is
-    one of the images, or an output that exists already (unless ``overwrite``)."""
+def plan_outputs(paths, out, overwrite=False, suffixes=("_mask.png", "_overlay.png")):
+    """``[(image, mask path, overlay path)]`` for each distinct image file in ``paths`` (one output path per
+    ``<stem><suffix>`` of ``suffixes``), or a UsageError when writing them would lose a file: two images with
+    the same stem (one output for both), an output that is one of the images, or an output that exists
+    already (unless ``overwrite``)."""
     out, images = Path(out), list(dict.fromkeys(Path(path).resolve() for path in paths))  # each file once
     by_stem = {}
     for image in images:
         by_stem.setdefault(image.stem, []).append(image)
     clashes = [" and ".join(map(str, same)) for same in by_stem.values() if len(same) > 1]
     if clashes:
-        raise UsageError(f"minseg predict: images with the same name would write the same <stem>_mask.png: "
+        raise UsageError(f"minseg predict: images with the same name would write the same <stem>{suffixes[0]}: "
                          f"{_listed(clashes, 3)}; predict them into separate --out folders, or rename them")
-    plan = [(image, out / f"{image.stem}_mask.png", out / f"{image.stem}_overlay.png") for image in images]
-    outputs = [path for _, mask, overlay in plan for path in (mask, overlay)]
+    plan = [(image, *(out / f"{image.stem}{suffix}" for suffix in suffixes)) for image in images]
+    outputs = [path for _, *written in plan for path in written]
     inputs = {image for image in images}
     replaced = [path for path in outputs if path.resolve() in inputs]
     if replaced:
