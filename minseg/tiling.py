@@ -20,7 +20,9 @@ together in four steps (``tiled_logits``):
    windows form a grid, so the summed weights are the outer product of two 1-D sums: no image-sized weight map.
 
 Memory: the image's own arrays (the normalized float32 input, 3 x H x W; the accumulated float32 logits,
-C x H x W) plus one batch of windows through the model, which does not grow with the image.
+C x H x W) plus one batch of windows through the model, which does not grow with the image. The windows' weighted
+logits come from one generator (``weighted_windows``), so ``tiled_stream`` can add the same ones into a band of
+one row of windows instead, and hand on class ids with neither image-sized float32 array.
 
 Test-time augmentation (``flip_logits``) runs each window batch also flipped left-right (and top-bottom), flips
 the logits back and averages them (or the probabilities); composed with tiling, it runs inside each window batch.

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import minseg
+from minseg import backend
 from minseg.data.loader import normalize
 from minseg.functional.one_hot import to_class_ids
 from minseg.models import PaperUNet
@@ -102,6 +103,18 @@ def test_bad_images_are_refused_before_any_window_runs(images, found):
         tiled_class_ids(_unet(), images, MEAN, STD, tile=16)
     with pytest.raises(ValueError, match="tiled_rows: overlap must be smaller than tile"):
         tiled_rows(_unet(), _images(1, 8, 8), MEAN, STD, tile=8, overlap=8)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not backend.cupy_available(), reason="needs CuPy and an NVIDIA GPU")
+def test_on_a_gpu_the_rows_are_tiled_logits_there():
+    model, images = _unet().to("cuda"), _images(2, 61, 53)
+    expected = tiled_logits(model, normalize(images, MEAN, STD), 24, 8, "gaussian", 3, "h", device="cuda")
+    rows = ((image, top, part.get()) for image, top, part in
+            tiled_rows(model, images, MEAN, STD, 24, 8, "gaussian", 3, "h", device="cuda"))
+    np.testing.assert_array_equal(_assembled(rows, (2, 61, 53)), expected.get())
+    ids = tiled_class_ids(model, images, MEAN, STD, 24, 8, "gaussian", 3, "h", device="cuda")
+    np.testing.assert_array_equal(ids, expected.argmax(axis=1).get())
 
 
 # ---------------------------------------------------------------------------------------------
