@@ -14,9 +14,11 @@ prediction again (``models.sizes``). ``DataLoader(pad_to_multiple=...)`` pads va
 way, so evaluation and prediction see the same pixels.
 
 Large images go through the model in windows (``tile=``, ``overlap=``, ``blend=``; ``minseg.tiling``), and
-``tta="h"`` or ``"hv"`` averages the logits of flipped copies. With no ``tile`` the predictor estimates the
-memory a whole-image pass takes (``estimate_bytes``) and, past ``memory_budget``, tiles by itself with
-``AUTO_TILE`` and says so through ``report``. Reading and writing files (``minseg predict``,
+``tta="h"`` or ``"hv"`` averages the logits of flipped copies. Class ids of a tiled image are made one row of
+windows at a time (``minseg.tiled_stream``), so the memory does not grow with the image's logits; the CRF,
+which needs all of them, makes them whole first. With no ``tile`` the predictor estimates the memory a
+whole-image pass takes (``estimate_bytes``) and, past ``memory_budget``, tiles by itself with ``AUTO_TILE`` and
+says so through ``report``. Reading and writing files (``minseg predict``,
 ``minseg evaluate``) is the command line's: ``minseg.app.files``.
 
 ``Predictor(..., crf={})`` refines each prediction with the fully connected CRF (``minseg.crf.dense_crf``, its
@@ -33,6 +35,7 @@ from .data.loader import normalize
 from .functional.one_hot import to_class_ids
 from .models import create
 from .models.sizes import pad_to_multiple, padded_size
+from .tiled_stream import tiled_class_ids
 from .tiling import AVERAGES, BLENDS, FLIPS, forward_bytes_per_pixel, tiled_logits, whole_logits
 
 __all__ = ["Predictor", "build_model", "check_run", "pad_to_multiple", "AUTO_TILE", "DEFAULT_OVERLAP", "MEMORY_BUDGET"]
@@ -90,8 +93,9 @@ def check_run(state, path, where):
 class Predictor:
     """``model`` + the preprocessing of its training run; ``predictor(image)`` → class ids (H, W).
 
-    ``tile``, ``overlap``, ``blend``, ``window_batch``: predict in windows (``tiling.tiled_logits``); ``tta``
-    (None, "h", "v", "hv") and ``tta_average`` ("logits", "probabilities"): flipped copies averaged
+    ``tile``, ``overlap``, ``blend``, ``window_batch``: predict in windows (``tiling.tiled_logits``; class ids
+    one row of windows at a time: ``tiled_stream.tiled_class_ids``); ``tta`` (None, "h", "v", "hv") and
+    ``tta_average`` ("logits", "probabilities"): flipped copies averaged
     (``tiling.flip_logits``); ``memory_budget`` (bytes; None: ``MEMORY_BUDGET``, ``math.inf``: never) and
     ``report`` (called with one line when the predictor tiles by itself): ``plan``; ``progress``: a bar over
     the windows. ``crf``: None, or a dict of ``dense_crf`` options ({} for its defaults) to refine each
@@ -157,17 +161,22 @@ class Predictor:
                                   "predictions would be meaningless; use a checkpoint of a run that did not")
         return cls(model, run["mean"], run["std"], run["classes"], run.get("colors"), device=device, **options)
 
+    def _checked(self, image):
+        """(H, W, 3) uint8 or float in [0, 1] (a greyscale (H, W) image repeated), or a ValueError saying why not."""
+        image = _as_rgb(image)
+        if image.dtype != np.uint8 and not np.all((image >= 0) & (image <= 1)):  # False for NaN too
+            raise ValueError("Predictor: a float image must hold values in [0, 1] (what read_image gives), "
+                             f"got values in {np.nanmin(image)}..{np.nanmax(image)}"
+                             f"{' and NaN' if np.isnan(image).any() else ''}; scale it first")
+        return image
+
     def normalize(self, image):
         """(H, W, 3) or (H, W), uint8 (0..255) or float in [0, 1] (what ``read_image`` gives) → float32
         (1, 3, H, W), as the training loader normalized."""
-        image = _as_rgb(image)
-        if image.dtype != np.uint8:
-            image = image.astype(np.float32)
-            if not np.all((image >= 0) & (image <= 1)):  # False for NaN too
-                raise ValueError("Predictor: a float image must hold values in [0, 1] (what read_image gives), "
-                                 f"got values in {np.nanmin(image)}..{np.nanmax(image)}"
-                                 f"{' and NaN' if np.isnan(image).any() else ''}; scale it first")
-        return normalize(image[None], self.mean, self.std)
+        return self._normalized(self._checked(image))
+
+    def _normalized(self, image):
+        return normalize((image if image.dtype == np.uint8 else image.astype(np.float32))[None], self.mean, self.std)
 
     def estimate_bytes(self, height, width):
         """Memory a whole-image pass over one ``height`` x ``width`` image takes: the model's peak bytes per
@@ -200,14 +209,26 @@ class Predictor:
     def logits(self, pixels):
         """Logits (N, C, H, W) of normalized images of any size: in one pass (padded for the model, cropped
         back) or window by window (``plan``), each with the flipped copies ``tta`` asks for."""
-        plan = self.plan(*pixels.shape[-2:])
+        return self._logits(pixels, self.plan(*pixels.shape[-2:]))
+
+    def _logits(self, pixels, plan):
         if plan is None:
             return Tensor(whole_logits(self.model, pixels, self.tta, self.tta_average, self.device))
         return Tensor(tiled_logits(self.model, pixels, plan[0], plan[1], self.blend, self.window_batch, self.tta,
                                    self.tta_average, self.device, self.progress, where="Predictor"))
 
     def __call__(self, image):
-        logits = self.logits(self.normalize(image))
+        """Class ids (H, W), int64. Tiled without ``crf``, the windows' logits become class ids one row of
+        windows at a time (``tiled_stream``): memory for the image, its ids and one band of logits, whatever
+        the image's height. The CRF needs every pixel's probabilities at once, so with ``crf`` (and for a
+        whole-image pass) the image's logits are made whole first (``logits``)."""
+        image = self._checked(image)
+        plan = self.plan(*image.shape[:2])
+        if plan is not None and self.crf is None:
+            return tiled_class_ids(self.model, image[None], self.mean, self.std, plan[0], plan[1], self.blend,
+                                   self.window_batch, self.tta, self.tta_average, self.device, self.progress,
+                                   where="Predictor")[0]
+        logits = self._logits(self._normalized(image), plan)
         if self.crf is not None:
             return self.refine(image, logits).argmax(axis=0)
         return to_class_ids(logits).numpy()[0]

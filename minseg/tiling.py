@@ -20,12 +20,15 @@ together in four steps (``tiled_logits``):
    windows form a grid, so the summed weights are the outer product of two 1-D sums: no image-sized weight map.
 
 Memory: the image's own arrays (the normalized float32 input, 3 x H x W; the accumulated float32 logits,
-C x H x W) plus one batch of windows through the model, which does not grow with the image.
+C x H x W) plus one batch of windows through the model, which does not grow with the image. The windows' weighted
+logits come from one generator (``weighted_windows``), so ``tiled_stream`` can add the same ones into a band of
+one row of windows instead, and hand on class ids with neither image-sized float32 array.
 
 Test-time augmentation (``flip_logits``) runs each window batch also flipped left-right (and top-bottom), flips
 the logits back and averages them (or the probabilities); composed with tiling, it runs inside each window batch.
 """
 import tracemalloc
+from typing import NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -36,7 +39,8 @@ from .autograd import Tensor, no_grad
 from .models.sizes import crop_padding, pad_to_multiple, padded_size
 
 __all__ = ["BLENDS", "FLIPS", "window_starts", "blend_weights", "flip_logits", "tiled_logits", "whole_logits",
-           "windows_count", "forward_bytes_per_pixel", "receptive_field"]
+           "windows_count", "forward_bytes_per_pixel", "receptive_field", "Grid", "checked_grid", "summed_weights",
+           "weighted_windows"]
 
 BLENDS = ("uniform", "linear", "gaussian", "center")
 FLIPS = {"h": ((-1,),), "v": ((-2,),), "hv": ((-1,), (-2,), (-2, -1))}  # the flipped copies beside the image
@@ -119,22 +123,42 @@ def flip_logits(model, x, flips=None, average="logits"):
 # ---------------------------------------------------------------------------------------------
 # The windows, batched, blended and put back together
 # ---------------------------------------------------------------------------------------------
-def _window(pixels, image, top, left, height, width):
-    """pixels[image, :, top:top + height, left:left + width], zero-padded where it reaches past the image."""
-    part = pixels[image, :, top:top + height, left:left + width]
+def _padded(part, height, width):
+    """A window's pixels (3, h, w), cut where it reaches past the image, zero-padded to (3, height, width)."""
     rows, columns = height - part.shape[-2], width - part.shape[-1]
     return np.pad(part, ((0, 0), (0, rows), (0, columns))) if rows or columns else part
 
 
-def _grid(pixels_shape, tile, overlap, multiple):
-    """The window size, the overlap and the row and column starts, all multiples of ``multiple``."""
-    height, width = pixels_shape[-2:]
+class Grid(NamedTuple):
+    """Where the windows over one image go; every number a multiple of the model's ``size_multiple``."""
+    window: tuple  # (rows, columns) of a window
+    overlap: tuple  # (rows, columns) a window shares with its neighbours
+    tops: list  # the first rows of the rows of windows
+    lefts: list  # the first columns of the columns of windows
+    padded: tuple  # (height, width) of the image padded to size_multiple
+    image: tuple  # (height, width) of the image itself
+
+
+def _grid(height, width, tile, overlap, multiple):
+    """The ``Grid`` over an image of ``height`` x ``width``: ``tile`` and ``overlap`` (pairs) rounded up."""
     padded = padded_size(height, multiple), padded_size(width, multiple)
     size = tuple(min(padded_size(t, multiple), p) for t, p in zip(tile, padded))
     shared = tuple(min(padded_size(o, multiple), s - multiple) if s < p else 0
                    for o, s, p in zip(overlap, size, padded))
-    starts = [window_starts(p, s, o) for p, s, o in zip(padded, size, shared)]
-    return size, shared, starts, padded
+    tops, lefts = [window_starts(p, s, o) for p, s, o in zip(padded, size, shared)]
+    return Grid(size, shared, tops, lefts, padded, (height, width))
+
+
+def checked_grid(model, height, width, tile, overlap, blend, where):
+    """The ``Grid`` over an image of ``height`` x ``width``, once ``tile``, ``overlap`` (ints or pairs) and
+    ``blend`` are checked (``where``: the public call that the errors name)."""
+    tile, overlap = pair(where, "tile", tile, minimum=1), pair(where, "overlap", overlap)
+    if any(o >= t for o, t in zip(overlap, tile)):
+        raise ValueError(f"{where}: overlap must be smaller than tile, got overlap {overlap} and tile {tile}; "
+                         "lower the overlap")
+    if blend not in BLENDS:
+        raise ValueError(f"{where}: blend must be one of {', '.join(BLENDS)}, got {blend!r}")
+    return _grid(height, width, tile, overlap, model.size_multiple)
 
 
 def _summed_profile(starts, length, overlap, blend, size):
@@ -146,6 +170,45 @@ def _summed_profile(starts, length, overlap, blend, size):
     return summed
 
 
+def summed_weights(grid, blend, device):
+    """float32 (H,) and (W,) on ``device``: the summed weights of ``grid``'s windows are their outer product,
+    so dividing by one and then the other normalizes without an (H, W) array."""
+    (rows, columns), (height, width) = grid.window, grid.image
+    return (backend.to_device(_summed_profile(grid.tops, rows, grid.overlap[0], blend, grid.padded[0])[:height],
+                              device),
+            backend.to_device(_summed_profile(grid.lefts, columns, grid.overlap[1], blend, grid.padded[1])[:width],
+                              device))
+
+
+def weighted_windows(model, cut, images, grid, blend, batch_size=None, flips=None, average="logits",
+                     device="cpu", progress=False):
+    """Yield ``(image, top, left, weighted)`` for every window of ``grid`` over ``images`` images, in order:
+    image by image, row of windows by row of windows, left to right. ``weighted``: the window's logits
+    (C, h, w) times its blend weights, cropped to the part that is image, not padding.
+
+    ``cut(image, top, left)``: the window's normalized pixels (3, h, w), a NumPy array cut short where the
+    window reaches past the image; the rest is zero-padded here. ``batch_size`` windows (None:
+    ``BATCH_PIXELS`` worth) go to ``device`` and through the model at once (``flip_logits``).
+    """
+    (rows, columns), (height, width), padded = grid.window, grid.image, grid.padded
+    windows = [(image, top, left) for image in range(images) for top in grid.tops for left in grid.lefts]
+    batch_size = batch_size or max(1, BATCH_PIXELS // (rows * columns))
+    weights = {}  # one weight map per kind of window position (corner, edge, inside): a handful in all
+    bar = tqdm(total=len(windows), desc="windows", unit="window", disable=not progress, leave=False)
+    for first in range(0, len(windows), batch_size):
+        batch = windows[first:first + batch_size]
+        x = np.stack([_padded(cut(image, top, left), rows, columns) for image, top, left in batch])
+        logits = flip_logits(model, backend.to_device(x.astype(np.float32, copy=False), device), flips, average)
+        for (image, top, left), window in zip(batch, logits):
+            borders = (top == 0, top + rows == padded[0], left == 0, left + columns == padded[1])
+            if borders not in weights:
+                weights[borders] = backend.to_device(blend_weights(rows, columns, grid.overlap, blend, borders),
+                                                     device)
+            yield image, top, left, crop_padding(window * weights[borders], height - top, width - left)
+        bar.update(len(batch))
+    bar.close()
+
+
 def tiled_logits(model, pixels, tile, overlap=0, blend="gaussian", batch_size=None, flips=None,
                  average="logits", device="cpu", progress=False, where="tiled_logits"):
     """float32 logits (N, C, H, W) of normalized images ``pixels`` (N, 3, H, W), predicted window by window.
@@ -155,39 +218,24 @@ def tiled_logits(model, pixels, tile, overlap=0, blend="gaussian", batch_size=No
     ``batch_size`` windows go through the model at once (None: ``BATCH_PIXELS`` worth; with ``flips``, each
     also flipped: ``flip_logits``).
     A tile as large as the image predicts it in one window, exactly as the whole-image pass does.
+    ``tiled_stream.tiled_class_ids`` gives the same class ids holding one row of windows' logits, not all.
     """
-    tile, overlap = pair(where, "tile", tile, minimum=1), pair(where, "overlap", overlap)
-    if any(o >= t for o, t in zip(overlap, tile)):
-        raise ValueError(f"{where}: overlap must be smaller than tile, got overlap {overlap} and tile {tile}; "
-                         "lower the overlap")
-    if blend not in BLENDS:
-        raise ValueError(f"{where}: blend must be one of {', '.join(BLENDS)}, got {blend!r}")
-    multiple = model.size_multiple
-    (rows, columns), shared, (tops, lefts), padded = _grid(pixels.shape, tile, overlap, multiple)
     images, height, width = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
-    windows = [(image, top, left) for image in range(images) for top in tops for left in lefts]
-    batch_size = batch_size or max(1, BATCH_PIXELS // (rows * columns))
-    weights = {}  # one weight map per kind of window position (corner, edge, inside): a handful in all
+    grid = checked_grid(model, height, width, tile, overlap, blend, where)
+    rows, columns = grid.window
+
+    def cut(image, top, left):
+        return pixels[image, :, top:top + rows, left:left + columns]
+
     total = None
-    bar = tqdm(total=len(windows), desc="windows", unit="window", disable=not progress, leave=False)
-    for first in range(0, len(windows), batch_size):
-        batch = windows[first:first + batch_size]
-        x = np.stack([_window(pixels, image, top, left, rows, columns) for image, top, left in batch])
-        logits = flip_logits(model, backend.to_device(x.astype(np.float32, copy=False), device), flips, average)
-        xp = backend.get_array_module(logits)
+    for image, top, left, weighted in weighted_windows(model, cut, images, grid, blend, batch_size, flips,
+                                                       average, device, progress):
         if total is None:
-            total = xp.zeros((images, logits.shape[1], height, width), np.float32)
-        for (image, top, left), window in zip(batch, logits):
-            borders = (top == 0, top + rows == padded[0], left == 0, left + columns == padded[1])
-            if borders not in weights:
-                weights[borders] = backend.to_device(blend_weights(rows, columns, shared, blend, borders), device)
-            inside = min(rows, height - top), min(columns, width - left)  # the part that is image, not padding
-            total[image, :, top:top + inside[0], left:left + inside[1]] += crop_padding(
-                window * weights[borders], *inside)
-        bar.update(len(batch))
-    bar.close()
-    total /= backend.to_device(_summed_profile(tops, rows, shared[0], blend, padded[0])[:height, None], device)
-    total /= backend.to_device(_summed_profile(lefts, columns, shared[1], blend, padded[1])[None, :width], device)
+            total = backend.get_array_module(weighted).zeros((images, len(weighted), height, width), np.float32)
+        total[image, :, top:top + weighted.shape[-2], left:left + weighted.shape[-1]] += weighted
+    row_sums, column_sums = summed_weights(grid, blend, device)
+    total /= row_sums[:, None]
+    total /= column_sums[None, :]
     return total  # two 1-D divisions: the summed weights are never an (H, W) array
 
 
@@ -200,9 +248,9 @@ def whole_logits(model, pixels, flips=None, average="logits", device="cpu"):
 
 def windows_count(height, width, tile, overlap, multiple):
     """How many windows ``tiled_logits`` runs for one image of ``height`` x ``width``."""
-    _, _, (tops, lefts), _ = _grid((height, width), pair("windows_count", "tile", tile, minimum=1),
-                                   pair("windows_count", "overlap", overlap), multiple)
-    return len(tops) * len(lefts)
+    grid = _grid(height, width, pair("windows_count", "tile", tile, minimum=1),
+                 pair("windows_count", "overlap", overlap), multiple)
+    return len(grid.tops) * len(grid.lefts)
 
 
 # ---------------------------------------------------------------------------------------------
