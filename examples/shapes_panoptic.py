@@ -21,11 +21,13 @@ classes (``MeanAveragePrecision``) and PQ over all five categories, things and s
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import minseg
 from minseg.data.instance_loader import InstanceDataLoader, RandomHorizontalFlipInstances
 from minseg.data.shapes import ShapesDataset
 from minseg.detection import MeanAveragePrecision, PanopticQuality, panoptic_from_target
+from minseg.instance_predict import save_instance_checkpoint
 from minseg.models import create
 from minseg.optim import AdamW
 from minseg.schedule import OneCycleLR
@@ -50,12 +52,17 @@ def recipe(size):
                 roi_options={"batch_size_per_image": 64, "detections_per_img": 20})
 
 
-def build(name, flags, num_things, num_stuff, size, seed):
-    minseg.manual_seed(seed)
+def model_options(name, flags, size):
+    """The options ``create`` builds the model with (and a checkpoint records): the recipe, plus PANet's flags."""
     options = recipe(size)
     if name == "panet":
         options.update(flags)
-    return create(name, num_things, num_stuff, **options)
+    return options
+
+
+def build(name, flags, num_things, num_stuff, size, seed):
+    minseg.manual_seed(seed)
+    return create(name, num_things, num_stuff, **model_options(name, flags, size))
 
 
 def describe(name, flags):
@@ -114,6 +121,10 @@ def run(name, flags, args):
     seconds, steps, planned, _ = train(model, loader, args.epochs, args.lr, args.minutes)
     if steps < planned:
         print(f"--minutes {args.minutes}: stopped after {steps} of {planned} steps", flush=True)
+    if args.save is not None:
+        spec = {"name": name, "options": model_options(name, flags, args.size)}
+        save_instance_checkpoint(args.save, model, spec, train_set.things, train_set.stuff, MEAN, STD)
+        print(f"wrote {args.save} (minseg predict {args.save} IMAGES --out FOLDER)", flush=True)
     return {"model": describe(name, flags), "seconds": seconds, "steps": steps,
             **evaluate(model, valid_set, train_set.num_stuff)}
 
@@ -139,13 +150,19 @@ def parse_args(argv):
     parser.add_argument("--ablation", action="store_true", help="Panoptic FPN, then PANet's additions one by one")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--minutes", type=float, default=None, help="stop training after this many minutes")
-    parser.add_argument("--train-images", type=int, default=192)
+    parser.add_argument("--train-images", type=int, default=960)
     parser.add_argument("--valid-images", type=int, default=64)
     parser.add_argument("--size", type=int, default=128, help="image height and width, a multiple of 32")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", type=Path, default=None, metavar="CHECKPOINT",
+                        help="write the trained model here (for minseg predict); not with --ablation")
     args = parser.parse_args(argv)
+    if args.save is not None and args.ablation:
+        parser.error("--save keeps one model; --ablation trains four: leave one of them out")
+    if args.save is not None and args.save.exists():
+        parser.error(f"--save {args.save}: the file exists; choose a new name (nothing is overwritten)")
     if args.size % 32 or args.size < 64:
         parser.error(f"--size must be a multiple of 32 and at least 64, got {args.size}")
     for name in ("epochs", "train_images", "valid_images", "batch_size"):
