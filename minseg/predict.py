@@ -76,6 +76,9 @@ def check_run(state, path, where):
     if not isinstance(run, dict) or "model" not in run:
         raise CheckpointError(f"{where}: {path} holds no run description (model name, normalization, classes); "
                               "it was not written by `minseg train`")
+    if run.get("task") in ("panoptic", "instances"):
+        raise CheckpointError(f"{where}: {path} holds an instance model ({run['task']}), which predicts instances, "
+                              "not class ids per pixel; read it with minseg.instance_predict.InstancePredictor")
     spec, classes = run["model"], run.get("classes")
     model_named = isinstance(spec, dict) and isinstance(spec.get("name"), str)
     checks = [(model_named and isinstance(spec.get("options", {}), dict), "its model is not {name, options}"),

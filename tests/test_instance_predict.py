@@ -201,3 +201,9 @@ def test_instance_ids_refuse_masks_that_do_not_fit_the_scores():
         instance_ids({"masks": np.zeros((2, 4, 4)), "scores": np.zeros(3)})
     with pytest.raises(ValueError, match=r"instance_ranking: score_threshold must be a number in \[0, 1\]"):
         instance_ranking(by_eye(), 2)
+
+
+def test_the_semantic_predictor_refuses_an_instance_checkpoint_saying_what_it_is(checkpoint):
+    from minseg.predict import Predictor
+    with pytest.raises(CheckpointError, match=r"holds an instance model \(panoptic\).*InstancePredictor"):
+        Predictor.from_checkpoint(checkpoint)
