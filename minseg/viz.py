@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from .atomic import atomic_write
 from .colors import KELLY_COLORS, as_numpy, class_colors, colorize, overlay, palette
 from .data.layouts import CAMVID_COLORS
 
@@ -57,10 +58,14 @@ def _legend(ax, class_ids, names, colours):
 
 
 def _save(figure, path):
+    """``figure`` written to ``path`` (its folder made if missing) unless ``path`` is None; returns ``figure``.
+    The file is written whole or not at all (``atomic.atomic_write``), in the format its suffix names."""
     if path is not None:
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        figure.savefig(path, dpi=100, bbox_inches="tight")
+        with atomic_write(path) as file:
+            figure.savefig(file, format=os.path.splitext(path)[1][1:].lower() or "png", dpi=100,
+                           bbox_inches="tight")
     return figure
 
 
