@@ -9,7 +9,7 @@ returned figure). Class colours are ``minseg.colors``': the dataset's own when i
 Images may come in either of the two forms minseg handles: uint8 (N, H, W, 3) arrays as a
 ``SegmentationDataset`` stores them, or normalized float (N, 3, H, W) batches (Tensors or
 arrays) as a ``DataLoader`` yields them; pass that loader's ``mean`` and ``std`` to undo the
-normalization for display.
+normalization for display. The pictures of instance and panoptic results are ``viz_instances``'.
 """
 import os
 
