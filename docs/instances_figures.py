@@ -1,21 +1,19 @@
 """The figures of the course page on instances and panoptic segmentation, drawn by minseg from its own code.
 
-    python docs/instances_figures.py                 # the figures that need no trained model, into docs/img/
-    python docs/instances_figures.py --train-epochs 10 --weights runs/shapes_panoptic/panoptic_fpn.safetensors
-                                                     # train examples/shapes_panoptic.py's Panoptic FPN, keep its
-                                                     # weights, and draw its predictions too (predictions.png)
-    python docs/instances_figures.py --weights runs/shapes_panoptic/panoptic_fpn.safetensors
-                                                     # the predictions of the weights kept by the line above
+    python docs/instances_figures.py                  # the figures that need no trained model, into docs/img/
+    python examples/shapes_panoptic.py --save runs/panoptic_fpn.ckpt     # train the example's Panoptic FPN, keep it
+    python docs/instances_figures.py --checkpoint runs/panoptic_fpn.ckpt  # the same figures and its predictions
+                                                                          # (predictions.png)
 
 Every picture comes from the library: the shapes from ``ShapesDataset``, the anchors from ``AnchorGenerator``,
 the surviving boxes from ``minseg.functional.nms``, the sample points and the pooled values from
 ``minseg.functional.roi_align``, the panoptic maps from ``panoptic_from_target`` and the model's own
-``merge_panoptic``. Each figure is a function below named after the file it writes. The trained model is the
-example's recipe (``examples/shapes_panoptic.py``: ``build``, ``train``), so the predictions figure shows the model
-the page's ablation table measures. The script prints every number the page quotes.
+``merge_panoptic``, coloured by ``minseg.viz_instances``. Each figure is a function below named after the file it
+writes. The trained model is the example's own, read from the checkpoint its ``--save`` writes
+(``InstancePredictor.from_checkpoint``), so the predictions figure shows the recipe the page's ablation table
+measures, drawn by ``show_instance_results``. The script prints every number the page quotes.
 """
 import argparse
-import colorsys
 import importlib.util
 import math
 import os
@@ -25,14 +23,22 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch, Rectangle
+from matplotlib.patches import Rectangle
 
-import minseg
 import minseg.functional as F
-from minseg.data.instance_loader import InstanceDataLoader, RandomHorizontalFlipInstances
+from minseg.checkpoint import CheckpointError
 from minseg.data.shapes import ShapesDataset
-from minseg.detection import LABEL_DIVISOR, AnchorGenerator, panoptic_from_target
-from minseg.models.weights import load_weights, save_weights
+from minseg.detection import AnchorGenerator, panoptic_from_target
+from minseg.instance_predict import InstancePredictor
+from minseg.viz_instances import (
+    VOID_COLOR,
+    category_legend,
+    instances_rgb,
+    label_segments,
+    panoptic_rgb,
+    segment_colors,
+    show_instance_results,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "shapes_panoptic.py"
@@ -45,7 +51,6 @@ SHOWN = dict(size=(SIZE, SIZE), num_instances=(4, 6), seed=0)
 SHOWN_INDEX = 12
 CATEGORY_COLOURS = np.array([(150, 200, 245), (150, 120, 70), (230, 60, 60), (60, 160, 60), (70, 90, 220)],
                             np.uint8)  # sky, ground, circle, square, triangle: the semantic map's colours
-VOID_COLOUR = (0, 0, 0)
 
 
 def save(figure, path):
@@ -67,65 +72,12 @@ def shown_image():
 
 
 # ---------------------------------------------------------------------------------------------
-# Colouring maps
+# Colouring maps (instances, thing segments and the legend: minseg.viz_instances)
 # ---------------------------------------------------------------------------------------------
-def segment_colours(count, seed=0):
-    """``count`` distinct bright colours (N, 3) in [0, 1], one per instance or thing segment: hues a golden
-    angle apart from a seeded start."""
-    hues = (np.arange(count) * 0.618034 + np.random.default_rng(seed).uniform()) % 1.0
-    return np.array([colorsys.hsv_to_rgb(h, 0.75, 0.95) for h in hues]).reshape(-1, 3)
-
-
 def semantic_rgb(semantic):
     """A category map (H, W) as RGB in [0, 1]: CATEGORY_COLOURS, void black."""
-    table = np.concatenate([CATEGORY_COLOURS, [VOID_COLOUR]]).astype(np.float64) / 255
+    table = np.concatenate([CATEGORY_COLOURS, [VOID_COLOR]]).astype(np.float64) / 255
     return table[np.where(semantic < 0, len(CATEGORY_COLOURS), semantic)]
-
-
-def instances_rgb(masks, background=0.85):
-    """Each of the (N, H, W) masks in its own colour on grey; later masks drawn over earlier ones."""
-    masks = np.asarray(masks, bool)
-    rgb = np.full(masks.shape[1:] + (3,), background)
-    for colour, mask in zip(segment_colours(len(masks)), masks):
-        rgb[mask] = colour
-    return rgb
-
-
-def panoptic_rgb(panoptic, num_stuff):
-    """A panoptic map (category · LABEL_DIVISOR + instance): stuff in its category's colour, every thing segment in
-    its own colour, void black. Returns the image and [(segment id, category, (row, column) of its centre)]."""
-    rgb = np.zeros(panoptic.shape + (3,))
-    ids = [int(i) for i in np.unique(panoptic) if i >= 0]
-    things = [i for i in ids if i // LABEL_DIVISOR >= num_stuff]
-    colours = dict(zip(things, segment_colours(len(things))))
-    segments = []
-    for segment in ids:
-        region = panoptic == segment
-        category = segment // LABEL_DIVISOR
-        rgb[region] = colours[segment] if segment in colours else CATEGORY_COLOURS[category] / 255
-        rows, cols = np.nonzero(region)
-        segments.append((segment, category, (rows.mean(), cols.mean())))
-    return rgb, segments
-
-
-def category_legend(figure, categories, y=-0.02, void=False):
-    """A legend under ``figure``: the colour of each of ``categories`` (the first len(categories) categories), and
-    of void if ``void``."""
-    handles = [Patch(facecolor=colour / 255, edgecolor="black", linewidth=0.5, label=name)
-               for name, colour in zip(categories, CATEGORY_COLOURS)]
-    if void:
-        handles.append(Patch(facecolor=np.asarray(VOID_COLOUR) / 255, edgecolor="black", linewidth=0.5,
-                             label="void"))
-    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
-                  bbox_to_anchor=(0.5, y))
-
-
-def label_segments(ax, segments, categories, num_stuff):
-    """Write "category id" on each thing segment and the category on each stuff segment, at its centre."""
-    for segment, category, (row, col) in segments:
-        text = categories[category] + (f" {segment % LABEL_DIVISOR}" if category >= num_stuff else "")
-        ax.text(col, row, text, ha="center", va="center", fontsize=7,
-                bbox=dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.7, linewidth=0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +88,7 @@ def panoptic_tasks_png(path):
     image, target = shown_image()
     dataset = ShapesDataset
     panoptic = panoptic_from_target(target, dataset.num_stuff)
-    rgb, segments = panoptic_rgb(panoptic, dataset.num_stuff)
+    rgb, segments = panoptic_rgb(panoptic, dataset.num_stuff, CATEGORY_COLOURS)
     figure = Figure(figsize=(12, 3.6))
     axes = figure.subplots(1, 4)
     figure.subplots_adjust(wspace=0.06)
@@ -155,7 +107,7 @@ def panoptic_tasks_png(path):
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    category_legend(figure, dataset.categories)
+    category_legend(figure, dataset.categories, CATEGORY_COLOURS)
     save(figure, path)
     print(f"panoptic_tasks: {len(names)} instances ({counts}), {len(segments)} panoptic segments")
 
@@ -182,7 +134,7 @@ def anchors_png(path, level=2, position=(64, 64)):
     image, _ = shown_image()
     generator, grids, per_level = recipe_anchors()
     per_location = generator.num_anchors_per_location()
-    colours = segment_colours(len(STRIDES), seed=3)
+    colours = segment_colors(len(STRIDES), seed=3)
     figure = Figure(figsize=(10, 5))
     left, right = figure.subplots(1, 2)
     for ax in (left, right):
@@ -342,7 +294,7 @@ def roi_align_png(path, box=(1.3, 0.8, 5.6, 4.6), output_size=2, sampling_ratio=
             cx0, cx1 = math.floor(j * bin_w) + x1, math.ceil((j + 1) * bin_w) + x1
             cy0, cy1 = math.floor(i * bin_h) + y1, math.ceil((i + 1) * bin_h) + y1
             middle.add_patch(Rectangle((cx0 + 0.06, cy0 + 0.06), cx1 - cx0 - 0.12, cy1 - cy0 - 0.12,
-                                       facecolor=segment_colours(4, seed=1)[i * output_size + j], alpha=0.35,
+                                       facecolor=segment_colors(4, seed=1)[i * output_size + j], alpha=0.35,
                                        edgecolor="none"))
     middle.set_title(f"RoIPool: box rounded to pixels {x1}…{x2}, {y1}…{y2};\n"
                      "shaded: each bin's pixels (rounded out), max taken", fontsize=9)
@@ -380,63 +332,17 @@ def load_example():
     return module
 
 
-def predictions_png(model, dataset, path, mean, std, shown=3, score_threshold=0.5):
-    """For ``shown`` images of ``dataset``: the image with the detections scoring at least ``score_threshold``,
-    their masks coloured apart, the model's panoptic map and the ground truth's. ``model``: an instance model in
-    the instance conventions (``eval()`` outputs with "boxes", "labels", "scores", "masks", "panoptic")."""
+def predictions_png(predictor, dataset, path, shown=3):
+    """``show_instance_results`` of ``predictor`` on the first ``shown`` images of ``dataset`` beside their ground
+    truth. ``predictor``: an ``InstancePredictor`` (or anything called on one uint8 image that returns its result
+    dict in the instance conventions and has ``things``, ``stuff``, ``score_threshold`` and ``mask_threshold``)."""
     images = np.stack([dataset[i][0] for i in range(shown)])
     targets = [dataset[i][1] for i in range(shown)]
-    batch = ((images.astype(np.float32) / 255 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
-    model.eval()
-    with minseg.no_grad():
-        outputs = model(minseg.Tensor(batch.transpose(0, 3, 1, 2).copy()))
-    figure = Figure(figsize=(12, 3.2 * shown))
-    axes = figure.subplots(shown, 4, squeeze=False)
-    figure.subplots_adjust(wspace=0.05, hspace=0.15)
-    for row, (image, target, output) in enumerate(zip(images, targets, outputs)):
-        axes[row, 0].imshow(image)
-        confident = np.asarray(output["scores"]) >= score_threshold
-        for (x1, y1, x2, y2), label, score in zip(*(np.asarray(output[key])[confident]
-                                                    for key in ("boxes", "labels", "scores"))):
-            axes[row, 0].add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white",
-                                             linewidth=1))
-            axes[row, 0].text(x1, y1 - 1, f"{dataset.things[int(label) - 1]} {float(score):.2f}", fontsize=6,
-                              color="black", bbox=dict(facecolor="white", alpha=0.7, linewidth=0, pad=0.4))
-        axes[row, 1].imshow(instances_rgb(np.asarray(output["masks"])[confident] >= 0.5))
-        for ax, panoptic in ((axes[row, 2], output["panoptic"]),
-                             (axes[row, 3], panoptic_from_target(target, dataset.num_stuff))):
-            rgb, segments = panoptic_rgb(np.asarray(panoptic), dataset.num_stuff)
-            ax.imshow(rgb)
-            label_segments(ax, segments, dataset.categories, dataset.num_stuff)
-    titles = [f"detections scoring ≥ {score_threshold}: class, score", "their masks, one colour each",
-              "predicted panoptic map", "ground truth panoptic map"]
-    for ax, title in zip(axes[0], titles):
-        ax.set_title(title, fontsize=9)
-    for ax in axes.flat:
-        ax.axis("off")
-    category_legend(figure, dataset.stuff, y=0.06, void=True)  # thing segments have a colour each, not their category's
+    results = [predictor(image) for image in images]
+    figure = show_instance_results(images, results, targets, things=predictor.things, stuff=predictor.stuff,
+                                   score_threshold=predictor.score_threshold, mask_threshold=predictor.mask_threshold,
+                                   max_rows=shown, colors=CATEGORY_COLOURS)
     save(figure, path)
-
-
-def trained_model(weights, epochs, seed=0, train_images=None):
-    """The example's Panoptic FPN: trained for ``epochs`` with its recipe (weights then saved to ``weights``) when
-    ``epochs`` is given, else loaded from ``weights``. ``train_images``: None for the example's number. Returns
-    (model, the example module)."""
-    example = load_example()
-    model = example.build("panoptic_fpn", {}, ShapesDataset.num_things, ShapesDataset.num_stuff, SIZE, seed)
-    if epochs:
-        defaults = example.parse_args([])
-        train_set = ShapesDataset(train_images or defaults.train_images, size=SIZE, seed=seed)
-        loader = InstanceDataLoader(train_set, batch_size=defaults.batch_size, shuffle=True, mean=example.MEAN,
-                                    std=example.STD, augment=RandomHorizontalFlipInstances(), seed=seed)
-        seconds, steps, _, losses = example.train(model, loader, epochs, defaults.lr, None)
-        print(f"trained Panoptic FPN for {epochs} epochs ({steps} steps, seed {seed}) in {seconds:.0f} s")
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        save_weights(model, weights)
-        print(f"wrote {weights}")
-    else:
-        load_weights(model, weights)
-    return model, example
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,29 +360,30 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python docs/instances_figures.py", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img", help="folder the PNGs go to")
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="a .safetensors of examples/shapes_panoptic.py's Panoptic FPN: predictions.png draws "
-                             "its predictions (with --train-epochs: where the trained weights are written)")
-    parser.add_argument("--train-epochs", type=int, default=None,
-                        help="train the example's Panoptic FPN this many epochs first (its recipe, seed --seed)")
-    parser.add_argument("--seed", type=int, default=0, help="the training seed")
-    parser.add_argument("--train-images", type=int, default=None,
-                        help="training images for --train-epochs; None: the example's (a small number rehearses it)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a checkpoint of examples/shapes_panoptic.py's model (written by its --save): "
+                             "predictions.png draws its predictions on the first held-out images")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the --seed the checkpoint was trained with: the held-out images are the example's")
     args = parser.parse_args(argv)
-    if args.train_epochs is not None and (args.train_epochs < 1 or args.weights is None):
-        parser.error("--train-epochs must be at least 1 and needs --weights, the file the weights are written to")
-    if args.weights is not None and args.train_epochs is None and not args.weights.is_file():
-        print(f"error: --weights {args.weights}: no such file; train it with --train-epochs N --weights "
-              f"{args.weights}", file=sys.stderr)
-        return 2
+    predictor = None
+    if args.checkpoint is not None:
+        if not args.checkpoint.is_file():
+            print(f"error: --checkpoint {args.checkpoint}: no such file; write it with python "
+                  f"examples/shapes_panoptic.py --save {args.checkpoint}", file=sys.stderr)
+            return 2
+        try:
+            predictor = InstancePredictor.from_checkpoint(args.checkpoint)
+        except CheckpointError as error:
+            print(f"error: --checkpoint {args.checkpoint}: {error}", file=sys.stderr)
+            return 2
     args.out.mkdir(parents=True, exist_ok=True)
     make_figures(args.out)
-    if args.weights is None:
-        print("note: no --weights: skipping predictions.png (the module docstring gives the command)")
+    if predictor is None:
+        print("note: no --checkpoint: skipping predictions.png (the module docstring gives the commands)")
     else:
-        model, example = trained_model(args.weights, args.train_epochs, args.seed, args.train_images)
-        held_out = ShapesDataset(3, size=SIZE, seed=args.seed + example.VALID_SEED_OFFSET)
-        predictions_png(model, held_out, args.out / "predictions.png", example.MEAN, example.STD)
+        held_out = ShapesDataset(3, size=SIZE, seed=args.seed + load_example().VALID_SEED_OFFSET)
+        predictions_png(predictor, held_out, args.out / "predictions.png")
     print(f"the figures are in {args.out}")
     return 0
 

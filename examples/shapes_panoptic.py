@@ -5,6 +5,8 @@
     python examples/shapes_panoptic.py --model panet --no-fused-mask --seed 1
     python examples/shapes_panoptic.py --ablation               # the four rows of the ablation, one after another
     python examples/shapes_panoptic.py --epochs 1 --train-images 8 --valid-images 4   # a quick rehearsal
+    python examples/shapes_panoptic.py --save runs/panoptic_fpn.ckpt --figure runs/panoptic_fpn.png
+                                              # keep the model (for minseg predict) and draw its results
 
 The data: ``ShapesDataset`` (circles, squares, triangles on sky and ground), 128x128 images, training images drawn
 with ``--seed`` and held-out ones with another seed, so the two never share an image. The recipe: a small ResNet
@@ -17,6 +19,8 @@ Evaluation: every held-out image through ``model.eval()``; COCO mask AP (AP, AP5
 classes (``MeanAveragePrecision``) and PQ over all five categories, things and stuff apart (``PanopticQuality``).
 ``--ablation`` trains Panoptic FPN and then PANet with its additions switched on one at a time (path augmentation;
 + adaptive feature pooling; + the fused mask branch), same recipe, epochs and seed, and prints one row each.
+``--figure PNG`` draws the trained model's results on the first held-out images (``show_instance_results``: the
+detections with class and score, their masks coloured apart, the predicted and the true panoptic maps).
 """
 import argparse
 import sys
@@ -31,8 +35,10 @@ from minseg.instance_predict import save_instance_checkpoint
 from minseg.models import create
 from minseg.optim import AdamW
 from minseg.schedule import OneCycleLR
+from minseg.viz_instances import show_instance_results
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+FIGURE_IMAGES = 4  # held-out images --figure draws
 VALID_SEED_OFFSET = 1000  # held-out images are drawn with seed + this, so they never repeat a training image
 PANET_FLAGS = ("path_augmentation", "adaptive_pooling", "fused_mask")
 ABLATION = [("panoptic_fpn", {}),
@@ -110,6 +116,16 @@ def evaluate(model, dataset, num_stuff):
     return {**average_precision.compute(), **quality.compute()}
 
 
+def draw_results(model, dataset, path):
+    """``show_instance_results`` of ``model`` on the first FIGURE_IMAGES images of ``dataset``, written to ``path``."""
+    images, targets = next(iter(InstanceDataLoader(dataset, batch_size=FIGURE_IMAGES, mean=MEAN, std=STD)))
+    model.eval()
+    with minseg.no_grad():
+        outputs = model(images)
+    show_instance_results(images, outputs, targets, things=dataset.things, stuff=dataset.stuff, path=path,
+                          mean=MEAN, std=STD, max_rows=FIGURE_IMAGES)
+
+
 def run(name, flags, args):
     train_set = ShapesDataset(args.train_images, size=args.size, seed=args.seed)
     valid_set = ShapesDataset(args.valid_images, size=args.size, seed=args.seed + VALID_SEED_OFFSET)
@@ -125,8 +141,12 @@ def run(name, flags, args):
         spec = {"name": name, "options": model_options(name, flags, args.size)}
         save_instance_checkpoint(args.save, model, spec, train_set.things, train_set.stuff, MEAN, STD)
         print(f"wrote {args.save} (minseg predict {args.save} IMAGES --out FOLDER)", flush=True)
-    return {"model": describe(name, flags), "seconds": seconds, "steps": steps,
-            **evaluate(model, valid_set, train_set.num_stuff)}
+    metrics = evaluate(model, valid_set, train_set.num_stuff)
+    if args.figure is not None:
+        draw_results(model, valid_set, args.figure)
+        print(f"wrote {args.figure} (the results on the first {min(FIGURE_IMAGES, len(valid_set))} held-out "
+              "images)", flush=True)
+    return {"model": describe(name, flags), "seconds": seconds, "steps": steps, **metrics}
 
 
 def print_table(rows, args):
@@ -158,11 +178,18 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", type=Path, default=None, metavar="CHECKPOINT",
                         help="write the trained model here (for minseg predict); not with --ablation")
+    parser.add_argument("--figure", type=Path, default=None, metavar="PNG",
+                        help="draw the trained model's results on the first held-out images here; not with "
+                             "--ablation")
     args = parser.parse_args(argv)
-    if args.save is not None and args.ablation:
-        parser.error("--save keeps one model; --ablation trains four: leave one of them out")
-    if args.save is not None and args.save.exists():
-        parser.error(f"--save {args.save}: the file exists; choose a new name (nothing is overwritten)")
+    for flag, keeps in (("save", "keeps one model"), ("figure", "draws one model")):
+        path = getattr(args, flag)
+        if path is not None and args.ablation:
+            parser.error(f"--{flag} {keeps}; --ablation trains four: leave one of them out")
+        if path is not None and path.exists():
+            parser.error(f"--{flag} {path}: the file exists; choose a new name (nothing is overwritten)")
+    if args.save is not None and args.save == args.figure:
+        parser.error(f"--save and --figure must be two files, got {args.save} for both")
     if args.size % 32 or args.size < 64:
         parser.error(f"--size must be a multiple of 32 and at least 64, got {args.size}")
     for name in ("epochs", "train_images", "valid_images", "batch_size"):

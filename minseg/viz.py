@@ -9,7 +9,7 @@ returned figure). Class colours are ``minseg.colors``': the dataset's own when i
 Images may come in either of the two forms minseg handles: uint8 (N, H, W, 3) arrays as a
 ``SegmentationDataset`` stores them, or normalized float (N, 3, H, W) batches (Tensors or
 arrays) as a ``DataLoader`` yields them; pass that loader's ``mean`` and ``std`` to undo the
-normalization for display.
+normalization for display. The pictures of instance and panoptic results are ``viz_instances``'.
 """
 import os
 
@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from .atomic import atomic_write
 from .colors import KELLY_COLORS, as_numpy, class_colors, colorize, overlay, palette
 from .data.layouts import CAMVID_COLORS
 
@@ -57,10 +58,14 @@ def _legend(ax, class_ids, names, colours):
 
 
 def _save(figure, path):
+    """``figure`` written to ``path`` (its folder made if missing) unless ``path`` is None; returns ``figure``.
+    The file is written whole or not at all (``atomic.atomic_write``), in the format its suffix names."""
     if path is not None:
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        figure.savefig(path, dpi=100, bbox_inches="tight")
+        with atomic_write(path) as file:
+            figure.savefig(file, format=os.path.splitext(path)[1][1:].lower() or "png", dpi=100,
+                           bbox_inches="tight")
     return figure
 
 

@@ -1,9 +1,9 @@
 """docs/instances_figures.py draws the course page's figures from the library: each one here, into tmp_path.
 
-The figures that need no trained model are drawn as the page shows them; the predictions figure is drawn from an
-untrained model of the example's recipe (it only proves the drawing; the page's picture needs the trained
-weights, which the script's --train-epochs writes). RoIPool, which the page compares RoIAlign with, is checked
-on hand-worked values.
+The figures that need no trained model are drawn as the page shows them; the predictions figure is drawn from a
+checkpoint of an untrained model of the example's recipe (it only proves the drawing and the loading; the page's
+picture needs the trained model, which the example's --save writes). RoIPool, which the page compares RoIAlign
+with, is checked on hand-worked values.
 """
 import importlib.util
 from pathlib import Path
@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from minseg.detection import merge_panoptic
+from minseg.instance_predict import InstancePredictor, save_instance_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "docs" / "instances_figures.py"
@@ -44,56 +45,55 @@ def test_the_untrained_figures_draw(tmp_path, capsys):
     assert "30 boxes around 6 objects, 6 kept" in printed  # nms keeps one box per object, as the page says
 
 
-def test_predictions_figure_draws_an_instance_model(tmp_path):
+def _checkpoint(path, size=64, seed=0):
+    """An untrained model of the example's recipe for ``size`` x ``size`` images, saved as its --save saves it."""
     figures = _figures()
     example = figures.load_example()
-    size = 64
-    model = example.build("panoptic_fpn", {}, 3, 2, size, seed=0)
-    held_out = figures.ShapesDataset(2, size=size, seed=1000)
-    figures.predictions_png(model, held_out, tmp_path / "predictions.png", example.MEAN, example.STD, shown=2)
+    model = example.build("panoptic_fpn", {}, 3, 2, size, seed)
+    spec = {"name": "panoptic_fpn", "options": example.model_options("panoptic_fpn", {}, size)}
+    dataset = figures.ShapesDataset
+    save_instance_checkpoint(path, model, spec, dataset.things, dataset.stuff, example.MEAN, example.STD)
+    return model
+
+
+def test_predictions_figure_draws_an_instance_checkpoint(tmp_path):
+    figures = _figures()
+    _checkpoint(tmp_path / "model.ckpt")
+    predictor = InstancePredictor.from_checkpoint(tmp_path / "model.ckpt")
+    held_out = figures.ShapesDataset(2, size=64, seed=1000)
+    figures.predictions_png(predictor, held_out, tmp_path / "predictions.png", shown=2)
     _assert_png(tmp_path / "predictions.png", figures.MAX_BYTES)
 
 
-class _Detector:
-    """A stand-in instance model: every image gets its target's first object at score 0.9 and a stray at 0.3."""
+class _Predictor:
+    """A stand-in InstancePredictor: each image gets its target's first object at score 0.9 and a stray at 0.3."""
+
+    things, stuff = ["circle", "square", "triangle"], ["sky", "ground"]
+    score_threshold, mask_threshold = 0.5, 0.5
 
     def __init__(self, dataset):
-        self.dataset = dataset
+        self.targets = [dataset[index][1] for index in range(len(dataset))]
+        self.calls = 0
 
-    def eval(self):
-        return self
-
-    def __call__(self, images):
-        outputs = []
-        for index in range(images.shape[0]):
-            _, target = self.dataset[index]
-            stray = np.zeros_like(target["masks"][:1])
-            stray[0, :8, :8] = 1
-            masks = np.concatenate([target["masks"][:1], stray]).astype(np.float32)
-            output = {"boxes": np.concatenate([target["boxes"][:1], [[0, 0, 8, 8]]]).astype(np.float32),
-                      "labels": np.concatenate([target["labels"][:1], [1]]), "scores": np.array([0.9, 0.3]),
-                      "masks": masks}
-            output["panoptic"] = merge_panoptic(output, target["semantic"].clip(0, 2), 2, stuff_area=10)
-            outputs.append(output)
-        return outputs
+    def __call__(self, image):
+        target = self.targets[self.calls]
+        self.calls += 1
+        stray = np.zeros_like(target["masks"][:1])
+        stray[0, :8, :8] = 1
+        output = {"boxes": np.concatenate([target["boxes"][:1], [[0, 0, 8, 8]]]).astype(np.float32),
+                  "labels": np.concatenate([target["labels"][:1], [1]]), "scores": np.array([0.9, 0.3]),
+                  "masks": np.concatenate([target["masks"][:1], stray]).astype(np.float32)}
+        output["panoptic"] = merge_panoptic(output, target["semantic"].clip(0, 2), 2, stuff_area=10)
+        return output
 
 
 def test_predictions_figure_draws_the_confident_detections(tmp_path):
     figures = _figures()
     held_out = figures.ShapesDataset(2, size=64, seed=1000)
-    figures.predictions_png(_Detector(held_out), held_out, tmp_path / "predictions.png", (0.5,) * 3, (0.25,) * 3,
-                            shown=2)
+    predictor = _Predictor(held_out)
+    figures.predictions_png(predictor, held_out, tmp_path / "predictions.png", shown=2)
+    assert predictor.calls == 2  # one call per image shown
     _assert_png(tmp_path / "predictions.png", figures.MAX_BYTES)
-
-
-def test_weights_load_into_the_examples_model(tmp_path):
-    figures = _figures()
-    example = figures.load_example()
-    saved = example.build("panoptic_fpn", {}, 3, 2, figures.SIZE, seed=5)
-    figures.save_weights(saved, tmp_path / "w.safetensors")
-    loaded, _ = figures.trained_model(tmp_path / "w.safetensors", epochs=None, seed=0)
-    a, b = saved.state_dict(), loaded.state_dict()
-    assert a.keys() == b.keys() and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
 
 
 def test_roi_pool_rounds_the_box_and_its_bins():
@@ -114,22 +114,25 @@ def test_roi_align_follows_the_box_and_roi_pool_jumps():
 
 def test_command_line_errors(tmp_path, capsys):
     main = _figures().main
-    assert main(["--out", str(tmp_path), "--weights", str(tmp_path / "absent.safetensors")]) == 2
-    assert "error: --weights" in capsys.readouterr().err and not list(tmp_path.iterdir())
-    with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path), "--train-epochs", "1"])  # where would the trained weights go?
-    assert "needs --weights" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "img"), "--checkpoint", str(tmp_path / "absent.ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert "error: --checkpoint" in err and "examples/shapes_panoptic.py --save" in err
+    (tmp_path / "damaged.ckpt").write_bytes(b"not a checkpoint")
+    assert main(["--out", str(tmp_path / "img"), "--checkpoint", str(tmp_path / "damaged.ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --checkpoint") and "not a minseg checkpoint" in err and err.count("\n") == 1
+    assert not (tmp_path / "img").exists()  # a mistake is found before any figure is drawn
 
 
-@pytest.mark.slow
-def test_train_then_draw_rehearsal(tmp_path):
-    """--train-epochs at a tiny setting: trains, writes the weights, draws every figure."""
+def test_checkpoint_draws_every_figure(tmp_path, capsys):
+    """--checkpoint: the example's saved model is loaded and its predictions drawn beside the other figures."""
     figures = _figures()
-    weights = tmp_path / "runs" / "w.safetensors"
-    assert figures.main(["--out", str(tmp_path / "img"), "--train-epochs", "1", "--train-images", "2",
-                         "--weights", str(weights)]) == 0
-    assert weights.is_file()
+    _checkpoint(tmp_path / "runs" / "panoptic_fpn.ckpt", size=figures.SIZE)
+    assert figures.main(["--out", str(tmp_path / "img"), "--checkpoint",
+                         str(tmp_path / "runs" / "panoptic_fpn.ckpt")]) == 0
     assert sorted(path.name for path in (tmp_path / "img").iterdir()) == sorted(figures.FIGURES)
+    _assert_png(tmp_path / "img" / "predictions.png", figures.MAX_BYTES)
+    assert "wrote " + str(tmp_path / "img" / "predictions.png") in capsys.readouterr().out
 
 
 def test_help_names_the_command(capsys):
