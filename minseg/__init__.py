@@ -3,7 +3,8 @@
 Read it in this order: ``autograd`` (Tensor, Function, backward), ``ops`` (the basic
 differentiable operations), ``gradcheck``, ``functional`` (convolution, pooling,
 normalization, losses), ``nn`` (layers as Modules), ``models``, ``metrics``,
-``optim``, ``data``, ``train``, ``predict``, ``colors``, ``viz``; ``cuda`` is the only module
+``optim``, ``data``, ``train``, ``predict``, ``colors``, ``viz``; then ``detection`` (the two-stage detector
+under the instance models, and their metrics), ``instance_predict`` and ``viz_instances``; ``cuda`` is the only module
 that knows the CUDA kernels in ``kernels/``. ``train``, ``predict`` and ``viz`` (which needs
 matplotlib) are imported on demand: ``from minseg import train, viz``. ``app`` is the ``minseg``
 command line built on all of them; nothing above imports it. Every name here is imported on first use
@@ -23,7 +24,7 @@ _DEFINED_IN = {"Tensor": "autograd", "Function": "autograd", "no_grad": "autogra
 
 __all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
            "cat", "stack", "manual_seed", "functional", "nn",
-           "metrics", "models", "optim", "data"]
+           "metrics", "models", "optim", "data", "detection"]
 
 
 def __getattr__(name):

@@ -1,7 +1,7 @@
 """COCO's mask encodings: run-length encoding (RLE), its compressed string form, and polygons.
 
 A COCO instance's ``segmentation`` is one of three things; this module turns each into a uint8 (H, W) mask of
-0/1 and back, following pycocotools' ``maskApi.c`` (the code every COCO tool uses) step for step:
+0/1 and back, by the same rules as pycocotools' ``maskApi.c`` (the code every COCO tool uses), written in NumPy:
 
 * **uncompressed RLE** ``{"counts": [c0, c1, ...], "size": [h, w]}``: the mask read in *column-major* order
   (down the first column, then the second, ...) as alternating runs of 0s and 1s, starting with 0s (so ``c0``
@@ -81,7 +81,7 @@ def rle_counts_to_string(counts):
         more = True
         while more:
             c = x & 0x1F
-            x >>= 5  # Python's >> on negative ints is arithmetic, as C's on the signed long it ports
+            x >>= 5  # Python's >> on negative ints is arithmetic, as C's on a signed long, which the format assumes
             more = x != -1 if c & 0x10 else x != 0
             chars.append(chr((c | 0x20 if more else c) + 48))
     return "".join(chars)
