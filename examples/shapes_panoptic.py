@@ -142,7 +142,7 @@ def run(name, flags, args):
     if args.save is not None:
         spec = {"name": name, "options": model_options(name, flags, args.size)}
         save_instance_checkpoint(args.save, model, spec, train_set.things, train_set.stuff, MEAN, STD)
-        print(f"wrote {args.save} (minseg predict {args.save} IMAGES --out FOLDER)", flush=True)
+        print(f"wrote {args.save} (minseg predict --checkpoint {args.save} IMAGES --out FOLDER)", flush=True)
     metrics = evaluate(model, valid_set, train_set.num_stuff)
     if args.figure is not None:
         draw_results(model, valid_set, args.figure)
