@@ -22,7 +22,7 @@ from .. import backend
 from ..autograd import Tensor
 from ..models.sizes import padded_size
 from .images import as_one_kind
-from .loader import _channel_vector, normalize
+from .loader import DataLoader, normalize
 from .masks import IGNORE_INDEX
 
 __all__ = ["InstanceDataLoader", "RandomHorizontalFlipInstances", "hflip_target", "pad_batch"]
@@ -62,7 +62,7 @@ class RandomHorizontalFlipInstances:
 # ---------------------------------------------------------------------------------------------
 # the loader
 # ---------------------------------------------------------------------------------------------
-class InstanceDataLoader:
+class InstanceDataLoader(DataLoader):
     """Batches ``(images (B, 3, H, W) float32 Tensor, [target, ...])`` from an instance dataset.
 
     ``mean``, ``std``: per-channel normalization, ``(pixels / 255 - mean) / std`` (0 and 1 when not given).
@@ -70,40 +70,22 @@ class InstanceDataLoader:
     module docstring (without it, images of different sizes are still padded, to the batch's largest size).
     ``device="cuda"`` moves the images there; the targets stay NumPy arrays.
     ``len(loader)`` is the number of batches per pass; the last one is smaller unless ``drop_last``.
+    The argument checks, the seeded passes and ``state_dict`` are the semantic ``DataLoader``'s (one process: no
+    ``num_replicas``); what differs is how a batch is assembled.
     """
+
+    augment_call = "augment(image, target, rng)"
 
     def __init__(self, dataset, batch_size=4, shuffle=False, augment=None, mean=None, std=None, drop_last=False,
                  seed=0, device="cpu", pad_to_multiple=None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"InstanceDataLoader: batch_size must be a positive integer, got {batch_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"InstanceDataLoader: seed must be an integer >= 0, got {seed!r}")
-        if augment is not None and not callable(augment):
-            raise TypeError(f"InstanceDataLoader: augment must be callable as augment(image, target, rng), "
-                            f"got {augment!r}")
-        if device not in backend.DEVICES:
-            raise ValueError(f"InstanceDataLoader: device must be one of {backend.DEVICES}, got {device!r}")
-        if pad_to_multiple is not None and (isinstance(pad_to_multiple, bool) or
-                                            not isinstance(pad_to_multiple, (int, np.integer)) or pad_to_multiple < 1):
+        if isinstance(pad_to_multiple, bool):
             raise ValueError(f"InstanceDataLoader: pad_to_multiple must be a positive integer or None, "
                              f"got {pad_to_multiple!r}")
-        self.dataset, self.batch_size, self.shuffle, self.augment = dataset, int(batch_size), shuffle, augment
-        self.mean, self.std = _channel_vector(mean, 0.0, "mean"), _channel_vector(std, 1.0, "std")
-        if not np.all(self.std > 0):
-            raise ValueError(f"InstanceDataLoader: every std must be > 0, got {self.std.tolist()}")
-        self.drop_last, self.seed, self.device, self.pad_to_multiple = drop_last, int(seed), device, pad_to_multiple
-        self.epoch = 0  # passes started so far; the next pass uses default_rng([seed, epoch])
+        super().__init__(dataset, batch_size, shuffle, augment, mean, std, drop_last, seed, device, pad_to_multiple)
 
     def __len__(self):
         n = len(self.dataset)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self):
-        # Not a generator function: the pass counts as started when iter() is called (state_dict is right).
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        order = rng.permutation(len(self.dataset)) if self.shuffle else np.arange(len(self.dataset))
-        return self._batches(order, rng)
 
     def _batches(self, order, rng):
         for start in range(0, len(self) * self.batch_size, self.batch_size):
@@ -116,25 +98,6 @@ class InstanceDataLoader:
             if padding is not None:
                 pixels *= backend.to_device(~padding[:, None], self.device)  # 0 is the mean colour after normalizing
             yield Tensor(pixels), targets
-
-    def set_epoch(self, epoch):
-        """Make the next pass use ``default_rng([seed, epoch])``."""
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ValueError(f"InstanceDataLoader.set_epoch: epoch must be an integer >= 0, got {epoch!r}")
-        self.epoch = int(epoch)
-
-    def state_dict(self):
-        """``{"epoch": passes started}``: all a checkpoint needs to replay the coming passes."""
-        return {"epoch": self.epoch}
-
-    def load_state_dict(self, state):
-        if "epoch" not in state:
-            raise KeyError(f"InstanceDataLoader.load_state_dict: state has no 'epoch' entry, got keys {sorted(state)}")
-        self.set_epoch(state["epoch"])
-
-    def __repr__(self):
-        return (f"InstanceDataLoader({len(self.dataset)} samples, batch_size={self.batch_size}, "
-                f"shuffle={self.shuffle}, augment={self.augment!r}, seed={self.seed}, device={self.device!r})")
 
 
 def pad_batch(images, targets, multiple=1):

@@ -58,29 +58,32 @@ class DataLoader:
     ``num_replicas`` and ``rank``: this rank's share of every batch, as the module docstring says.
     """
 
+    augment_call = "augment(image, label, rng)"  # how ``augment`` is called, for the error that says so
+
     def __init__(self, dataset, batch_size=8, shuffle=False, augment=None, mean=None, std=None,
                  drop_last=False, seed=0, device="cpu", pad_to_multiple=None, num_replicas=1, rank=0):
+        where = type(self).__name__  # the subclass InstanceDataLoader shares these checks
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
+            raise ValueError(f"{where}: batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"DataLoader: seed must be an integer >= 0, got {seed!r}")
+            raise ValueError(f"{where}: seed must be an integer >= 0, got {seed!r}")
         if augment is not None and not callable(augment):
-            raise TypeError(f"DataLoader: augment must be callable as augment(image, label, rng), got {augment!r}")
+            raise TypeError(f"{where}: augment must be callable as {self.augment_call}, got {augment!r}")
         if device not in backend.DEVICES:
-            raise ValueError(f"DataLoader: device must be one of {backend.DEVICES}, got {device!r}")
+            raise ValueError(f"{where}: device must be one of {backend.DEVICES}, got {device!r}")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.augment = augment
-        self.mean = _channel_vector(mean, 0.0, "mean")
-        self.std = _channel_vector(std, 1.0, "std")
+        self.mean = _channel_vector(mean, 0.0, "mean", where)
+        self.std = _channel_vector(std, 1.0, "std", where)
         if not np.all(self.std > 0):
-            raise ValueError(f"DataLoader: every std must be > 0, got {self.std.tolist()}")
+            raise ValueError(f"{where}: every std must be > 0, got {self.std.tolist()}")
         self.drop_last = drop_last
         self.seed = int(seed)
         self.device = device
         if pad_to_multiple is not None and (not isinstance(pad_to_multiple, (int, np.integer)) or pad_to_multiple < 1):
-            raise ValueError(f"DataLoader: pad_to_multiple must be a positive integer or None, got {pad_to_multiple!r}")
+            raise ValueError(f"{where}: pad_to_multiple must be a positive integer or None, got {pad_to_multiple!r}")
         self.pad_to_multiple = pad_to_multiple
         if isinstance(num_replicas, bool) or not isinstance(num_replicas, (int, np.integer)) or num_replicas < 1:
             raise ValueError(f"DataLoader: num_replicas must be a positive integer, got {num_replicas!r}")
@@ -174,7 +177,7 @@ class DataLoader:
     def set_epoch(self, epoch):
         """Make the next pass use ``default_rng([seed, epoch])``."""
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ValueError(f"DataLoader.set_epoch: epoch must be an integer >= 0, got {epoch!r}")
+            raise ValueError(f"{type(self).__name__}.set_epoch: epoch must be an integer >= 0, got {epoch!r}")
         self.epoch = int(epoch)
 
     def state_dict(self):
@@ -183,12 +186,14 @@ class DataLoader:
 
     def load_state_dict(self, state):
         if "epoch" not in state:
-            raise KeyError(f"DataLoader.load_state_dict: state has no 'epoch' entry, got keys {sorted(state)}")
+            raise KeyError(f"{type(self).__name__}.load_state_dict: state has no 'epoch' entry, got keys "
+                           f"{sorted(state)}")
         self.set_epoch(state["epoch"])
 
     def __repr__(self):
         shard = f", rank {self.rank} of num_replicas={self.num_replicas}" if self.num_replicas > 1 else ""
-        return (f"DataLoader({len(self.dataset)} samples, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+        return (f"{type(self).__name__}({len(self.dataset)} samples, batch_size={self.batch_size}, "
+                f"shuffle={self.shuffle}, "
                 f"augment={self.augment!r}, seed={self.seed}, device={self.device!r}{shard})")
 
 
@@ -232,7 +237,7 @@ def normalize(images, mean, std):
     return pixels
 
 
-def _channel_vector(values, default, name):
+def _channel_vector(values, default, name, where="DataLoader"):
     """``values`` as float32 of shape (3,), or ``default`` repeated when None."""
     if values is None:
         return np.full(3, default, dtype=np.float32)
@@ -240,5 +245,5 @@ def _channel_vector(values, default, name):
         values = values.data
     vector = np.asarray(backend.to_device(values, "cpu"), dtype=np.float32)  # also accepts lists
     if vector.shape != (3,):
-        raise ValueError(f"DataLoader: {name} must have 3 values (one per RGB channel), got shape {vector.shape}")
+        raise ValueError(f"{where}: {name} must have 3 values (one per RGB channel), got shape {vector.shape}")
     return vector
