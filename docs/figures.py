@@ -56,13 +56,13 @@ FULL = dict(epochs=50, naive_widths=(32, 64, 128, 256), unet_base=16, train_imag
 FAST = dict(epochs=1, naive_widths=(4, 8, 16, 32), unet_base=4, train_images=8, lr=3e-3)
 
 
-def save(figure, path):
-    """Write ``figure`` as a PNG atomically, at the highest of a few resolutions that stays under MAX_BYTES."""
+def save(figure, path, max_bytes=MAX_BYTES):
+    """Write ``figure`` as a PNG atomically, at the highest of a few resolutions that stays under ``max_bytes``."""
     handle, temporary = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
     os.close(handle)
     for dpi in (80, 70, 60, 50):
         figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
-        if os.path.getsize(temporary) <= MAX_BYTES:
+        if os.path.getsize(temporary) <= max_bytes:
             break
     os.chmod(temporary, 0o644)  # mkstemp makes it private; an image is for everyone to read
     os.replace(temporary, path)

@@ -14,11 +14,10 @@ writes. The trained model is the example's own, read from the checkpoint its ``-
 measures, drawn by ``show_instance_results``. The script prints every number the page quotes.
 """
 import argparse
+import functools
 import importlib.util
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -54,16 +53,8 @@ CATEGORY_COLOURS = np.array([(150, 200, 245), (150, 120, 70), (230, 60, 60), (60
 
 
 def save(figure, path):
-    """Write ``figure`` as a PNG atomically, at the highest of a few resolutions that stays under MAX_BYTES."""
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(handle)
-    for dpi in (80, 70, 60, 50):
-        figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
-        if os.path.getsize(temporary) <= MAX_BYTES:
-            break
-    os.chmod(temporary, 0o644)  # mkstemp makes it private; an image is for everyone to read
-    os.replace(temporary, path)
-    print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB)")
+    """Write ``figure`` as a PNG atomically, under this page's MAX_BYTES (``docs/figures.py``'s ``save``)."""
+    load_script(ROOT / "docs" / "figures.py").save(figure, path, max_bytes=MAX_BYTES)
 
 
 def shown_image():
@@ -324,12 +315,18 @@ def ramp_responses(width=4.0, grid=12):
 # ---------------------------------------------------------------------------------------------
 # A trained model's predictions
 # ---------------------------------------------------------------------------------------------
-def load_example():
-    """examples/shapes_panoptic.py as a module (its recipe, training loop and normalization)."""
-    spec = importlib.util.spec_from_file_location("shapes_panoptic", EXAMPLE)
+@functools.cache
+def load_script(path):
+    """The Python file ``path`` (a script beside the package: the example, figures.py) as a module, loaded once."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_example():
+    """examples/shapes_panoptic.py as a module (its recipe, training loop and normalization)."""
+    return load_script(EXAMPLE)
 
 
 def predictions_png(predictor, dataset, path, shown=3):
