@@ -32,6 +32,7 @@ from .detection.panoptic import merge_panoptic
 from .functional.boxes import box_area, clip_boxes_to_image
 from .models import INSTANCE_MODELS, create
 from .models.sizes import pad_to_multiple
+from .predict import check_image
 from .random import get_state, set_state
 
 __all__ = ["INSTANCE_TASKS", "save_instance_checkpoint", "declared_task", "check_instance_run",
@@ -168,22 +169,6 @@ def _check_threshold(name, value, where):
     return float(value)
 
 
-def _as_rgb(image, where):
-    """(H, W, 3) uint8, or float32 in [0, 1]; a greyscale (H, W) image repeated over three channels."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    if image.ndim != 3 or image.shape[-1] != 3 or not (image.dtype == np.uint8 or image.dtype.kind == "f"):
-        raise ValueError(f"{where}: image must be uint8 or float, (H, W, 3) or (H, W), got {image.dtype} "
-                         f"{image.shape}")
-    if image.dtype != np.uint8:
-        image = image.astype(np.float32)
-        if not np.all((image >= 0) & (image <= 1)):  # False for NaN too
-            raise ValueError(f"{where}: a float image must hold values in [0, 1] (what read_image gives); "
-                             "scale it first")
-    return image
-
-
 class InstancePredictor:
     """An instance model + the normalization of its run; ``predictor(image)`` → one result dict (module docstring).
 
@@ -236,7 +221,9 @@ class InstancePredictor:
         return self.stuff + self.things
 
     def __call__(self, image):
-        image = _as_rgb(image, "InstancePredictor")
+        image = check_image(image, "InstancePredictor")
+        if image.dtype != np.uint8:
+            image = image.astype(np.float32)
         height, width = image.shape[:2]
         pixels = pad_to_multiple(normalize(image[None], self.mean, self.std), self.multiple)
         with no_grad():

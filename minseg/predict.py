@@ -52,14 +52,25 @@ def build_model(spec, num_classes):
     return create(spec["name"], num_classes, **spec.get("options", {}))
 
 
-def _as_rgb(image):
+def _as_rgb(image, where="Predictor"):
     """An (H, W, 3) array: a greyscale (H, W) image repeated over three channels; the shape checked."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] != 3 or not (image.dtype == np.uint8 or image.dtype.kind == "f"):
-        raise ValueError(f"Predictor: image must be uint8 or float, (H, W, 3) or (H, W), got {image.dtype} "
+        raise ValueError(f"{where}: image must be uint8 or float, (H, W, 3) or (H, W), got {image.dtype} "
                          f"{image.shape}")
+    return image
+
+
+def check_image(image, where="Predictor"):
+    """(H, W, 3) uint8 or float in [0, 1] (a greyscale (H, W) image repeated), or a ValueError saying why not
+    (``where``: the caller it names)."""
+    image = _as_rgb(image, where)
+    if image.dtype != np.uint8 and not np.all((image >= 0) & (image <= 1)):  # False for NaN too
+        raise ValueError(f"{where}: a float image must hold values in [0, 1] (what read_image gives), "
+                         f"got values in {np.nanmin(image)}..{np.nanmax(image)}"
+                         f"{' and NaN' if np.isnan(image).any() else ''}; scale it first")
     return image
 
 
@@ -164,19 +175,10 @@ class Predictor:
                                   "predictions would be meaningless; use a checkpoint of a run that did not")
         return cls(model, run["mean"], run["std"], run["classes"], run.get("colors"), device=device, **options)
 
-    def _checked(self, image):
-        """(H, W, 3) uint8 or float in [0, 1] (a greyscale (H, W) image repeated), or a ValueError saying why not."""
-        image = _as_rgb(image)
-        if image.dtype != np.uint8 and not np.all((image >= 0) & (image <= 1)):  # False for NaN too
-            raise ValueError("Predictor: a float image must hold values in [0, 1] (what read_image gives), "
-                             f"got values in {np.nanmin(image)}..{np.nanmax(image)}"
-                             f"{' and NaN' if np.isnan(image).any() else ''}; scale it first")
-        return image
-
     def normalize(self, image):
         """(H, W, 3) or (H, W), uint8 (0..255) or float in [0, 1] (what ``read_image`` gives) → float32
         (1, 3, H, W), as the training loader normalized."""
-        return self._normalized(self._checked(image))
+        return self._normalized(check_image(image))
 
     def _normalized(self, image):
         return normalize((image if image.dtype == np.uint8 else image.astype(np.float32))[None], self.mean, self.std)
@@ -225,7 +227,7 @@ class Predictor:
         windows at a time (``tiled_stream``): memory for the image, its ids and one band of logits, whatever
         the image's height. The CRF needs every pixel's probabilities at once, so with ``crf`` (and for a
         whole-image pass) the image's logits are made whole first (``logits``)."""
-        image = self._checked(image)
+        image = check_image(image)
         plan = self.plan(*image.shape[:2])
         if plan is not None and self.crf is None:
             return tiled_class_ids(self.model, image[None], self.mean, self.std, plan[0], plan[1], self.blend,
