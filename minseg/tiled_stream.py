@@ -69,7 +69,7 @@ def _check_images(images, where):
 
 
 # ---------------------------------------------------------------------------------------------
-# Public: rows of logits as they become final, and the class ids
+# Walking the windows with one band
 # ---------------------------------------------------------------------------------------------
 def _band_rows(model, images, mean, std, grid, blend, batch_size, flips, average, device, progress):
     """``tiled_rows``'s generator, its arguments checked."""

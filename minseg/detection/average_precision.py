@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
+from ..functional.boxes import box_area, box_intersection
 
 __all__ = ["IOU_THRESHOLDS", "RECALL_THRESHOLDS", "AREA_RANGES", "mask_iou", "match_detections",
            "MeanAveragePrecision"]
@@ -74,12 +75,7 @@ def _mask_overlaps(masks1, masks2):
 
 def _box_overlaps(boxes1, boxes2):
     """(areas1 (N,), areas2 (M,), intersections (N, M)) of [x1, y1, x2, y2] boxes."""
-    def area(boxes):
-        return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    top_left = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    bottom_right = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    sides = np.clip(bottom_right - top_left, 0, None)
-    return area(boxes1), area(boxes2), sides[..., 0] * sides[..., 1]
+    return box_area(boxes1), box_area(boxes2), box_intersection(boxes1, boxes2)
 
 
 def _iou(areas_dt, areas_gt, intersections, iscrowd):

@@ -14,8 +14,8 @@ import numpy as np
 from ..autograd import Tensor
 from ..backend import get_array_module
 
-__all__ = ["box_area", "box_iou", "clip_boxes_to_image", "remove_small_boxes", "encode_boxes", "decode_boxes",
-           "BoxCoder"]
+__all__ = ["box_area", "box_iou", "box_intersection", "clip_boxes_to_image", "remove_small_boxes", "encode_boxes",
+           "decode_boxes", "BoxCoder"]
 
 # exp(dw) is clamped so a wild regression output cannot make a box wider than 1000/16 times its anchor.
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
@@ -49,14 +49,21 @@ def box_iou(boxes1, boxes2):
     0 / 0 = nan, as in torchvision (NumPy's warning about it is silenced).
     """
     boxes1, boxes2 = as_array(boxes1, "box_iou", "boxes1"), as_array(boxes2, "box_iou", "boxes2")
+    inter = box_intersection(boxes1, boxes2)
+    union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / union
+
+
+def box_intersection(boxes1, boxes2):
+    """The area of every pair's intersection (``box_iou``'s numerator), an (N, M) array: the box from the larger
+    top-left corner to the smaller bottom-right corner, 0 where those corners cross."""
+    boxes1, boxes2 = as_array(boxes1, "box_intersection", "boxes1"), as_array(boxes2, "box_intersection", "boxes2")
     xp = get_array_module(boxes1, boxes2)
     top_left = xp.maximum(boxes1[:, None, :2], boxes2[None, :, :2])  # (N, M, 2)
     bottom_right = xp.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
     width_height = xp.clip(bottom_right - top_left, 0, None)
-    inter = width_height[..., 0] * width_height[..., 1]
-    union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return inter / union
+    return width_height[..., 0] * width_height[..., 1]
 
 
 def clip_boxes_to_image(boxes, size):
